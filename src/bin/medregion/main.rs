@@ -1,0 +1,43 @@
+//! The `medregion` command-line tool. Each subcommand lives in its own file; errors are printed
+//! once, as `medregion: error: ...`, with a non-zero exit status (never a panic trace).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod eval;
+mod info;
+
+#[derive(Parser)]
+#[command(
+    name = "medregion",
+    version,
+    about = "3D chest CT + masks -> structured radiology report (MedRegion-CT)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Version, build features and the compute devices of this machine.
+    Info(info::Args),
+    /// Score generated reports against references (BLEU-1..4, ROUGE-L, METEOR).
+    Eval(eval::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => info::run(args),
+        Command::Eval(args) => eval::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("medregion: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

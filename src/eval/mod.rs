@@ -1,0 +1,1 @@
+//! Report-quality metrics (BLEU, ROUGE-L, METEOR): see issue "medregion eval".

@@ -1,0 +1,87 @@
+//! Pointer and string helpers shared by the exports.
+
+use std::ffi::{c_char, CStr};
+
+use crate::error::{Error, Result};
+
+/// `p` as a reference, or `MR_ERR_NULL_POINTER` naming the argument.
+///
+/// # Safety
+/// `p` must be NULL or point to a valid, initialised `T` for the returned lifetime.
+#[allow(dead_code)] // used by the exports that take input structs (later issues)
+pub(crate) unsafe fn non_null<'a, T>(p: *const T, name: &'static str) -> Result<&'a T> {
+    // SAFETY: the caller guarantees `p` is NULL or valid; NULL is rejected here.
+    unsafe { p.as_ref() }.ok_or(Error::NullPointer(name))
+}
+
+/// `p` as a mutable reference, or `MR_ERR_NULL_POINTER` naming the argument.
+///
+/// # Safety
+/// `p` must be NULL or point to a valid `T`, not aliased, for the returned lifetime.
+pub(crate) unsafe fn non_null_mut<'a, T>(p: *mut T, name: &'static str) -> Result<&'a mut T> {
+    // SAFETY: as above.
+    unsafe { p.as_mut() }.ok_or(Error::NullPointer(name))
+}
+
+/// A NUL-terminated UTF-8 string argument.
+///
+/// # Safety
+/// `p` must be NULL or point to a NUL-terminated string that lives for the returned lifetime.
+pub(crate) unsafe fn c_str<'a>(p: *const c_char, name: &'static str) -> Result<&'a str> {
+    if p.is_null() {
+        return Err(Error::NullPointer(name));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller's contract.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str().map_err(|e| Error::invalid(name, format!("not valid UTF-8 ({e})")))
+}
+
+/// Copies `text` plus a NUL terminator into the caller's buffer.
+///
+/// The needed size (bytes, including the NUL) is written to `*out_needed` whenever
+/// `out_needed` is not NULL, even when the buffer is too small. `buf == NULL && buf_len == 0`
+/// is a pure size query and succeeds; a too-small buffer is left untouched.
+///
+/// # Safety
+/// `buf` must be NULL or writable for `buf_len` bytes; `out_needed` NULL or writable.
+pub(crate) unsafe fn copy_out_str(
+    text: &str,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_needed: *mut usize,
+    what: &str,
+) -> Result<()> {
+    let needed = text.len() + 1;
+    if !out_needed.is_null() {
+        // SAFETY: non-NULL and writable per the contract.
+        unsafe { *out_needed = needed };
+    }
+    if buf.is_null() {
+        return if buf_len == 0 { Ok(()) } else { Err(Error::NullPointer("buf")) };
+    }
+    if buf_len < needed {
+        return Err(Error::BufferTooSmall { what: what.to_string(), needed, given: buf_len });
+    }
+    // SAFETY: `buf` is writable for `buf_len >= needed` bytes and cannot overlap `text`,
+    // which Rust owns.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+        *buf.add(text.len()) = 0;
+    }
+    Ok(())
+}
+
+/// Copies `text` into a fixed-size C char array, truncating on a UTF-8 boundary, NUL-terminated.
+pub(crate) fn fill_char_array(dst: &mut [c_char], text: &str) {
+    let max = dst.len().saturating_sub(1);
+    let mut end = text.len().min(max);
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    for (d, b) in dst.iter_mut().zip(text.as_bytes()[..end].iter()) {
+        *d = *b as c_char;
+    }
+    for d in dst.iter_mut().skip(end) {
+        *d = 0;
+    }
+}
