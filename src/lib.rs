@@ -13,7 +13,11 @@ pub mod backend;
 pub mod error;
 pub mod eval;
 pub mod ffi;
+pub mod io;
 pub mod log;
+pub mod model;
+pub mod quant;
+pub mod tensor;
 
 pub use backend::{devices, DeviceInfo, DeviceKind};
 pub use error::{Error, Result};

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod convert;
 mod eval;
 mod info;
+mod inspect;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +25,10 @@ struct Cli {
 enum Command {
     /// Version, build features and the compute devices of this machine.
     Info(info::Args),
+    /// Build a model package from HF / GGUF checkpoints, or a synthetic one.
+    Convert(convert::Args),
+    /// Describe a model package: config, tensors, sizes, checksum.
+    Inspect(inspect::Args),
     /// Score generated reports against references (BLEU-1..4, ROUGE-L, METEOR).
     Eval(eval::Args),
 }
@@ -31,6 +37,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(args) => info::run(args),
+        Command::Convert(args) => convert::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Eval(args) => eval::run(args),
     };
     match result {

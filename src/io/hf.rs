@@ -1,0 +1,1 @@
+//! Hugging Face checkpoint import (being built).

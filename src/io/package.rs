@@ -1,0 +1,1 @@
+//! The model package reader/writer (being built).

@@ -1,0 +1,1 @@
+//! Model definitions and the typed configuration. (being built)

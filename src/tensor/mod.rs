@@ -1,0 +1,1 @@
+//! Tensor views, dtypes and weights. (being built)
