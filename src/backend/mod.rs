@@ -45,7 +45,8 @@ pub fn devices() -> &'static [DeviceInfo] {
 }
 
 fn cpu_info() -> DeviceInfo {
-    let model = read_proc_field("/proc/cpuinfo", "model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let model =
+        read_proc_field("/proc/cpuinfo", "model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let feats = cpu_features();
     let name = if feats.is_empty() { model } else { format!("{model} ({})", feats.join(", ")) };
     let memory_bytes = read_proc_field("/proc/meminfo", "MemTotal")

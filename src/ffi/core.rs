@@ -37,12 +37,11 @@ pub extern "C" fn mr_abi_version() -> u32 {
 /// The engine version as a static NUL-terminated string, e.g. "0.1.0". Never NULL. Thread-safe.
 #[no_mangle]
 pub extern "C" fn mr_version_string() -> *const c_char {
-    static VERSION: &std::ffi::CStr = match std::ffi::CStr::from_bytes_with_nul(
-        concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
-    ) {
-        Ok(s) => s,
-        Err(_) => c"unknown",
-    };
+    static VERSION: &std::ffi::CStr =
+        match std::ffi::CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(s) => s,
+            Err(_) => c"unknown",
+        };
     VERSION.as_ptr()
 }
 
@@ -58,7 +57,6 @@ pub extern "C" fn mr_status_name(status: mr_status) -> *const c_char {
             .unwrap_or(c"MR_UNKNOWN_STATUS".as_ptr())
     })
 }
-
 
 /// The message of the last failed call on the calling thread ("" if none). The pointer stays
 /// valid until the next failing `mr_*` call on this thread; copy it if you need it longer.
@@ -78,7 +76,11 @@ pub extern "C" fn mr_last_error_message() -> *const c_char {
 /// # Safety
 /// `buf` must be NULL or writable for `buf_len` bytes; `out_needed` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn mr_last_error_copy(buf: *mut c_char, buf_len: usize, out_needed: *mut usize) -> mr_status {
+pub unsafe extern "C" fn mr_last_error_copy(
+    buf: *mut c_char,
+    buf_len: usize,
+    out_needed: *mut usize,
+) -> mr_status {
     quiet_call(|| {
         let msg = last_error_string();
         // SAFETY: forwarded caller contract.
@@ -96,7 +98,8 @@ pub unsafe extern "C" fn mr_last_error_copy(buf: *mut c_char, buf_len: usize, ou
 pub unsafe extern "C" fn mr_test_panic(message: *const c_char) -> mr_status {
     status_call("mr_test_panic", || {
         // SAFETY: forwarded caller contract.
-        let text = if message.is_null() { "deliberate test panic" } else { unsafe { c_str(message, "message") }? };
+        let text =
+            if message.is_null() { "deliberate test panic" } else { unsafe { c_str(message, "message") }? };
         panic!("{text}");
     })
 }

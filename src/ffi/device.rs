@@ -35,9 +35,14 @@ pub struct mr_device_desc {
     pub name: [c_char; 128],
     /// Why the device is unavailable, NUL-terminated; empty when available.
     pub reason: [c_char; 256],
+    /// Zero. (Makes the layout free of padding, so every byte the library writes is defined.)
+    pub reserved: u32,
 }
 
-/// Fills `*out` with zeros and the right `struct_size`. `out == NULL` → `MR_ERR_NULL_POINTER`.
+// No padding anywhere: callers may memcmp/hash the struct, and valgrind sees only defined bytes.
+const _: () = assert!(std::mem::size_of::<mr_device_desc>() == 4 * 4 + 8 + 4 + 128 + 256 + 4);
+
+/// Fills `*out` with zeros and the right `struct_size`. `out == NULL` gives `MR_ERR_NULL_POINTER`.
 ///
 /// # Safety
 /// `out` must be NULL or point to writable memory for one `mr_device_desc`.
@@ -61,6 +66,7 @@ fn blank_desc() -> mr_device_desc {
         compute_units: 0,
         name: [0; 128],
         reason: [0; 256],
+        reserved: 0,
     }
 }
 
@@ -80,7 +86,7 @@ pub unsafe extern "C" fn mr_device_count(out_count: *mut usize) -> mr_status {
     })
 }
 
-/// Describes device `index` (0 ≤ index < count). `out->struct_size` must be at least
+/// Describes device `index` (0 <= index < count). `out->struct_size` must be at least
 /// `sizeof(mr_device_desc)` of this header (else `MR_ERR_INVALID_ARGUMENT`); a bad index gives
 /// `MR_ERR_NOT_FOUND`. Thread-safe.
 ///

@@ -25,7 +25,8 @@ pub const MR_LOG_TRACE: mr_log_level = 5;
 
 /// Log callback: `level`, a NUL-terminated one-line `message` (valid only during the call), and
 /// the `user_data` given to `mr_log_set`. May be called from any thread the library runs on.
-pub type mr_log_callback = Option<unsafe extern "C" fn(level: mr_log_level, message: *const c_char, user_data: *mut c_void)>;
+pub type mr_log_callback =
+    Option<unsafe extern "C" fn(level: mr_log_level, message: *const c_char, user_data: *mut c_void)>;
 
 struct CallbackSink {
     callback: unsafe extern "C" fn(mr_log_level, *const c_char, *mut c_void),
@@ -53,7 +54,11 @@ unsafe impl Sync for CallbackSink {}
 /// `MR_LOG_TRACE` are refused with `MR_ERR_INVALID_ARGUMENT`. Thread-safe; the callback is
 /// invoked without any library lock held.
 #[no_mangle]
-pub extern "C" fn mr_log_set(callback: mr_log_callback, max_level: mr_log_level, user_data: *mut c_void) -> mr_status {
+pub extern "C" fn mr_log_set(
+    callback: mr_log_callback,
+    max_level: mr_log_level,
+    user_data: *mut c_void,
+) -> mr_status {
     status_call("mr_log_set", || {
         if max_level > MR_LOG_TRACE {
             return Err(Error::invalid("max_level", format!("{max_level} is not a log level (0..=5)")));
@@ -61,10 +66,7 @@ pub extern "C" fn mr_log_set(callback: mr_log_callback, max_level: mr_log_level,
         match (callback, Level::from_u32(max_level)) {
             (Some(cb), Some(level)) => {
                 let sink = CallbackSink { callback: cb, user_data };
-                log::set_sink(
-                    Some(Arc::new(move |lvl: Level, msg: &str| sink.deliver(lvl, msg))),
-                    level,
-                );
+                log::set_sink(Some(Arc::new(move |lvl: Level, msg: &str| sink.deliver(lvl, msg))), level);
             }
             _ => log::set_sink(None, Level::Error),
         }

@@ -85,3 +85,34 @@ pub(crate) fn fill_char_array(dst: &mut [c_char], text: &str) {
         *d = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn char_array_truncates_on_a_utf8_boundary() {
+        let mut buf = [1 as c_char; 6];
+        fill_char_array(&mut buf, "abcdé"); // é is 2 bytes: "abcd" + 'é' needs 6 + NUL
+        let bytes: Vec<u8> = buf.iter().map(|&c| c as u8).collect();
+        assert_eq!(&bytes, b"abcd\0\0");
+        fill_char_array(&mut buf, "");
+        assert!(buf.iter().all(|&c| c == 0));
+    }
+
+    #[test]
+    fn copy_out_reports_size_and_leaves_short_buffers_alone() {
+        let mut needed = 0usize;
+        let mut buf = [7 as c_char; 3];
+        // SAFETY: buffer and size pointer are valid.
+        let r = unsafe { copy_out_str("hello", buf.as_mut_ptr(), buf.len(), &mut needed, "greeting") };
+        assert!(matches!(r, Err(Error::BufferTooSmall { needed: 6, given: 3, .. })));
+        assert_eq!(needed, 6);
+        assert!(buf.iter().all(|&c| c == 7));
+        let mut big = [7 as c_char; 6];
+        // SAFETY: as above.
+        unsafe { copy_out_str("hello", big.as_mut_ptr(), big.len(), std::ptr::null_mut(), "greeting") }
+            .unwrap();
+        assert_eq!(big.map(|c| c as u8), *b"hello\0");
+    }
+}

@@ -10,11 +10,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let features: Vec<&str> = if cfg!(feature = "cuda") {
-        vec!["cuda"]
-    } else {
-        vec![]
-    };
+    let features: Vec<&str> = if cfg!(feature = "cuda") { vec!["cuda"] } else { vec![] };
     if args.json {
         let doc = serde_json::json!({
             "version": medregion::VERSION,
@@ -25,19 +21,8 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(());
     }
-    println!(
-        "medregion {} (C ABI {})",
-        medregion::VERSION,
-        medregion::ABI_VERSION
-    );
-    println!(
-        "features: {}",
-        if features.is_empty() {
-            "none".to_string()
-        } else {
-            features.join(", ")
-        }
-    );
+    println!("medregion {} (C ABI {})", medregion::VERSION, medregion::ABI_VERSION);
+    println!("features: {}", if features.is_empty() { "none".to_string() } else { features.join(", ") });
     println!("devices:");
     for d in devices() {
         let kind = match d.kind {
@@ -46,10 +31,7 @@ pub fn run(args: Args) -> Result<()> {
         };
         if d.available {
             let mem = d.memory_bytes as f64 / (1u64 << 30) as f64;
-            println!(
-                "  {kind:<7} {}  [{} compute units, {mem:.1} GiB]",
-                d.name, d.compute_units
-            );
+            println!("  {kind:<7} {}  [{} compute units, {mem:.1} GiB]", d.name, d.compute_units);
         } else {
             println!("  {kind:<7} unavailable: {}", d.reason);
         }

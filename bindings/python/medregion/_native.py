@@ -1,0 +1,86 @@
+"""Loads libmedregion and declares the C signatures of include/medregion.h for ctypes.
+
+The library is found, in order, at: $MEDREGION_LIBRARY; next to this package
+(medregion/libmedregion.so, for wheels that bundle it); the repository's target/release and
+target/debug folders (for a source checkout); then the system loader path.
+"""
+
+import ctypes
+import os
+import sys
+from pathlib import Path
+
+ABI_VERSION = 1  # MR_ABI_VERSION of the header these declarations mirror
+
+
+def _library_name() -> str:
+    if sys.platform == "darwin":
+        return "libmedregion.dylib"
+    if sys.platform == "win32":
+        return "medregion.dll"
+    return "libmedregion.so"
+
+
+def _candidates():
+    env = os.environ.get("MEDREGION_LIBRARY")
+    if env:
+        yield Path(env)
+        return
+    here = Path(__file__).resolve().parent
+    yield here / _library_name()
+    repo = here.parent.parent.parent
+    for profile in ("release", "debug"):
+        yield repo / "target" / profile / _library_name()
+    yield Path(_library_name())  # system loader path
+
+
+def load() -> ctypes.CDLL:
+    errors = []
+    for path in _candidates():
+        if path.is_absolute() and not path.exists():
+            errors.append(f"{path}: not found")
+            continue
+        try:
+            return _declare(ctypes.CDLL(str(path)))
+        except OSError as exc:
+            errors.append(f"{path}: {exc}")
+    raise OSError("cannot load libmedregion; set MEDREGION_LIBRARY to its path. Tried:\n  " + "\n  ".join(errors))
+
+
+LOG_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_void_p)
+
+
+class DeviceDesc(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("kind", ctypes.c_uint32),
+        ("ordinal", ctypes.c_int32),
+        ("available", ctypes.c_int32),
+        ("memory_bytes", ctypes.c_uint64),
+        ("compute_units", ctypes.c_uint32),
+        ("name", ctypes.c_char * 128),
+        ("reason", ctypes.c_char * 256),
+        ("reserved", ctypes.c_uint32),
+    ]
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    u32, sz, cp = ctypes.c_uint32, ctypes.c_size_t, ctypes.c_char_p
+    sigs = {
+        "mr_init": (u32, [u32]),
+        "mr_abi_version": (u32, []),
+        "mr_version_string": (cp, []),
+        "mr_status_name": (cp, [u32]),
+        "mr_last_error_message": (cp, []),
+        "mr_last_error_copy": (u32, [ctypes.c_char_p, sz, ctypes.POINTER(sz)]),
+        "mr_test_panic": (u32, [cp]),
+        "mr_device_desc_default": (u32, [ctypes.POINTER(DeviceDesc)]),
+        "mr_device_count": (u32, [ctypes.POINTER(sz)]),
+        "mr_device_info": (u32, [sz, ctypes.POINTER(DeviceDesc)]),
+        "mr_log_set": (u32, [LOG_CALLBACK, u32, ctypes.c_void_p]),
+    }
+    for name, (restype, argtypes) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    return lib

@@ -1,0 +1,26 @@
+//! Runs the Python (ctypes) binding tests in `bindings/python/tests` against the freshly built
+//! `libmedregion.so`, with the standard library's unittest (no extra packages needed).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn python_bindings() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let exe = std::env::current_exe().unwrap();
+    let lib = exe.parent().and_then(|d| d.parent()).unwrap().join("libmedregion.so");
+    assert!(lib.exists(), "{} missing: run `cargo build --release` first", lib.display());
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let output = Command::new(&python)
+        .args(["-m", "unittest", "discover", "-v", "-s"])
+        .arg(root.join("bindings/python/tests"))
+        .env("PYTHONPATH", root.join("bindings/python"))
+        .env("MEDREGION_LIBRARY", &lib)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "python binding tests failed:\n{text}");
+    assert!(text.contains("OK"), "{text}");
+}
