@@ -14,35 +14,34 @@ fn root() -> PathBuf {
 
 /// `target/<profile>`, where `cargo build` put `libmedregion.{a,so}`. `cargo test` alone does
 /// not build the static and shared libraries, hence the README's test command
-/// `cargo build --release && cargo test --release`; a library older than the code under test is
+/// `cargo build --release && cargo test --release`; a library older than any source file is
 /// refused rather than silently tested.
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    let dir = deps.parent().expect("target/<profile>").to_path_buf();
-    let newest_rlib = std::fs::read_dir(deps)
-        .expect("read deps")
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with("libmedregion-") && n.ends_with(".rlib")
-        })
-        .filter_map(|e| e.metadata().ok()?.modified().ok())
-        .max();
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    let newest_source = newest_mtime(&root().join("src"));
     for lib in ["libmedregion.a", "libmedregion.so"] {
         let path = dir.join(lib);
         let built = path.metadata().and_then(|m| m.modified()).unwrap_or_else(|_| {
             panic!("{} not found: run `cargo build --release` before `cargo test --release`", path.display())
         });
-        if let Some(rlib) = newest_rlib {
-            assert!(
-                built >= rlib,
-                "{} is older than the code under test: run `cargo build --release` first",
-                path.display()
-            );
-        }
+        assert!(
+            newest_source.is_none_or(|src| built >= src),
+            "{} is older than the sources: run `cargo build --release` first",
+            path.display()
+        );
     }
     dir
+}
+
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() { newest_mtime(&path) } else { entry.metadata().ok()?.modified().ok() };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 #[derive(Clone, Copy, Debug)]
