@@ -62,6 +62,17 @@
 #define MR_ABI_VERSION 1
 
 /**
+ * A loaded model package (opaque). Immutable; thread-safe; free with `mr_model_free`.
+ */
+typedef struct mr_model mr_model;
+
+/**
+ * A CT volume (opaque): f32 HU voxels and their geometry. Immutable; thread-safe; free with
+ * `mr_volume_free`.
+ */
+typedef struct mr_volume mr_volume;
+
+/**
  * Return code of every fallible `mr_*` call. `MR_OK` (0) is success; anything else is an error
  * whose explanation is available from `mr_last_error_message` on the same thread.
  */
@@ -125,6 +136,136 @@ typedef uint32_t mr_log_level;
  * the `user_data` given to `mr_log_set`. May be called from any thread the library runs on.
  */
 typedef void (*mr_log_callback)(mr_log_level level, const char *message, void *user_data);
+
+/**
+ * How to load a model. Fill with `mr_model_params_default`, then change fields.
+ */
+typedef struct mr_model_params {
+  /**
+   * `sizeof(mr_model_params)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * Non-zero: recompute the content checksum and refuse a mismatch (reads the whole file:
+   * seconds for a multi-GB model). Default 0: only the header is read and checked.
+   */
+  int32_t verify_checksum;
+  /**
+   * `MR_DEVICE_CPU` (default) or `MR_DEVICE_CUDA`.
+   */
+  mr_device_kind device_kind;
+  /**
+   * The N of `cuda:N` (0 for the CPU).
+   */
+  int32_t device_ordinal;
+} mr_model_params;
+
+/**
+ * What `mr_model_info` reports. Set `struct_size` first (`mr_model_desc_default` does it).
+ */
+typedef struct mr_model_desc {
+  /**
+   * `sizeof(mr_model_desc)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * Package format version.
+   */
+  uint32_t format_version;
+  /**
+   * Number of logical weights (a quantized weight counts once).
+   */
+  uint64_t n_weights;
+  /**
+   * Number of parameters (logical elements of all weights).
+   */
+  uint64_t n_params;
+  /**
+   * Size of the package in bytes.
+   */
+  uint64_t file_bytes;
+  /**
+   * Model name from the config, NUL-terminated (truncated if longer).
+   */
+  char name[128];
+  /**
+   * Content checksum as stored in the package, e.g. "sha256:<64 hex>", NUL-terminated.
+   */
+  char checksum[80];
+  /**
+   * Tokenizer kind ("bytes", "hf-json", "tiktoken", "gguf"), NUL-terminated.
+   */
+  char tokenizer[16];
+} mr_model_desc;
+
+/**
+ * Element type of a caller's voxel buffer.
+ */
+typedef uint32_t mr_dtype;
+
+/**
+ * Patient coordinate system of a caller's affine.
+ */
+typedef uint32_t mr_coordinates;
+
+/**
+ * A voxel buffer in caller memory, read during `mr_volume_from_buffer` only (copied, never
+ * retained or modified). Fill with `mr_volume_buffer_default`, then set the fields.
+ */
+typedef struct mr_volume_buffer {
+  /**
+   * `sizeof(mr_volume_buffer)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * One of `MR_DTYPE_*`; elements in the machine's native byte order.
+   */
+  mr_dtype dtype;
+  /**
+   * The voxel bytes (need not be aligned).
+   */
+  const void *data;
+  /**
+   * Readable bytes at `data`; must cover every voxel that `dims` and `strides` address.
+   */
+  size_t data_len;
+  /**
+   * Voxels along x, y, z (each 1..=4096, at most 2^30 in all).
+   */
+  size_t dims[3];
+  /**
+   * Byte step between neighbours along x, y, z, each > 0 and not overlapping; all three 0
+   * (the default) means dense with x fastest. Flipped axes go in the affine, not here.
+   */
+  int64_t strides[3];
+  /**
+   * Spacing in mm along x, y, z; all three 0 (the default) means "the affine's column
+   * lengths". Given together with an affine, both must agree.
+   */
+  double spacing[3];
+  /**
+   * Voxel index -> patient mm, 4x4 row-major, in `coordinates`; all 16 zero (the default)
+   * means `diag(spacing)` with origin 0 (axes along the patient axes of `coordinates`).
+   */
+  double affine[16];
+  /**
+   * `MR_COORDS_LPS` (DICOM) or `MR_COORDS_RAS` (NIfTI); required.
+   */
+  mr_coordinates coordinates;
+  /**
+   * Zero.
+   */
+  uint32_t reserved;
+  /**
+   * HU = `rescale_slope * stored + rescale_intercept` (DICOM Rescale Slope/Intercept);
+   * default 1 and 0.
+   */
+  double rescale_slope;
+  /**
+   * See `rescale_slope`.
+   */
+  double rescale_intercept;
+} mr_volume_buffer;
 
 /**
  * The host CPU (always listed first, always available).
@@ -241,6 +382,56 @@ typedef void (*mr_log_callback)(mr_log_level level, const char *message, void *u
  */
 #define MR_ERR_INTERNAL 14
 
+/**
+ * Signed 8-bit integers.
+ */
+#define MR_DTYPE_I8 1
+
+/**
+ * Unsigned 8-bit integers.
+ */
+#define MR_DTYPE_U8 2
+
+/**
+ * Signed 16-bit integers (the usual CT storage).
+ */
+#define MR_DTYPE_I16 3
+
+/**
+ * Unsigned 16-bit integers.
+ */
+#define MR_DTYPE_U16 4
+
+/**
+ * Signed 32-bit integers.
+ */
+#define MR_DTYPE_I32 5
+
+/**
+ * 32-bit floats.
+ */
+#define MR_DTYPE_F32 6
+
+/**
+ * 64-bit floats.
+ */
+#define MR_DTYPE_F64 7
+
+/**
+ * Not set: `mr_volume_from_buffer` refuses it, so that left/right is never guessed.
+ */
+#define MR_COORDS_UNSET 0
+
+/**
+ * RAS+ (NIfTI, nibabel): +x Right, +y Anterior, +z Superior.
+ */
+#define MR_COORDS_RAS 1
+
+/**
+ * LPS+ (DICOM, ITK): +x Left, +y Posterior, +z Superior.
+ */
+#define MR_COORDS_LPS 2
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -335,6 +526,145 @@ mr_status mr_device_info(size_t index, struct mr_device_desc *out);
  * invoked without any library lock held.
  */
 mr_status mr_log_set(mr_log_callback callback, mr_log_level max_level, void *user_data);
+
+/**
+ * Fills `*out` with the defaults (CPU, no checksum verification) and the right `struct_size`.
+ *
+ * # Safety
+ * `out` must be NULL or point to writable memory for one `mr_model_params`.
+ */
+mr_status mr_model_params_default(struct mr_model_params *out);
+
+/**
+ * Maps the package at `path` (UTF-8) and checks it against its config; `params` may be NULL
+ * (defaults). Milliseconds whatever the model size unless `verify_checksum` is set. The file must
+ * not be truncated or rewritten while the model lives (replace model files by atomic rename).
+ * On success `*out` receives the model; on failure `*out` is untouched. Thread-safe.
+ *
+ * # Safety
+ * `path` NUL-terminated; `params` NULL or valid; `out` writable.
+ */
+mr_status mr_model_load(const char *path, const struct mr_model_params *params, struct mr_model **out);
+
+/**
+ * Checks a package held in caller memory and uses it in place (zero-copy). The `len` bytes at
+ * `data` must stay valid and unchanged until `mr_model_free`, and `data` must be at least 4-byte
+ * aligned (any malloc result is). On failure `*out` is untouched. Thread-safe.
+ *
+ * # Safety
+ * `data` readable for `len` bytes for the model's whole life; `params` NULL or valid; `out`
+ * writable.
+ */
+mr_status mr_model_load_from_memory(const void *data, size_t len, const struct mr_model_params *params, struct mr_model **out);
+
+/**
+ * Frees a model. NULL is a no-op. The model must not be in use by any session or thread.
+ *
+ * # Safety
+ * `model` must be NULL or a pointer from `mr_model_load*` not yet freed.
+ */
+void mr_model_free(struct mr_model *model);
+
+/**
+ * Fills `*out` with zeros and the right `struct_size`.
+ *
+ * # Safety
+ * `out` must be NULL or point to writable memory for one `mr_model_desc`.
+ */
+mr_status mr_model_desc_default(struct mr_model_desc *out);
+
+/**
+ * Describes a loaded model. `out->struct_size` must be at least `sizeof(mr_model_desc)`.
+ * Thread-safe.
+ *
+ * # Safety
+ * `model` a live model; `out` NULL or a writable `mr_model_desc` with `struct_size` set.
+ */
+mr_status mr_model_info(const struct mr_model *model, struct mr_model_desc *out);
+
+/**
+ * Copies the model's configuration (canonical JSON) into `buf`, NUL-terminated. `*out_needed`
+ * (if not NULL) receives the size needed including the NUL, also when `buf` is too small;
+ * `buf == NULL && buf_len == 0` only queries the size. Thread-safe.
+ *
+ * # Safety
+ * `model` a live model; `buf` NULL or writable for `buf_len` bytes; `out_needed` NULL or writable.
+ */
+mr_status mr_model_config_json(const struct mr_model *model, char *buf, size_t buf_len, size_t *out_needed);
+
+/**
+ * Fills `*out` with the defaults (int16, dense strides, rescale 1/0, coordinates unset, no
+ * data) and the right `struct_size`.
+ *
+ * # Safety
+ * `out` must be NULL or point to writable memory for one `mr_volume_buffer`.
+ */
+mr_status mr_volume_buffer_default(struct mr_volume_buffer *out);
+
+/**
+ * Reads a NIfTI-1 (`.nii`, `.nii.gz`) or NRRD (`.nrrd`) file at `path` (UTF-8). On success
+ * `*out` receives the volume; on failure `*out` is untouched and the last error says why
+ * (`MR_ERR_IO` unreadable file, `MR_ERR_FORMAT` malformed or truncated, `MR_ERR_SHAPE` not 3D
+ * or too large, `MR_ERR_UNSUPPORTED` e.g. NIfTI-2 or detached NRRD data). Thread-safe.
+ *
+ * # Safety
+ * `path` NULL or NUL-terminated; `out` NULL or writable.
+ */
+mr_status mr_volume_load(const char *path, struct mr_volume **out);
+
+/**
+ * Copies a caller's voxel buffer into a new volume (see `mr_volume_buffer`). Nothing the
+ * caller owns is modified or retained. On failure `*out` is untouched (`MR_ERR_SHAPE`: dims out
+ * of range or a buffer shorter than dims x strides; `MR_ERR_INVALID_ARGUMENT`: bad strides,
+ * spacing, affine, rescale, coordinates, or NaN/Inf voxels). Thread-safe.
+ *
+ * # Safety
+ * `desc` NULL or a readable `mr_volume_buffer` whose `data` is readable for `data_len` bytes;
+ * `out` NULL or writable.
+ */
+mr_status mr_volume_from_buffer(const struct mr_volume_buffer *desc, struct mr_volume **out);
+
+/**
+ * Frees a volume. NULL is a no-op.
+ *
+ * # Safety
+ * `volume` must be NULL or a pointer from `mr_volume_load` / `mr_volume_from_buffer` not yet
+ * freed.
+ */
+void mr_volume_free(struct mr_volume *volume);
+
+/**
+ * Writes the voxel counts along x, y, z to `out[0..3]`. Thread-safe.
+ *
+ * # Safety
+ * `volume` NULL or live; `out` NULL or writable for 3 `size_t`.
+ */
+mr_status mr_volume_dims(const struct mr_volume *volume, size_t *out);
+
+/**
+ * Writes the spacing in mm along x, y, z to `out[0..3]`. Thread-safe.
+ *
+ * # Safety
+ * `volume` NULL or live; `out` NULL or writable for 3 `double`.
+ */
+mr_status mr_volume_spacing(const struct mr_volume *volume, double *out);
+
+/**
+ * Writes the voxel index -> RAS+ mm affine, 4x4 row-major, to `out[0..16]` (LPS inputs are
+ * converted: negate rows 0 and 1 to get LPS). Thread-safe.
+ *
+ * # Safety
+ * `volume` NULL or live; `out` NULL or writable for 16 `double`.
+ */
+mr_status mr_volume_affine(const struct mr_volume *volume, double *out);
+
+/**
+ * Writes the smallest and largest voxel value in HU to `out[0..2]`. Thread-safe.
+ *
+ * # Safety
+ * `volume` NULL or live; `out` NULL or writable for 2 `double`.
+ */
+mr_status mr_volume_hu_range(const struct mr_volume *volume, double *out);
 
 #ifdef __cplusplus
 }  // extern "C"

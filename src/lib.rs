@@ -16,8 +16,11 @@ pub mod ffi;
 pub mod io;
 pub mod log;
 pub mod model;
+pub mod preprocess;
 pub mod quant;
 pub mod tensor;
+pub mod tokenizer;
+pub mod volume;
 
 pub use backend::{devices, DeviceInfo, DeviceKind};
 pub use error::{Error, Result};

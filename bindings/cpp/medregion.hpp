@@ -84,6 +84,58 @@ inline std::vector<Device> devices() {
     return out;
 }
 
+/// Options for loading a model (see mr_model_params).
+struct ModelParams {
+    bool verify_checksum = false;  ///< recompute the content checksum (reads the whole file)
+};
+
+/// A loaded model package: immutable, shareable across threads (const methods only).
+class Model {
+public:
+    /// Maps and checks the package at `path`.
+    static Model load(const std::string &path, const ModelParams &options = ModelParams()) {
+        mr_model_params p = params(options);
+        mr_model *m = nullptr;
+        check(mr_model_load(path.c_str(), &p, &m));
+        return Model(m);
+    }
+    /// Uses a package held in memory, in place: `data` must outlive the Model.
+    static Model load_from_memory(const void *data, std::size_t len, const ModelParams &options = ModelParams()) {
+        mr_model_params p = params(options);
+        mr_model *m = nullptr;
+        check(mr_model_load_from_memory(data, len, &p, &m));
+        return Model(m);
+    }
+    /// Name, sizes, checksum and tokenizer kind.
+    mr_model_desc info() const {
+        mr_model_desc d;
+        check(mr_model_desc_default(&d));
+        check(mr_model_info(handle_.get(), &d));
+        return d;
+    }
+    /// The model's configuration as JSON.
+    std::string config_json() const {
+        std::size_t needed = 0;
+        check(mr_model_config_json(handle_.get(), nullptr, 0, &needed));
+        std::string s(needed, '\0');
+        check(mr_model_config_json(handle_.get(), &s[0], s.size(), &needed));
+        s.resize(needed - 1);
+        return s;
+    }
+    /// The C handle, for calls this wrapper does not cover.
+    mr_model *get() const noexcept { return handle_.get(); }
+
+private:
+    explicit Model(mr_model *m) : handle_(m) {}
+    static mr_model_params params(const ModelParams &options) {
+        mr_model_params p;
+        check(mr_model_params_default(&p));
+        p.verify_checksum = options.verify_checksum ? 1 : 0;
+        return p;
+    }
+    unique_handle<mr_model, mr_model_free> handle_;
+};
+
 /// A log function: level and message. May be called from any thread the library uses.
 using LogFunction = std::function<void(mr_log_level, const std::string &)>;
 

@@ -18,10 +18,15 @@ pub(crate) mod boundary;
 mod core;
 mod device;
 mod log;
+mod model;
 pub mod status;
 pub(crate) mod util;
 
 pub use self::core::*;
 pub use self::device::*;
 pub use self::log::*;
+pub use self::model::*;
 pub use self::status::*;
+
+mod volume;
+pub use self::volume::*;

@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 ///
 /// # Safety
 /// `p` must be NULL or point to a valid, initialised `T` for the returned lifetime.
-#[allow(dead_code)] // used by the exports that take input structs (later issues)
 pub(crate) unsafe fn non_null<'a, T>(p: *const T, name: &'static str) -> Result<&'a T> {
     // SAFETY: the caller guarantees `p` is NULL or valid; NULL is rejected here.
     unsafe { p.as_ref() }.ok_or(Error::NullPointer(name))

@@ -64,6 +64,28 @@ class DeviceDesc(ctypes.Structure):
     ]
 
 
+class ModelParams(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("verify_checksum", ctypes.c_int32),
+        ("device_kind", ctypes.c_uint32),
+        ("device_ordinal", ctypes.c_int32),
+    ]
+
+
+class ModelDesc(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("format_version", ctypes.c_uint32),
+        ("n_weights", ctypes.c_uint64),
+        ("n_params", ctypes.c_uint64),
+        ("file_bytes", ctypes.c_uint64),
+        ("name", ctypes.c_char * 128),
+        ("checksum", ctypes.c_char * 80),
+        ("tokenizer", ctypes.c_char * 16),
+    ]
+
+
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     u32, sz, cp = ctypes.c_uint32, ctypes.c_size_t, ctypes.c_char_p
     sigs = {
@@ -78,6 +100,14 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "mr_device_count": (u32, [ctypes.POINTER(sz)]),
         "mr_device_info": (u32, [sz, ctypes.POINTER(DeviceDesc)]),
         "mr_log_set": (u32, [LOG_CALLBACK, u32, ctypes.c_void_p]),
+        "mr_model_params_default": (u32, [ctypes.POINTER(ModelParams)]),
+        "mr_model_load": (u32, [cp, ctypes.POINTER(ModelParams), ctypes.POINTER(ctypes.c_void_p)]),
+        "mr_model_load_from_memory": (
+            u32, [ctypes.c_void_p, sz, ctypes.POINTER(ModelParams), ctypes.POINTER(ctypes.c_void_p)]),
+        "mr_model_free": (None, [ctypes.c_void_p]),
+        "mr_model_desc_default": (u32, [ctypes.POINTER(ModelDesc)]),
+        "mr_model_info": (u32, [ctypes.c_void_p, ctypes.POINTER(ModelDesc)]),
+        "mr_model_config_json": (u32, [ctypes.c_void_p, ctypes.c_char_p, sz, ctypes.POINTER(sz)]),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)

@@ -1,0 +1,270 @@
+//! Model packages through the C ABI: `mr_model_load`, `mr_model_load_from_memory`,
+//! `mr_model_free`, `mr_model_info`, `mr_model_config_json`.
+//!
+//! An `mr_model` is immutable once loaded and may be used from any number of threads at once.
+
+use std::ffi::{c_char, c_void};
+
+use super::boundary::status_call;
+use super::device::{mr_device_kind, MR_DEVICE_CPU, MR_DEVICE_CUDA};
+use super::status::*;
+use super::util::{c_str, copy_out_str, fill_char_array, non_null, non_null_mut};
+use crate::error::{Error, Result};
+use crate::log::Level;
+use crate::model::{LoadOptions, Model};
+use crate::mr_log;
+
+/// A loaded model package (opaque). Immutable; thread-safe; free with `mr_model_free`.
+pub struct mr_model {
+    model: Model<'static>,
+}
+
+/// How to load a model. Fill with `mr_model_params_default`, then change fields.
+#[repr(C)]
+pub struct mr_model_params {
+    /// `sizeof(mr_model_params)` as the caller compiled it.
+    pub struct_size: u32,
+    /// Non-zero: recompute the content checksum and refuse a mismatch (reads the whole file:
+    /// seconds for a multi-GB model). Default 0: only the header is read and checked.
+    pub verify_checksum: i32,
+    /// `MR_DEVICE_CPU` (default) or `MR_DEVICE_CUDA`.
+    pub device_kind: mr_device_kind,
+    /// The N of `cuda:N` (0 for the CPU).
+    pub device_ordinal: i32,
+}
+
+/// What `mr_model_info` reports. Set `struct_size` first (`mr_model_desc_default` does it).
+#[repr(C)]
+pub struct mr_model_desc {
+    /// `sizeof(mr_model_desc)` as the caller compiled it.
+    pub struct_size: u32,
+    /// Package format version.
+    pub format_version: u32,
+    /// Number of logical weights (a quantized weight counts once).
+    pub n_weights: u64,
+    /// Number of parameters (logical elements of all weights).
+    pub n_params: u64,
+    /// Size of the package in bytes.
+    pub file_bytes: u64,
+    /// Model name from the config, NUL-terminated (truncated if longer).
+    pub name: [c_char; 128],
+    /// Content checksum as stored in the package, e.g. "sha256:<64 hex>", NUL-terminated.
+    pub checksum: [c_char; 80],
+    /// Tokenizer kind ("bytes", "hf-json", "tiktoken", "gguf"), NUL-terminated.
+    pub tokenizer: [c_char; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<mr_model_desc>() == 8 + 8 * 3 + 128 + 80 + 16);
+const _: () = assert!(std::mem::size_of::<mr_model_params>() == 16);
+
+fn default_params() -> mr_model_params {
+    mr_model_params {
+        struct_size: std::mem::size_of::<mr_model_params>() as u32,
+        verify_checksum: 0,
+        device_kind: MR_DEVICE_CPU,
+        device_ordinal: 0,
+    }
+}
+
+/// Fills `*out` with the defaults (CPU, no checksum verification) and the right `struct_size`.
+///
+/// # Safety
+/// `out` must be NULL or point to writable memory for one `mr_model_params`.
+#[no_mangle]
+pub unsafe extern "C" fn mr_model_params_default(out: *mut mr_model_params) -> mr_status {
+    status_call("mr_model_params_default", || {
+        // SAFETY: forwarded caller contract.
+        *unsafe { non_null_mut(out, "out") }? = default_params();
+        Ok(())
+    })
+}
+
+/// Reads the caller's params (NULL means defaults) into load options, refusing what this build
+/// cannot do.
+///
+/// # Safety
+/// `params` must be NULL or point to a readable struct of at least its `struct_size` bytes.
+unsafe fn load_options(params: *const mr_model_params) -> Result<LoadOptions> {
+    let p = if params.is_null() {
+        default_params()
+    } else {
+        // SAFETY: non-NULL per the check; the caller promises a readable struct.
+        let p = unsafe { &*params };
+        let need = std::mem::size_of::<mr_model_params>() as u32;
+        if p.struct_size < need {
+            return Err(Error::invalid(
+                "params->struct_size",
+                format!("is {}, at least {need} needed (call mr_model_params_default first)", p.struct_size),
+            ));
+        }
+        mr_model_params { ..*p }
+    };
+    match p.device_kind {
+        MR_DEVICE_CPU => {}
+        MR_DEVICE_CUDA => {
+            return Err(Error::Unsupported(format!(
+                "device cuda:{}: the CUDA backend is not available in this version",
+                p.device_ordinal
+            )))
+        }
+        other => return Err(Error::invalid("params->device_kind", format!("{other} is not a device kind"))),
+    }
+    Ok(LoadOptions { verify_checksum: p.verify_checksum != 0 })
+}
+
+/// Maps the package at `path` (UTF-8) and checks it against its config; `params` may be NULL
+/// (defaults). Milliseconds whatever the model size unless `verify_checksum` is set. The file must
+/// not be truncated or rewritten while the model lives (replace model files by atomic rename).
+/// On success `*out` receives the model; on failure `*out` is untouched. Thread-safe.
+///
+/// # Safety
+/// `path` NUL-terminated; `params` NULL or valid; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn mr_model_load(
+    path: *const c_char,
+    params: *const mr_model_params,
+    out: *mut *mut mr_model,
+) -> mr_status {
+    status_call("mr_model_load", || {
+        // SAFETY: forwarded caller contract.
+        let path = unsafe { c_str(path, "path") }?;
+        // SAFETY: forwarded caller contract.
+        let out = unsafe { non_null_mut(out, "out") }?;
+        // SAFETY: forwarded caller contract.
+        let options = unsafe { load_options(params) }?;
+        let model = Model::load(path, &options)?;
+        mr_log!(Level::Info, "loaded model '{}' from {path}", model.config().name);
+        *out = Box::into_raw(Box::new(mr_model { model }));
+        Ok(())
+    })
+}
+
+/// Checks a package held in caller memory and uses it in place (zero-copy). The `len` bytes at
+/// `data` must stay valid and unchanged until `mr_model_free`, and `data` must be at least 4-byte
+/// aligned (any malloc result is). On failure `*out` is untouched. Thread-safe.
+///
+/// # Safety
+/// `data` readable for `len` bytes for the model's whole life; `params` NULL or valid; `out`
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn mr_model_load_from_memory(
+    data: *const c_void,
+    len: usize,
+    params: *const mr_model_params,
+    out: *mut *mut mr_model,
+) -> mr_status {
+    status_call("mr_model_load_from_memory", || {
+        // SAFETY: forwarded caller contract.
+        let out = unsafe { non_null_mut(out, "out") }?;
+        if data.is_null() {
+            return Err(Error::NullPointer("data"));
+        }
+        // SAFETY: forwarded caller contract.
+        let options = unsafe { load_options(params) }?;
+        // SAFETY: the caller guarantees `len` readable bytes that outlive the model; the
+        // 'static lifetime is that promise, documented in the header.
+        let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
+        let model = Model::load_from_memory(bytes, &options)?;
+        mr_log!(Level::Info, "loaded model '{}' from {len} bytes of memory", model.config().name);
+        *out = Box::into_raw(Box::new(mr_model { model }));
+        Ok(())
+    })
+}
+
+/// Frees a model. NULL is a no-op. The model must not be in use by any session or thread.
+///
+/// # Safety
+/// `model` must be NULL or a pointer from `mr_model_load*` not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn mr_model_free(model: *mut mr_model) {
+    if model.is_null() {
+        return;
+    }
+    // Dropping unmaps the file; keep it behind the boundary like every export.
+    status_call("mr_model_free", || {
+        // SAFETY: the pointer came from Box::into_raw in mr_model_load* (caller contract).
+        drop(unsafe { Box::from_raw(model) });
+        Ok(())
+    });
+}
+
+/// Fills `*out` with zeros and the right `struct_size`.
+///
+/// # Safety
+/// `out` must be NULL or point to writable memory for one `mr_model_desc`.
+#[no_mangle]
+pub unsafe extern "C" fn mr_model_desc_default(out: *mut mr_model_desc) -> mr_status {
+    status_call("mr_model_desc_default", || {
+        // SAFETY: forwarded caller contract.
+        *unsafe { non_null_mut(out, "out") }? = blank_desc();
+        Ok(())
+    })
+}
+
+fn blank_desc() -> mr_model_desc {
+    mr_model_desc {
+        struct_size: std::mem::size_of::<mr_model_desc>() as u32,
+        format_version: 0,
+        n_weights: 0,
+        n_params: 0,
+        file_bytes: 0,
+        name: [0; 128],
+        checksum: [0; 80],
+        tokenizer: [0; 16],
+    }
+}
+
+/// Describes a loaded model. `out->struct_size` must be at least `sizeof(mr_model_desc)`.
+/// Thread-safe.
+///
+/// # Safety
+/// `model` a live model; `out` NULL or a writable `mr_model_desc` with `struct_size` set.
+#[no_mangle]
+pub unsafe extern "C" fn mr_model_info(model: *const mr_model, out: *mut mr_model_desc) -> mr_status {
+    status_call("mr_model_info", || {
+        // SAFETY: forwarded caller contract.
+        let model = &unsafe { non_null(model, "model") }?.model;
+        // SAFETY: forwarded caller contract.
+        let out = unsafe { non_null_mut(out, "out") }?;
+        let need = std::mem::size_of::<mr_model_desc>() as u32;
+        if out.struct_size < need {
+            return Err(Error::invalid(
+                "out->struct_size",
+                format!("is {}, at least {need} needed (call mr_model_desc_default first)", out.struct_size),
+            ));
+        }
+        let info = model.info();
+        let mut desc = blank_desc();
+        desc.struct_size = out.struct_size;
+        desc.format_version = info.format_version;
+        desc.n_weights = info.weights.len() as u64;
+        desc.n_params = info.params;
+        desc.file_bytes = info.file_bytes;
+        fill_char_array(&mut desc.name, &info.model_name);
+        fill_char_array(&mut desc.checksum, model.checksum());
+        fill_char_array(&mut desc.tokenizer, &info.tokenizer);
+        *out = desc;
+        Ok(())
+    })
+}
+
+/// Copies the model's configuration (canonical JSON) into `buf`, NUL-terminated. `*out_needed`
+/// (if not NULL) receives the size needed including the NUL, also when `buf` is too small;
+/// `buf == NULL && buf_len == 0` only queries the size. Thread-safe.
+///
+/// # Safety
+/// `model` a live model; `buf` NULL or writable for `buf_len` bytes; `out_needed` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mr_model_config_json(
+    model: *const mr_model,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_needed: *mut usize,
+) -> mr_status {
+    status_call("mr_model_config_json", || {
+        // SAFETY: forwarded caller contract.
+        let model = &unsafe { non_null(model, "model") }?.model;
+        // SAFETY: forwarded caller contract.
+        unsafe { copy_out_str(model.config_json(), buf, buf_len, out_needed, "the model config JSON") }
+    })
+}

@@ -1,1 +1,0 @@
-//! Hugging Face checkpoint import (being built).

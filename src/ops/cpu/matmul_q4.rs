@@ -1,0 +1,156 @@
+//! Q4_0 and Q4_1 weights × int8 activations: the block dot products of ggml's
+//! `ggml_vec_dot_q4_0_q8_0` and `ggml_vec_dot_q4_1_q8_1` (AVX2 branches of
+//! `ggml-cpu/arch/x86/quants.c`).
+//!
+//! A block's 16 bytes unpack to 32 unsigned nibbles in element order (byte j: element j low,
+//! element j + 16 high), which `maddubs` multiplies directly with the signed activations
+//! (pair sums ≤ `2 · 15 · 127`, no saturation). Q4_0's offset is applied once per block from
+//! the activation block sum: `Σ (q − 8) · x = Σ q · x − 8 · Σ x`, where ggml instead subtracts 8
+//! from every nibble and uses the sign trick; the integers are the same.
+
+use super::matmul_quant::QuantFormat;
+use crate::quant::{q4_0, q4_1, QK};
+
+/// The Q4_0 format (value = (q − 8) · d).
+pub(crate) struct Q4_0;
+
+/// The Q4_1 format (value = q · d + m).
+pub(crate) struct Q4_1;
+
+/// `Σ (nibble_j − offset) · x_j` over one block.
+#[inline]
+fn nibble_dot(values: &[u8], x: &[i8; QK], offset: i32) -> i32 {
+    let (lo, hi) = x.split_at(QK / 2);
+    values
+        .iter()
+        .zip(lo.iter().zip(hi))
+        .map(|(&b, (&xl, &xh))| ((b & 0x0F) as i32 - offset) * xl as i32 + ((b >> 4) as i32 - offset) * xh as i32)
+        .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use crate::ops::cpu::matmul_quant::Unpacked;
+
+    /// 16 packed bytes → 32 nibbles in element order.
+    ///
+    /// # Safety
+    /// `p` is valid for 16 bytes; the CPU has AVX2/FMA/F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(super) unsafe fn unpack(p: *const u8) -> Unpacked {
+        // SAFETY: `p` is valid for 16 bytes (the caller's contract).
+        let raw = unsafe { _mm_loadu_si128(p.cast()) };
+        let m4 = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(raw, m4);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), m4);
+        let u = _mm256_set_m128i(hi, lo);
+        Unpacked { u, s: u }
+    }
+
+    /// `Σ nibble · x` as 8 i32 partial sums.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(super) fn block_dot(w: Unpacked, x: __m256i) -> __m256i {
+        crate::ops::cpu::simd::avx2::pairs_to_i32(_mm256_maddubs_epi16(w.u, x))
+    }
+}
+
+impl QuantFormat for Q4_0 {
+    const VALUE_BYTES: usize = q4_0::VALUE_BYTES;
+    const OFFSET8: bool = true;
+    const HAS_MIN: bool = false;
+
+    #[inline]
+    fn block_dot_scalar(values: &[u8], x: &[i8; QK]) -> i32 {
+        nibble_dot(values, x, 8)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn unpack(p: *const u8) -> super::matmul_quant::Unpacked {
+        // SAFETY: forwarded contract (16 readable bytes, AVX2 present).
+        unsafe { avx2::unpack(p) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn block_dot(
+        w: super::matmul_quant::Unpacked,
+        x: std::arch::x86_64::__m256i,
+    ) -> std::arch::x86_64::__m256i {
+        avx2::block_dot(w, x)
+    }
+}
+
+impl QuantFormat for Q4_1 {
+    const VALUE_BYTES: usize = q4_1::VALUE_BYTES;
+    const OFFSET8: bool = false;
+    const HAS_MIN: bool = true;
+
+    #[inline]
+    fn block_dot_scalar(values: &[u8], x: &[i8; QK]) -> i32 {
+        nibble_dot(values, x, 0)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn unpack(p: *const u8) -> super::matmul_quant::Unpacked {
+        // SAFETY: forwarded contract (16 readable bytes, AVX2 present).
+        unsafe { avx2::unpack(p) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn block_dot(
+        w: super::matmul_quant::Unpacked,
+        x: std::arch::x86_64::__m256i,
+    ) -> std::arch::x86_64::__m256i {
+        avx2::block_dot(w, x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalar_nibble_order() {
+        // byte j: element j low nibble, element j + 16 high nibble.
+        let mut values = [0u8; 16];
+        values[0] = 0x3 | (0xA << 4);
+        let mut x = [0i8; QK];
+        x[0] = 5;
+        x[16] = -7;
+        assert_eq!(Q4_1::block_dot_scalar(&values, &x), 3 * 5 + 10 * -7);
+        // Q4_0 also subtracts 8 from every nibble, including the zero bytes.
+        assert_eq!(Q4_0::block_dot_scalar(&values, &x), (3 - 8) * 5 + (10 - 8) * -7);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_block_dot_matches_scalar() {
+        use std::arch::x86_64::*;
+        if !crate::ops::cpu::Isa::Avx2.available() {
+            return;
+        }
+        let values: Vec<u8> = (0..16).map(|i| (i * 77 + 13) as u8).collect();
+        let x: [i8; QK] = std::array::from_fn(|i| ((i as i32 * 91) % 255 - 127) as i8);
+        let sx: i32 = x.iter().map(|&v| v as i32).sum();
+        // SAFETY: AVX2/FMA/F16C are available (checked above); the loads stay inside the
+        // 16- and 32-byte buffers.
+        let (q0, q1) = unsafe {
+            let xv = _mm256_loadu_si256(x.as_ptr().cast());
+            let hs = crate::ops::cpu::simd::avx2::hsum8_i32;
+            (hs(Q4_0::block_dot(Q4_0::unpack(values.as_ptr()), xv)), hs(Q4_1::block_dot(Q4_1::unpack(values.as_ptr()), xv)))
+        };
+        assert_eq!(q0 - 8 * sx, Q4_0::block_dot_scalar(&values, &x));
+        assert_eq!(q1, Q4_1::block_dot_scalar(&values, &x));
+    }
+}

@@ -1,0 +1,219 @@
+//! CPU kernels: run-time ISA selection, work partitioning and the per-format kernels.
+//!
+//! * [`Isa`]: AVX2 + FMA + F16C when the CPU has them (checked once with
+//!   `is_x86_feature_detected!` and cached), else the portable scalar path. Both compute every
+//!   output with the same operations in the same order (8 f32 lanes, FMA, one fixed final
+//!   reduction; see `matmul_f32` and `matmul_quant`), so they agree bit for bit; the parity
+//!   tests check that. `MEDREGION_OPS_ISA=scalar` in the environment forces the scalar path
+//!   (read once, at the first matmul).
+//! * Work is split over weight rows ([`plan`]): each task owns a range of rows, computes every
+//!   output of those rows for all `n` activation rows, and nothing else. One output is always
+//!   computed by one task with one summation order, so results do not depend on the number of
+//!   threads or on which thread ran which task.
+//! * Files: `matmul_f32` (float micro-kernel, f32), `matmul_f16` (f16/bf16 loads),
+//!   `matmul_quant` (shared quantized kernel), `matmul_q8_0`, `matmul_q4` (block dot products),
+//!   `quantize_act` (int8 activations, [`MatmulScratch`]), `simd` (reductions), `threads`
+//!   ([`ThreadPool`]).
+
+mod matmul_f16;
+mod matmul_f32;
+mod matmul_q4;
+mod matmul_q8_0;
+mod matmul_quant;
+mod quantize_act;
+pub(crate) mod simd;
+pub mod threads;
+
+use std::sync::OnceLock;
+
+pub use quantize_act::MatmulScratch;
+pub use threads::ThreadPool;
+
+use crate::quant::{QuantType, QK};
+use crate::tensor::Weight;
+use crate::Result;
+use matmul_f32::FloatWeight;
+use matmul_quant::{QMatrix, QuantFormat};
+
+/// The instruction set a kernel runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust (`f32::mul_add`), any CPU.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+}
+
+impl Isa {
+    /// The best ISA this CPU supports, unless `MEDREGION_OPS_ISA=scalar`; decided once.
+    pub fn detect() -> Isa {
+        static DETECTED: OnceLock<Isa> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            let forced = std::env::var_os("MEDREGION_OPS_ISA");
+            if forced.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("scalar")) {
+                Isa::Scalar
+            } else if Isa::Avx2.available() {
+                Isa::Avx2
+            } else {
+                Isa::Scalar
+            }
+        })
+    }
+
+    /// Whether this CPU can run kernels for `self`.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx2 => false,
+        }
+    }
+
+    /// `"scalar"` or `"avx2"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+        }
+    }
+}
+
+/// The output buffer shared by the tasks of one call.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+
+// SAFETY: tasks write disjoint elements (each owns a range of weight rows, i.e. of output
+// columns), and the `&mut [f32]` the pointer comes from is borrowed for the whole call.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above: shared only to let each task write its own elements.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Writes element `i`.
+    ///
+    /// # Safety
+    /// `i` is in bounds of the output and owned by the calling task.
+    #[inline(always)]
+    pub(crate) unsafe fn write(self, i: usize, v: f32) {
+        // SAFETY: the caller's contract.
+        unsafe { *self.0.add(i) = v };
+    }
+}
+
+/// Bytes of weights a task should cover so that its rows stay in L2 while every activation
+/// panel passes over them (Zen 3: 512 KiB L2 per core, leave room for activations).
+const TASK_WEIGHT_BYTES: usize = 192 * 1024;
+
+/// Tasks per thread when the weights would allow fewer, so a busy core does not hold back
+/// the others (each task is claimed from a shared counter).
+const TASKS_PER_THREAD: usize = 4;
+
+/// Weight rows per task: at most [`TASK_WEIGHT_BYTES`], about [`TASKS_PER_THREAD`] tasks per
+/// thread, a multiple of 4 (the float micro-tile). Affects speed only, never results.
+pub(crate) fn plan(rows: usize, row_bytes: usize, threads: usize) -> usize {
+    let by_cache = (TASK_WEIGHT_BYTES / row_bytes.max(1)).max(1);
+    let by_balance = rows.div_ceil(threads.max(1) * TASKS_PER_THREAD).max(1);
+    by_cache.min(by_balance).next_multiple_of(4)
+}
+
+/// `out[i][r] = Σ_k x[i][k] · W[r][k]` with shapes already checked (`x`: `[n, k]`, `W`:
+/// `[rows, k]` with consistent data, `out`: `[n, rows]`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &Weight<'_>,
+    rows: usize,
+    out: &mut [f32],
+    scratch: &mut MatmulScratch,
+    pool: &ThreadPool,
+    isa: Isa,
+) -> Result<()> {
+    if n == 0 || rows == 0 {
+        return Ok(());
+    }
+    let out = OutPtr(out.as_mut_ptr());
+    match w {
+        Weight::F32(d) => run_float(x, n, k, d.data, rows, out, pool, isa),
+        Weight::F16(d) => run_float(x, n, k, d.data, rows, out, pool, isa),
+        Weight::BF16(d) => run_float(x, n, k, d.data, rows, out, pool, isa),
+        Weight::Quant(q) => {
+            let acts = scratch.quantize(x, n, k, isa)?;
+            let m = QMatrix { values: q.values, scales: q.scales, mins: q.mins, nb: k / QK };
+            match q.qtype {
+                QuantType::Q8_0 => run_quant::<matmul_q8_0::Q8_0>(acts, n, m, rows, out, pool, isa),
+                QuantType::Q4_0 => run_quant::<matmul_q4::Q4_0>(acts, n, m, rows, out, pool, isa),
+                QuantType::Q4_1 => run_quant::<matmul_q4::Q4_1>(acts, n, m, rows, out, pool, isa),
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_float<W: FloatWeight>(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &[W],
+    rows: usize,
+    out: OutPtr,
+    pool: &ThreadPool,
+    isa: Isa,
+) -> Result<()> {
+    let per = plan(rows, k * std::mem::size_of::<W>(), pool.threads());
+    pool.run(rows.div_ceil(per), &|t| {
+        let r0 = t * per;
+        let r1 = (r0 + per).min(rows);
+        // SAFETY: the caller checked x = [n, k], w = [rows, k], out = [n, rows]; task t alone
+        // writes the columns r0..r1.
+        unsafe { matmul_f32::float_rows(x, n, k, w, r0, r1, out, rows, isa) }
+    })
+}
+
+fn run_quant<F: QuantFormat>(
+    acts: quantize_act::QActs<'_>,
+    n: usize,
+    w: QMatrix<'_>,
+    rows: usize,
+    out: OutPtr,
+    pool: &ThreadPool,
+    isa: Isa,
+) -> Result<()> {
+    let row_bytes = w.nb * (F::VALUE_BYTES + 2 + if F::HAS_MIN { 2 } else { 0 });
+    let per = plan(rows, row_bytes, pool.threads());
+    pool.run(rows.div_ceil(per), &|t| {
+        let r0 = t * per;
+        let r1 = (r0 + per).min(rows);
+        // SAFETY: the caller checked the weight arrays against [rows, nb · 32] and quantized n
+        // rows of nb blocks; task t alone writes the columns r0..r1.
+        unsafe { matmul_quant::quant_rows::<F>(acts, n, w, r0, r1, out, rows, isa) }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_is_tiled_and_balanced() {
+        // 4096 × f32 rows (16 KiB): 12 rows fit the cache budget.
+        assert_eq!(plan(4096, 16384, 2), 12);
+        // Small rows: balance decides (576 rows, 2 threads → 8 tasks of 72).
+        assert_eq!(plan(576, 612, 2), 72);
+        assert_eq!(plan(1, 10, 4), 4);
+        assert_eq!(plan(5, 1 << 30, 1), 4);
+    }
+
+    #[test]
+    fn detect_is_available() {
+        assert!(Isa::detect().available());
+        assert!(Isa::Scalar.available());
+    }
+}

@@ -1,0 +1,150 @@
+//! Operators: the matrix product of activations with model weights of every storage type.
+//!
+//! ```text
+//! out[i][r] = Σ_k x[i][k] · W[r][k]      x: [n, k] f32, W: [rows, k] (any Weight), out: [n, rows]
+//! ```
+//!
+//! One entry point ([`matmul`]) dispatches on the weight's type (DESIGN.md §4: quantization is
+//! a property of the weight): f32, f16, bf16 (f32 FMA after an exact conversion in registers)
+//! and Q8_0 / Q4_0 / Q4_1 (integer block dot products against activations quantized to int8
+//! per block of 32, scaled in f32 — llama.cpp's approach, see `cpu::matmul_quant`). `n = 1` is
+//! decode, `n = 2..=8` batched decode (each weight row is read once for all rows), larger `n`
+//! prefill or the ViT encoder (cache-tiled). The same code serves all three.
+//!
+//! * [`reference`] is the oracle (plain loops, f64); [`tolerance`] is the one table of how far
+//!   each weight type may be from it; `tests/ops_matmul.rs` checks every path against both.
+//! * Results are bit-identical across thread counts, across AVX2 and the scalar fallback, and
+//!   between a batch of rows and the same rows one at a time.
+//! * Decode allocates nothing: [`matmul_into`] takes the activation scratch from the caller;
+//!   [`matmul`] keeps one per thread that only grows (allocation on the first, largest use).
+//! * [`bench_report`] measures the kernels against the machine's read bandwidth and FMA peak.
+
+mod bench;
+pub mod cpu;
+pub mod reference;
+pub mod tolerance;
+
+use std::cell::RefCell;
+
+pub use bench::{bench_report, BenchOptions, BenchReport};
+pub use cpu::{Isa, MatmulScratch, ThreadPool};
+
+use crate::quant::QK;
+use crate::tensor::{shape_string, Weight};
+use crate::{Error, Result};
+
+/// `out[i][r] = Σ_k x[i][k] · W[r][k]` for `x` `[n, k]` row-major, `W` `[rows, k]` of any
+/// weight type, `out` `[n, rows]`; f32 accumulation. Quantized weights quantize `x` to int8
+/// per block of 32 first (error bounds in [`tolerance`]).
+///
+/// The activation scratch for quantized weights lives in a per-thread buffer that grows to the
+/// largest `n · k` seen, so repeated calls (a decode loop) allocate nothing after the first.
+/// Shape mismatches are [`Error::Shape`].
+pub fn matmul(x: &[f32], n: usize, w: &Weight<'_>, out: &mut [f32], pool: &ThreadPool) -> Result<()> {
+    thread_local! {
+        static SCRATCH: RefCell<MatmulScratch> = const { RefCell::new(MatmulScratch::new()) };
+    }
+    let (rows, k) = check(x, n, w, out)?;
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            if matches!(w, Weight::Quant(_)) {
+                scratch.reserve(n, k)?;
+            }
+            cpu::matmul(x, n, k, w, rows, out, &mut scratch, pool, Isa::detect())
+        }
+        // Only reachable if a matmul task calls matmul on the same thread: use a fresh one.
+        Err(_) => {
+            let mut scratch = MatmulScratch::with_capacity(n, k)?;
+            cpu::matmul(x, n, k, w, rows, out, &mut scratch, pool, Isa::detect())
+        }
+    })
+}
+
+/// [`matmul`] with a caller-owned activation scratch: never allocates. Quantized weights need
+/// `scratch.capacity() >= n · k` (see [`MatmulScratch::with_capacity`]), else
+/// [`Error::BufferTooSmall`]; float weights ignore it.
+pub fn matmul_into(
+    x: &[f32],
+    n: usize,
+    w: &Weight<'_>,
+    out: &mut [f32],
+    scratch: &mut MatmulScratch,
+    pool: &ThreadPool,
+) -> Result<()> {
+    matmul_with_isa(x, n, w, out, scratch, pool, Isa::detect())
+}
+
+/// [`matmul_into`] on a chosen ISA (tests compare the AVX2 and scalar paths with it). An ISA
+/// this CPU lacks is [`Error::Unsupported`].
+#[doc(hidden)]
+pub fn matmul_with_isa(
+    x: &[f32],
+    n: usize,
+    w: &Weight<'_>,
+    out: &mut [f32],
+    scratch: &mut MatmulScratch,
+    pool: &ThreadPool,
+    isa: Isa,
+) -> Result<()> {
+    if !isa.available() {
+        return Err(Error::Unsupported(format!("{} kernels on this CPU", isa.name())));
+    }
+    let (rows, k) = check(x, n, w, out)?;
+    cpu::matmul(x, n, k, w, rows, out, scratch, pool, isa)
+}
+
+/// Checks `x` `[n, k]`, `W` `[rows, k]` (and its data arrays), `out` `[n, rows]`; returns
+/// `(rows, k)`.
+pub(crate) fn check(x: &[f32], n: usize, w: &Weight<'_>, out: &[f32]) -> Result<(usize, usize)> {
+    let name = w.name();
+    let shape = w.shape();
+    let &[rows, k] = shape else {
+        return Err(Error::Shape {
+            what: format!("matmul weight `{name}`"),
+            expected: "a 2-D weight [rows, k]".into(),
+            found: shape_string(shape),
+        });
+    };
+    let shape_err = |what: String, expected: String, found: usize| Error::Shape {
+        what,
+        expected,
+        found: found.to_string(),
+    };
+    let numel = rows.checked_mul(k).ok_or_else(|| Error::invalid("weight", format!("`{name}` {} overflows", shape_string(shape))))?;
+    let data_len = |len: usize| -> Result<()> {
+        if len != numel {
+            return Err(shape_err(format!("data of weight `{name}` {}", shape_string(shape)), format!("{numel} values"), len));
+        }
+        Ok(())
+    };
+    match w {
+        Weight::F32(d) => data_len(d.data.len())?,
+        Weight::F16(d) => data_len(d.data.len())?,
+        Weight::BF16(d) => data_len(d.data.len())?,
+        Weight::Quant(q) => {
+            if k % QK != 0 {
+                return Err(shape_err(format!("columns of {} weight `{name}`", q.qtype), format!("a multiple of {QK}"), k));
+            }
+            let blocks = numel / QK;
+            let value_bytes = blocks * q.qtype.value_bytes_per_block();
+            if q.values.len() != value_bytes {
+                return Err(shape_err(format!("{} values of `{name}` (bytes)", q.qtype), value_bytes.to_string(), q.values.len()));
+            }
+            if q.scales.len() != blocks {
+                return Err(shape_err(format!("{} scales of `{name}`", q.qtype), blocks.to_string(), q.scales.len()));
+            }
+            if q.qtype.has_mins() && q.mins.len() != blocks {
+                return Err(shape_err(format!("{} mins of `{name}`", q.qtype), blocks.to_string(), q.mins.len()));
+            }
+        }
+    }
+    let x_len = n.checked_mul(k).ok_or_else(|| Error::invalid("n", format!("{n} rows of {k} overflow usize")))?;
+    if x.len() != x_len {
+        return Err(shape_err(format!("matmul input for `{name}`"), format!("[{n}, {k}] = {x_len} values"), x.len()));
+    }
+    let out_len = n.checked_mul(rows).ok_or_else(|| Error::invalid("n", format!("{n} rows of {rows} overflow usize")))?;
+    if out.len() != out_len {
+        return Err(shape_err(format!("matmul output for `{name}`"), format!("[{n}, {rows}] = {out_len} values"), out.len()));
+    }
+    Ok((rows, k))
+}
