@@ -217,7 +217,7 @@ fn masks_on_another_grid_are_refused_naming_both_geometries() {
     tilted.affine[1][0] = 1e-3;
     assert!(p.map_mask(&labels, &tilted).is_err());
     let other = Geometry::new([4, 4, 5], v.geometry().affine, "mask").unwrap();
-    assert!(p.map_mask(&vec![0u8; 80], &other).unwrap_err().to_string().contains("4x4x5"));
+    assert!(p.map_mask(&[0u8; 80], &other).unwrap_err().to_string().contains("4x4x5"));
     assert!(matches!(p.map_mask(&labels[..63], v.geometry()), Err(Error::Shape { .. })));
 }
 

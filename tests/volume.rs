@@ -97,8 +97,8 @@ impl Nii {
 
     fn with_sform(mut self, a: &Affine) -> Nii {
         self.sform_code = 1;
-        for r in 0..3 {
-            self.srow[r] = a[r].map(|v| v as f32);
+        for (row, src) in self.srow.iter_mut().zip(a) {
+            *row = src.map(|v| v as f32);
         }
         self
     }
@@ -423,8 +423,8 @@ fn nifti_huge_dims_are_refused_before_allocating() {
 
 #[test]
 fn nifti_nan_voxels_are_counted_and_located() {
-    let mut vals = vec![0.0f32; 24];
-    vals[1 + 2 * (2 + 3 * 1)] = f32::NAN; // (1, 2, 1)
+    let mut vals = [0.0f32; 24];
+    vals[11] = f32::NAN; // (1, 2, 1) = 1 + 2 * (2 + 3 * 1)
     vals[23] = f32::INFINITY;
     let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
     let e = Volume::load(write("nan.nii", &Nii::new([2, 3, 4], 16, 32).bytes(&bytes))).unwrap_err();

@@ -175,7 +175,7 @@ impl Preprocessed {
 pub fn labels_from_volume(volume: &Volume) -> Result<Vec<u16>> {
     let mut out = Vec::with_capacity(volume.data().len());
     for (i, &v) in volume.data().iter().enumerate() {
-        if !(v >= 0.0 && v <= 65535.0 && v.fract() == 0.0) {
+        if !((0.0..=65535.0).contains(&v) && v.fract() == 0.0) {
             let [nx, ny, _] = volume.dims();
             return Err(Error::format(
                 volume.source(),

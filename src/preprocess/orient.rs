@@ -15,7 +15,7 @@
 //! top and column 0 at the left, an `lps` slice is the radiological view (anterior at the top,
 //! patient's right on the viewer's left); a `ras` slice is that view rotated by 180°.
 //!
-//! Nothing is copied: [`Reorientation::view`] gives the canonical voxel → stored index map as a
+//! Nothing is copied: `Reorientation::view` gives the canonical voxel → stored index map as a
 //! base offset and signed strides, which the crop and the resampler read through.
 
 use serde::Serialize;
@@ -89,9 +89,8 @@ impl Reorientation {
     /// The stored voxel index of canonical voxel `c`.
     pub fn to_stored(&self, c: [usize; 3], dims: [usize; 3]) -> [usize; 3] {
         let mut s = [0usize; 3];
-        for i in 0..3 {
-            let a = self.source_axis[i];
-            s[a] = if self.flipped[i] { dims[a] - 1 - c[i] } else { c[i] };
+        for ((&a, &flip), &ci) in self.source_axis.iter().zip(&self.flipped).zip(&c) {
+            s[a] = if flip { dims[a] - 1 - ci } else { ci };
         }
         s
     }
@@ -99,9 +98,8 @@ impl Reorientation {
     /// The canonical voxel index of stored voxel `s`.
     pub fn to_canonical(&self, s: [usize; 3], dims: [usize; 3]) -> [usize; 3] {
         let mut c = [0usize; 3];
-        for i in 0..3 {
-            let a = self.source_axis[i];
-            c[i] = if self.flipped[i] { dims[a] - 1 - s[a] } else { s[a] };
+        for ((ci, &a), &flip) in c.iter_mut().zip(&self.source_axis).zip(&self.flipped) {
+            *ci = if flip { dims[a] - 1 - s[a] } else { s[a] };
         }
         c
     }
@@ -132,13 +130,12 @@ impl Reorientation {
         let stored = [1isize, dims[0] as isize, (dims[0] * dims[1]) as isize];
         let mut base = 0isize;
         let mut strides = [0isize; 3];
-        for i in 0..3 {
-            let a = self.source_axis[i];
-            if self.flipped[i] {
+        for ((stride, &a), &flip) in strides.iter_mut().zip(&self.source_axis).zip(&self.flipped) {
+            if flip {
                 base += (dims[a] as isize - 1) * stored[a];
-                strides[i] = -stored[a];
+                *stride = -stored[a];
             } else {
-                strides[i] = stored[a];
+                *stride = stored[a];
             }
         }
         View { base, strides }

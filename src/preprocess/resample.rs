@@ -4,19 +4,19 @@
 //! `o` samples source coordinate `s = (o + 0.5) · n_in / n_out − 0.5`, so the output grid covers
 //! the same extent as the input box.
 //!
-//! * [`trilinear`]: `F.interpolate(mode="trilinear", align_corners=False)`
+//! * `trilinear`: `F.interpolate(mode="trilinear", align_corners=False)`
 //!   (`aten/src/ATen/native/UpSample.h`, `area_pixel_compute_source_index`): `s` is clamped
 //!   below at 0, `i0 = floor(s)`, `i1 = min(i0 + 1, n_in − 1)`, weights `1 − λ, λ` with
 //!   `λ = s − i0`; no antialiasing when shrinking. Evaluated in f32 (z and y first, then x;
 //!   PyTorch goes x first, a rounding-level difference); index tables are computed in f64.
-//! * [`nearest`]: `mode="nearest-exact"`: `i = min(floor((o + 0.5) · n_in / n_out), n_in − 1)`,
+//! * `nearest`: `mode="nearest-exact"`: `i = min(floor((o + 0.5) · n_in / n_out), n_in − 1)`,
 //!   the nearest source centre, so masks follow exactly the geometry of the trilinear image
 //!   (PyTorch's legacy `mode="nearest"`, `floor(o · n_in / n_out)`, is shifted by half a voxel
 //!   and is not used).
-//! * [`majority`]: labels by "one-hot trilinear, then argmax": for each output voxel the label
+//! * `majority`: labels by "one-hot trilinear, then argmax": for each output voxel the label
 //!   with the largest total trilinear weight among the 8 taps (ties: the first tap's order).
 //!
-//! The source is read through the canonical [`View`] (no copy); `map` (the intensity window)
+//! The source is read through the canonical `View` (no copy); `map` (the intensity window)
 //! is applied to each tap before interpolation, which equals windowing the volume first.
 
 use super::crop::CropBox;

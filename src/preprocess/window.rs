@@ -1,8 +1,8 @@
 //! Intensity normalisation to [0, 1] as a window `[lo, hi]`: `(clamp(x, lo, hi) − lo) / (hi − lo)`.
 //!
-//! * `hu_window` (default, SPEC §2 [INFERRED]): the configured `[hu_min, hu_max]`, by default
+//! * `hu_window` (default, SPEC §2, INFERRED): the configured `[hu_min, hu_max]`, by default
 //!   [−1000, 1000] HU, i.e. `(x + 1000) / 2000` clipped to [0, 1].
-//! * `amos_adaptive` (the authors' AMOS-MM `normalize`, SPEC §2 [CONFIRMED]): clip to the
+//! * `amos_adaptive` (the authors' AMOS-MM `normalize`, SPEC §2, CONFIRMED): clip to the
 //!   foreground percentiles `[P_lo, P_hi]` (foreground: voxels above the volume's mean), z-score,
 //!   then min-max over the volume. Z-scoring is affine and the clipped volume's min and max are
 //!   exactly `P_lo` and `P_hi` (background lies below the mean, so below `P_lo`), hence the

@@ -195,7 +195,7 @@ pub fn check_affine(a: &Affine) -> std::result::Result<(), String> {
     }
     let det = det3(a);
     let normalised = det.abs() / (norms[0] * norms[1] * norms[2]);
-    if !(normalised >= MIN_NORMALISED_DET) {
+    if normalised.is_nan() || normalised < MIN_NORMALISED_DET {
         return Err(format!(
             "affine cannot be inverted: its voxel axes are (nearly) coplanar, det {det:.3e} ({})",
             format_affine(a)
@@ -257,8 +257,8 @@ pub fn invert(a: &Affine) -> Option<Affine> {
             *v = (m(r1, c1) * m(r2, c2) - m(r1, c2) * m(r2, c1)) / det;
         }
     }
-    for r in 0..3 {
-        inv[r][3] = -(0..3).map(|k| inv[r][k] * a[k][3]).sum::<f64>();
+    for row in inv.iter_mut().take(3) {
+        row[3] = -(0..3).map(|k| row[k] * a[k][3]).sum::<f64>();
     }
     inv[3] = [0.0, 0.0, 0.0, 1.0];
     Some(inv)

@@ -11,7 +11,7 @@
 //!
 //! Every input is checked before anything sized by it is allocated (dims ≤ [`MAX_AXIS`] per
 //! axis and ≤ [`MAX_VOXELS`] in all, data present in full), and after decoding (no NaN/Inf
-//! voxel). Bad input is an [`Error`](crate::Error), never a panic.
+//! voxel). Bad input is a `crate::Error`, never a panic.
 
 pub mod buffer;
 pub mod geometry;

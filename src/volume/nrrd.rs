@@ -258,12 +258,8 @@ fn set_field(hdr: &mut Header, field: &str, value: &str, name: &str) -> Result<(
             }
             hdr.byte_skip = n;
         }
-        "line skip" | "lineskip" => {
-            if value != "0" {
-                return Err(Error::Unsupported(format!(
-                    "{name}: NRRD `line skip` (only detached data uses it)"
-                )));
-            }
+        "line skip" | "lineskip" if value != "0" => {
+            return Err(Error::Unsupported(format!("{name}: NRRD `line skip` (only detached data uses it)")));
         }
         "data file" | "datafile" => {
             return Err(Error::Unsupported(format!(

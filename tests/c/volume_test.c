@@ -1,12 +1,14 @@
 /* The volume part of the C API: mr_volume_load (NRRD and NIfTI), mr_volume_buffer_default,
  * mr_volume_from_buffer (dense, strided, rescaled), the getters, and the errors a caller can
  * make. Run by tests/c_volume.rs as: volume_test <lung1_small.nrrd> <lung1_small_lps_sform.nii.gz>
- * (also under valgrind: no errors, no definite leaks). */
+ * (as C99 and as C++17, under valgrind too: no errors, no definite leaks). */
 #include "medregion.h"
 
-#include <math.h>
+#include <math.h> /* NAN */
 #include <stdio.h>
 #include <string.h>
+
+static double absd(double x) { return x < 0 ? -x : x; }
 
 #define CHECK(cond)                                                                              \
     do {                                                                                         \
@@ -27,7 +29,7 @@ static int load_files(const char* nrrd_path, const char* nifti_path) {
     CHECK(mr_volume_dims(a, dims) == MR_OK);
     CHECK(dims[0] == 64 && dims[1] == 64 && dims[2] == 24);
     CHECK(mr_volume_spacing(a, spacing) == MR_OK);
-    CHECK(fabs(spacing[0] - 4.5625) < 1e-9 && fabs(spacing[1] - 4.5625) < 1e-9 && fabs(spacing[2] - 10.0) < 1e-9);
+    CHECK(absd(spacing[0] - 4.5625) < 1e-9 && absd(spacing[1] - 4.5625) < 1e-9 && absd(spacing[2] - 10.0) < 1e-9);
     /* LPS on disk, RAS in the API: x and y rows negated. */
     CHECK(mr_volume_affine(a, affine) == MR_OK);
     CHECK(affine[0] == -4.5625 && affine[3] == 146.0 && affine[5] == -4.5625 && affine[7] == 325.0);
@@ -36,7 +38,7 @@ static int load_files(const char* nrrd_path, const char* nifti_path) {
 
     CHECK(mr_volume_load(nifti_path, &b) == MR_OK && b != NULL);
     CHECK(mr_volume_affine(b, affine_b) == MR_OK);
-    for (i = 0; i < 16; ++i) CHECK(fabs(affine[i] - affine_b[i]) < 1e-4);
+    for (i = 0; i < 16; ++i) CHECK(absd(affine[i] - affine_b[i]) < 1e-4);
     CHECK(mr_volume_hu_range(b, range_b) == MR_OK && range_b[0] == range[0] && range_b[1] == range[1]);
     mr_volume_free(a);
     mr_volume_free(b);

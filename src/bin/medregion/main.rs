@@ -9,6 +9,7 @@ mod convert;
 mod eval;
 mod info;
 mod inspect;
+mod volume_info;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +30,8 @@ enum Command {
     Convert(convert::Args),
     /// Describe a model package: config, tensors, sizes, checksum.
     Inspect(inspect::Args),
+    /// Describe a CT volume (NIfTI-1 / NRRD): dims, spacing, affine, orientation, HU range.
+    VolumeInfo(volume_info::Args),
     /// Score generated reports against references (BLEU-1..4, ROUGE-L, METEOR).
     Eval(eval::Args),
 }
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::VolumeInfo(args) => volume_info::run(args),
         Command::Eval(args) => eval::run(args),
     };
     match result {
