@@ -108,7 +108,6 @@ pub(crate) unsafe fn quant_rows<F: QuantFormat>(
                         qs: &acts.qs[i * nb * QK..(i + 1) * nb * QK],
                         d: &acts.d[i * nb..(i + 1) * nb],
                         sum: &acts.sum[i * nb..(i + 1) * nb],
-                        nb,
                     };
                     // SAFETY: (i, r) is in bounds of `[n, rows]` and column r is this task's.
                     unsafe { out.write(i * rows + r, row_dot_scalar::<F>(values, scales, mins, x)) };

@@ -37,8 +37,6 @@ pub(crate) struct QActs<'a> {
     pub d: &'a [f32],
     /// Σ q per block, `[n, nb]`.
     pub sum: &'a [i32],
-    /// Blocks per row.
-    pub nb: usize,
 }
 
 impl MatmulScratch {
@@ -97,7 +95,7 @@ impl MatmulScratch {
             Isa::Avx2 => unsafe { avx2::quantize_blocks(x, qs, d, sum) },
             _ => quantize_blocks_scalar(x, qs, d, sum),
         }
-        Ok(QActs { qs: &self.qs[..elements], d: &self.d[..blocks], sum: &self.sum[..blocks], nb: k / QK })
+        Ok(QActs { qs: &self.qs[..elements], d: &self.d[..blocks], sum: &self.sum[..blocks] })
     }
 }
 

@@ -104,7 +104,9 @@ impl Shared {
 
     /// The worker loop: wait for a new epoch, run the job's tasks, report done.
     fn worker(&self) {
-        let mut seen = self.epoch.load(Ordering::Acquire);
+        // Epoch 0 is "no job yet": a worker that starts late must still run a job published
+        // before it got here, so it may not take the current epoch as seen.
+        let mut seen = 0;
         loop {
             let mut polls = 0u32;
             loop {
