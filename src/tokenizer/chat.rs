@@ -26,7 +26,8 @@ use super::{EncodeOptions, Tokenizer};
 use crate::{Error, Result};
 
 /// SmolLM2's default system message (from its chat template).
-pub const SMOLLM_DEFAULT_SYSTEM: &str = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+pub const SMOLLM_DEFAULT_SYSTEM: &str =
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 
 /// A chat format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -50,7 +50,8 @@ pub fn tiktoken_to_hf_json(rank_file: &[u8], pattern: &str, specials: &[SpecialT
             return Err(Error::format(what, format!("bad line `{}`", clip(line))));
         };
         let tok = engine.decode(tok).map_err(|e| Error::format(what, format!("bad base64: {e}")))?;
-        let rank: u32 = rank.parse().map_err(|_| Error::format(what, format!("bad rank `{}`", clip(rank))))?;
+        let rank: u32 =
+            rank.parse().map_err(|_| Error::format(what, format!("bad rank `{}`", clip(rank))))?;
         if by_rank.len() <= rank as usize {
             by_rank.resize(rank as usize + 1, Vec::new());
         }

@@ -29,8 +29,9 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::bpe::{self, Part, PairRank};
-use super::tiktoken::{clip, compile_pattern};
+use super::bpe::{self, PairRank, Part};
+use super::split::Splitter;
+use super::tiktoken::clip;
 use super::{byte_level, TokenTable};
 use crate::io::gguf::GgufTokenizer;
 use crate::{Error, Result};
@@ -141,10 +142,14 @@ impl GgufTokenizerJson {
 
 /// A GPT-2-style BPE with the `smollm` pre-tokenizer.
 pub(crate) struct GgufModel {
+    /// Token of each byte's byte-level character; `u32::MAX` when the vocabulary lacks it.
     byte_id: [u32; 256],
+    /// Some byte has no token (SmolLM2 lacks 21: a few C0 controls and bytes that never occur
+    /// in UTF-8).
+    any_missing: bool,
     /// `(left << 32 | right)` → `(rank, merged id)`.
     merges: FxHashMap<u64, (u32, u32)>,
-    regex: fancy_regex::Regex,
+    split: Splitter,
 }
 
 impl PairRank for GgufModel {
@@ -225,16 +230,24 @@ impl GgufModel {
                 }
             }
         }
-        let mut byte_id = [0u32; 256];
+        // A byte without a token is dropped before merging, as `tokenizers`' BPE drops a
+        // character missing from the vocabulary when there is no `unk_token` (llama.cpp also
+        // drops it, but keeps it as a merge barrier; the two differ only when such a byte sits
+        // between two mergeable characters inside one pre-token).
+        let mut byte_id = [u32::MAX; 256];
         let mut buf = [0u8; 4];
         for b in 0..=255u8 {
             let spelled: &str = byte_level::byte_to_char(b).encode_utf8(&mut buf);
-            byte_id[b as usize] = *by_text.get(spelled).ok_or_else(|| {
-                Error::format(
-                    what,
-                    format!("no token spells byte 0x{b:02x} (`{spelled}`); a byte-level vocabulary needs all 256"),
-                )
-            })?;
+            if let Some(&id) = by_text.get(spelled) {
+                byte_id[b as usize] = id;
+            }
+        }
+        let any_missing = byte_id.contains(&u32::MAX);
+        if byte_id.iter().filter(|&&id| id == u32::MAX).count() > 128 {
+            return Err(Error::format(
+                what,
+                "fewer than 128 of the 256 byte-level characters are tokens; not a byte-level vocabulary",
+            ));
         }
         let mut merges: FxHashMap<u64, (u32, u32)> = FxHashMap::default();
         merges.reserve(j.merges.len());
@@ -243,12 +256,18 @@ impl GgufModel {
             // llama.cpp splits at the first space after the first character.
             let split = line.char_indices().skip(1).find(|&(_, c)| c == ' ').map(|(i, _)| i);
             let Some(split) = split else {
-                return Err(Error::format(what, format!("merge {rank} `{}` is not `left right`", clip(line))));
+                return Err(Error::format(
+                    what,
+                    format!("merge {rank} `{}` is not `left right`", clip(line)),
+                ));
             };
             let (left, right) = (&line[..split], &line[split + 1..]);
             let lookup = |t: &str| {
                 by_text.get(t).copied().ok_or_else(|| {
-                    Error::format(what, format!("merge {rank} `{}`: `{}` is not a token", clip(line), clip(t)))
+                    Error::format(
+                        what,
+                        format!("merge {rank} `{}`: `{}` is not a token", clip(line), clip(t)),
+                    )
                 })
             };
             let (l, r) = (lookup(left)?, lookup(right)?);
@@ -258,8 +277,8 @@ impl GgufModel {
             let merged = lookup(&joined)?;
             merges.entry((l as u64) << 32 | r as u64).or_insert((rank as u32, merged));
         }
-        let regex = compile_pattern(GPT2_PATTERN, "gpt2 split pattern")?;
-        Ok((GgufModel { byte_id, merges, regex }, table, specials))
+        let split = Splitter::new(GPT2_PATTERN, "gpt2 split pattern")?;
+        Ok((GgufModel { byte_id, any_missing, merges, split }, table, specials))
     }
 
     /// Encodes text that holds no special tokens: digits one by one, GPT-2 split in between.
@@ -271,7 +290,7 @@ impl GgufModel {
                     self.encode_run(&text[run_start..i], out)?;
                 }
                 let end = i + c.len_utf8();
-                bpe::merge(self, &text.as_bytes()[i..end], out);
+                self.merge(&text.as_bytes()[i..end], out);
                 run_start = end;
             }
         }
@@ -282,12 +301,18 @@ impl GgufModel {
     }
 
     fn encode_run(&self, run: &str, out: &mut Vec<u32>) -> Result<()> {
-        for m in self.regex.find_iter(run) {
-            let m = m.map_err(|e| {
-                Error::invalid("text", format!("the pre-tokenizer regex failed on this input: {e}"))
-            })?;
-            bpe::merge(self, m.as_str().as_bytes(), out);
+        self.split.for_each(run, |piece| self.merge(piece.as_bytes(), out))
+    }
+
+    fn merge(&self, piece: &[u8], out: &mut Vec<u32>) {
+        if self.any_missing && piece.iter().any(|&b| self.byte_id[b as usize] == u32::MAX) {
+            let kept: Vec<u8> =
+                piece.iter().copied().filter(|&b| self.byte_id[b as usize] != u32::MAX).collect();
+            if !kept.is_empty() {
+                bpe::merge(self, &kept, out);
+            }
+        } else {
+            bpe::merge(self, piece, out);
         }
-        Ok(())
     }
 }

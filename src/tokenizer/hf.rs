@@ -54,7 +54,8 @@ impl HfModel {
     /// Loads `tokenizer.json` bytes; returns the model, the id → bytes table and the added
     /// tokens (`special` ones are control tokens).
     pub(crate) fn new(bytes: &[u8]) -> Result<(HfModel, TokenTable, Vec<GgufSpecial>)> {
-        let tokenizer = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| hf_err("cannot be loaded", e))?;
+        let tokenizer =
+            tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| hf_err("cannot be loaded", e))?;
         let spelling = tokenizer.get_decoder().and_then(spelling_of).unwrap_or(Spelling::Plain);
         let added = tokenizer.get_added_tokens_decoder();
         let n = tokenizer.get_vocab_size(true);

@@ -83,11 +83,6 @@ impl SpecialTokens {
         self.texts.len()
     }
 
-    /// The largest id, if any.
-    pub(crate) fn max_id(&self) -> Option<u32> {
-        self.by_id.keys().copied().max()
-    }
-
     /// The first special token in `text[from..]`: `(start, end, id)` in bytes.
     pub(crate) fn find(&self, text: &str, from: usize) -> Option<(usize, usize, u32)> {
         if self.texts.is_empty() {

@@ -152,7 +152,8 @@ mod tests {
     #[test]
     fn stream_equals_lossy() {
         let tok = bytes_tokenizer();
-        let alphabet: &[u8] = &[b'a', 0xC3, 0xA9, 0xE2, 0x82, 0xAC, 0xF0, 0x9F, 0x98, 0x80, 0xFF, 0x80, 0xED, 0xA0];
+        let alphabet: &[u8] =
+            &[b'a', 0xC3, 0xA9, 0xE2, 0x82, 0xAC, 0xF0, 0x9F, 0x98, 0x80, 0xFF, 0x80, 0xED, 0xA0];
         let mut seed = 12345u64;
         let mut rnd = move || {
             seed ^= seed << 13;
@@ -162,7 +163,8 @@ mod tests {
         };
         for _ in 0..3000 {
             let len = (rnd() % 12) as usize;
-            let bytes: Vec<u8> = (0..len).map(|_| alphabet[(rnd() % alphabet.len() as u64) as usize]).collect();
+            let bytes: Vec<u8> =
+                (0..len).map(|_| alphabet[(rnd() % alphabet.len() as u64) as usize]).collect();
             let expected = String::from_utf8_lossy(&bytes).into_owned();
             // Random chunking into "tokens".
             let mut dec = StreamDecoder::new(&tok, false);

@@ -4,7 +4,7 @@
 //! `BASE64_TOKEN RANK` pair per line; the rank is also the token id. Encoding is tiktoken's
 //! `CoreBPE::encode_ordinary` (openai/tiktoken `src/lib.rs`): split the text with the
 //! pre-tokenizer regex, emit a piece's rank directly when the whole piece is a token, otherwise
-//! byte-pair merge it by rank ([`super::bpe`]).
+//! byte-pair merge it by rank ([`super::bpe`]). The split runs on [`super::split`].
 //!
 //! Why our own rather than `tokenizers`: the rank file is not a `tokenizer.json`; converting it
 //! (as transformers' `TikTokenConverter` does) costs about a second and 100+ MB at every load,
@@ -14,20 +14,16 @@
 use base64::Engine as _;
 use rustc_hash::FxHashMap;
 
-use super::bpe::{self, Part, PairRank};
+use super::bpe::{self, PairRank, Part};
+use super::split::Splitter;
 use super::TokenTable;
 use crate::{Error, Result};
-
-/// fancy-regex's default backtrack limit (1e6) is reachable on pathological inputs such as a
-/// 100 000-character whitespace run; this bound keeps the work linear in practice and turns
-/// anything beyond it into an error rather than a hang.
-const BACKTRACK_LIMIT: usize = 50_000_000;
 
 /// A parsed tiktoken BPE.
 pub(crate) struct TiktokenModel {
     ranks: FxHashMap<Box<[u8]>, u32>,
     byte_rank: [u32; 256],
-    regex: fancy_regex::Regex,
+    split: Splitter,
 }
 
 impl PairRank for TiktokenModel {
@@ -41,14 +37,6 @@ impl PairRank for TiktokenModel {
         let r = *self.ranks.get(&piece[left.start as usize..right.end as usize])?;
         Some((r, r))
     }
-}
-
-/// Compiles a pre-tokenizer split pattern with fancy-regex (look-around support).
-pub(crate) fn compile_pattern(pattern: &str, what: &str) -> Result<fancy_regex::Regex> {
-    fancy_regex::RegexBuilder::new(pattern)
-        .backtrack_limit(BACKTRACK_LIMIT)
-        .build()
-        .map_err(|e| Error::invalid(what, format!("the split pattern does not compile: {e}")))
 }
 
 impl TiktokenModel {
@@ -78,7 +66,10 @@ impl TiktokenModel {
                 return Err(Error::format(what, format!("line {line_no}: empty token")));
             }
             let rank: u32 = rank.parse().ok().filter(|&r| r < 1 << 24).ok_or_else(|| {
-                Error::format(what, format!("line {line_no}: rank `{}` is not an integer below 2^24", clip(rank)))
+                Error::format(
+                    what,
+                    format!("line {line_no}: rank `{}` is not an integer below 2^24", clip(rank)),
+                )
             })?;
             let token: Box<[u8]> = token.into();
             if let Some(old) = ranks.insert(token.clone(), rank) {
@@ -92,7 +83,10 @@ impl TiktokenModel {
                 by_rank.resize(r + 1, None);
             }
             if by_rank[r].is_some() {
-                return Err(Error::format(what, format!("line {line_no}: rank {rank} is given to two tokens")));
+                return Err(Error::format(
+                    what,
+                    format!("line {line_no}: rank {rank} is given to two tokens"),
+                ));
             }
             by_rank[r] = Some(token);
         }
@@ -102,7 +96,10 @@ impl TiktokenModel {
         if let Some(missing) = by_rank.iter().position(Option::is_none) {
             return Err(Error::format(
                 what,
-                format!("ranks are not dense: rank {missing} is missing below the largest rank {}", by_rank.len() - 1),
+                format!(
+                    "ranks are not dense: rank {missing} is missing below the largest rank {}",
+                    by_rank.len() - 1
+                ),
             ));
         }
         let mut byte_rank = [0u32; 256];
@@ -115,29 +112,19 @@ impl TiktokenModel {
         for token in by_rank.iter().flatten() {
             table.push(Some(token));
         }
-        let regex = compile_pattern(pattern, "tokenizer.pattern")?;
-        Ok((TiktokenModel { ranks, byte_rank, regex }, table))
-    }
-
-    /// Number of ranks (ids `0..n`).
-    pub(crate) fn n_ranks(&self) -> usize {
-        self.ranks.len()
+        let split = Splitter::new(pattern, "tokenizer.pattern")?;
+        Ok((TiktokenModel { ranks, byte_rank, split }, table))
     }
 
     /// Encodes text that holds no special tokens.
     pub(crate) fn encode_ordinary(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
-        for m in self.regex.find_iter(text) {
-            let m = m.map_err(|e| {
-                Error::invalid("text", format!("the pre-tokenizer regex failed on this input: {e}"))
-            })?;
-            let piece = m.as_str().as_bytes();
-            if let Some(&r) = self.ranks.get(piece) {
-                out.push(r);
-            } else {
-                bpe::merge(self, piece, out);
+        self.split.for_each(text, |piece| {
+            let piece = piece.as_bytes();
+            match self.ranks.get(piece) {
+                Some(&r) => out.push(r),
+                None => bpe::merge(self, piece, out),
             }
-        }
-        Ok(())
+        })
     }
 }
 
