@@ -16,6 +16,7 @@ pub mod ffi;
 pub mod io;
 pub mod log;
 pub mod model;
+pub mod ops;
 pub mod preprocess;
 pub mod quant;
 pub mod tensor;

@@ -46,15 +46,24 @@ mod avx2 {
         let m4 = _mm_set1_epi8(0x0F);
         let lo = _mm_and_si128(raw, m4);
         let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), m4);
-        let u = _mm256_set_m128i(hi, lo);
-        Unpacked { u, s: u }
+        _mm256_set_m128i(hi, lo)
     }
 
-    /// `Σ nibble · x` as 8 i32 partial sums.
+    /// The `Σ nibble · x` of `blocks ≤ 8` blocks; lanes `≥ blocks` are 0.
+    ///
+    /// # Safety
+    /// `x` is valid for `blocks · 32` reads; the CPU has AVX2/FMA/F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub(super) fn block_dot(w: Unpacked, x: __m256i) -> __m256i {
-        crate::ops::cpu::simd::avx2::pairs_to_i32(_mm256_maddubs_epi16(w.u, x))
+    pub(super) unsafe fn group_sums(u: &[Unpacked; 8], x: *const i8, blocks: usize) -> __m256i {
+        let mut p = [_mm256_setzero_si256(); 8];
+        for (b, (p, &w)) in p.iter_mut().zip(u).enumerate().take(blocks) {
+            // SAFETY: block b < blocks of `x` is readable (the caller's contract).
+            let xv = unsafe { _mm256_loadu_si256(x.add(32 * b).cast()) };
+            // Pair sums ≤ 2 · 15 · 127; eight of them fit in i16 (`reduce8_i16`).
+            *p = _mm256_maddubs_epi16(w, xv);
+        }
+        crate::ops::cpu::simd::avx2::reduce8_i16(&p)
     }
 }
 
@@ -79,11 +88,13 @@ impl QuantFormat for Q4_0 {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn block_dot(
-        w: super::matmul_quant::Unpacked,
-        x: std::arch::x86_64::__m256i,
+    unsafe fn group_sums(
+        u: &[super::matmul_quant::Unpacked; 8],
+        x: *const i8,
+        blocks: usize,
     ) -> std::arch::x86_64::__m256i {
-        avx2::block_dot(w, x)
+        // SAFETY: forwarded contract (`blocks` readable activation blocks, AVX2 present).
+        unsafe { avx2::group_sums(u, x, blocks) }
     }
 }
 
@@ -108,11 +119,13 @@ impl QuantFormat for Q4_1 {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn block_dot(
-        w: super::matmul_quant::Unpacked,
-        x: std::arch::x86_64::__m256i,
+    unsafe fn group_sums(
+        u: &[super::matmul_quant::Unpacked; 8],
+        x: *const i8,
+        blocks: usize,
     ) -> std::arch::x86_64::__m256i {
-        avx2::block_dot(w, x)
+        // SAFETY: forwarded contract (`blocks` readable activation blocks, AVX2 present).
+        unsafe { avx2::group_sums(u, x, blocks) }
     }
 }
 
@@ -143,12 +156,16 @@ mod tests {
         let values: Vec<u8> = (0..16).map(|i| (i * 77 + 13) as u8).collect();
         let x: [i8; QK] = std::array::from_fn(|i| ((i as i32 * 91) % 255 - 127) as i8);
         let sx: i32 = x.iter().map(|&v| v as i32).sum();
-        // SAFETY: AVX2/FMA/F16C are available (checked above); the loads stay inside the
-        // 16- and 32-byte buffers.
+        // SAFETY: AVX2/FMA/F16C are available (checked above); unpack reads the 16 value bytes
+        // and group_sums three 32-byte activation blocks.
         let (q0, q1) = unsafe {
-            let xv = _mm256_loadu_si256(x.as_ptr().cast());
-            let hs = crate::ops::cpu::simd::avx2::hsum8_i32;
-            (hs(Q4_0::block_dot(Q4_0::unpack(values.as_ptr()), xv)), hs(Q4_1::block_dot(Q4_1::unpack(values.as_ptr()), xv)))
+            let xs = [x, x, x].concat();
+            let u = [Q4_0::unpack(values.as_ptr()); 8];
+            let (mut a, mut b) = ([0i32; 8], [0i32; 8]);
+            _mm256_storeu_si256(a.as_mut_ptr().cast(), Q4_0::group_sums(&u, xs.as_ptr(), 3));
+            _mm256_storeu_si256(b.as_mut_ptr().cast(), Q4_1::group_sums(&u, xs.as_ptr(), 3));
+            assert_eq!((a[0], a[1], a[2], &a[3..]), (a[0], a[0], a[0], &[0; 5][..]));
+            (a[0], b[0])
         };
         assert_eq!(q0 - 8 * sx, Q4_0::block_dot_scalar(&values, &x));
         assert_eq!(q1, Q4_1::block_dot_scalar(&values, &x));

@@ -26,23 +26,28 @@ impl QuantFormat for Q8_0 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn unpack(p: *const u8) -> super::matmul_quant::Unpacked {
-        use std::arch::x86_64::*;
         // SAFETY: `p` is valid for 32 bytes (the trait's contract).
-        let w = unsafe { _mm256_loadu_si256(p.cast()) };
-        // |w| as unsigned bytes (−128 stays 0x80, i.e. 128).
-        super::matmul_quant::Unpacked { u: _mm256_sign_epi8(w, w), s: w }
+        unsafe { std::arch::x86_64::_mm256_loadu_si256(p.cast()) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn block_dot(
-        w: super::matmul_quant::Unpacked,
-        x: std::arch::x86_64::__m256i,
+    unsafe fn group_sums(
+        u: &[super::matmul_quant::Unpacked; 8],
+        x: *const i8,
+        blocks: usize,
     ) -> std::arch::x86_64::__m256i {
         use std::arch::x86_64::*;
-        let sx = _mm256_sign_epi8(x, w.s);
-        super::simd::avx2::pairs_to_i32(_mm256_maddubs_epi16(w.u, sx))
+        let mut p = [_mm256_setzero_si256(); 8];
+        for (b, (p, &w)) in p.iter_mut().zip(u).enumerate().take(blocks) {
+            // SAFETY: block b < blocks of `x` is readable (the trait's contract).
+            let xv = unsafe { _mm256_loadu_si256(x.add(32 * b).cast()) };
+            // |w| · (x · sign(w)); |−128| is 0x80 = 128 as an unsigned byte.
+            let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
+            *p = super::simd::avx2::pairs_to_i32(prod);
+        }
+        super::simd::avx2::reduce8_i32(&p)
     }
 }
 
@@ -69,11 +74,14 @@ mod tests {
         values[3] = 0x80; // −128
         values[4] = 0;
         let x: [i8; QK] = std::array::from_fn(|i| ((i as i32 * 53) % 255 - 127) as i8);
-        // SAFETY: AVX2/FMA/F16C are available (checked above); the loads read 32 bytes from
-        // 32-byte buffers.
+        // SAFETY: AVX2/FMA/F16C are available (checked above); unpack reads the 32 value bytes
+        // and group_sums one 32-byte activation block.
         let got = unsafe {
-            let p = Q8_0::block_dot(Q8_0::unpack(values.as_ptr()), _mm256_loadu_si256(x.as_ptr().cast()));
-            super::super::simd::avx2::hsum8_i32(p)
+            let u = [Q8_0::unpack(values.as_ptr()); 8];
+            let mut lanes = [0i32; 8];
+            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), Q8_0::group_sums(&u, x.as_ptr(), 1));
+            assert_eq!(&lanes[1..], &[0; 7]);
+            lanes[0]
         };
         assert_eq!(got, Q8_0::block_dot_scalar(&values, &x));
     }

@@ -106,20 +106,19 @@ impl OutPtr {
     }
 }
 
-/// Bytes of weights a task should cover so that its rows stay in L2 while every activation
-/// panel passes over them (Zen 3: 512 KiB L2 per core, leave room for activations).
+/// Bytes of quantized weights a task covers at most, so that its rows stay in L2 while every
+/// 8-row activation panel passes over them (Zen 3: 512 KiB L2 per core; leave room).
 const TASK_WEIGHT_BYTES: usize = 192 * 1024;
 
 /// Tasks per thread when the weights would allow fewer, so a busy core does not hold back
 /// the others (each task is claimed from a shared counter).
 const TASKS_PER_THREAD: usize = 4;
 
-/// Weight rows per task: at most [`TASK_WEIGHT_BYTES`], about [`TASKS_PER_THREAD`] tasks per
-/// thread, a multiple of 4 (the float micro-tile). Affects speed only, never results.
-pub(crate) fn plan(rows: usize, row_bytes: usize, threads: usize) -> usize {
-    let by_cache = (TASK_WEIGHT_BYTES / row_bytes.max(1)).max(1);
+/// Weight rows per task: about [`TASKS_PER_THREAD`] tasks per thread, at most `max_rows`,
+/// a multiple of `align` (the micro-tile). Affects speed only, never results.
+pub(crate) fn plan(rows: usize, threads: usize, max_rows: usize, align: usize) -> usize {
     let by_balance = rows.div_ceil(threads.max(1) * TASKS_PER_THREAD).max(1);
-    by_cache.min(by_balance).next_multiple_of(4)
+    by_balance.min(max_rows).max(1).next_multiple_of(align)
 }
 
 /// `out[i][r] = Σ_k x[i][k] · W[r][k]` with shapes already checked (`x`: `[n, k]`, `W`:
@@ -167,7 +166,8 @@ fn run_float<W: FloatWeight>(
     pool: &ThreadPool,
     isa: Isa,
 ) -> Result<()> {
-    let per = plan(rows, k * std::mem::size_of::<W>(), pool.threads());
+    // The float kernel keeps activations in L2 and streams weight rows, so tasks need no cap.
+    let per = plan(rows, pool.threads(), usize::MAX, 3);
     pool.run(rows.div_ceil(per), &|t| {
         let r0 = t * per;
         let r1 = (r0 + per).min(rows);
@@ -187,7 +187,7 @@ fn run_quant<F: QuantFormat>(
     isa: Isa,
 ) -> Result<()> {
     let row_bytes = w.nb * (F::VALUE_BYTES + 2 + if F::HAS_MIN { 2 } else { 0 });
-    let per = plan(rows, row_bytes, pool.threads());
+    let per = plan(rows, pool.threads(), TASK_WEIGHT_BYTES / row_bytes.max(1), 4);
     pool.run(rows.div_ceil(per), &|t| {
         let r0 = t * per;
         let r1 = (r0 + per).min(rows);
@@ -202,13 +202,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plan_is_tiled_and_balanced() {
-        // 4096 × f32 rows (16 KiB): 12 rows fit the cache budget.
-        assert_eq!(plan(4096, 16384, 2), 12);
-        // Small rows: balance decides (576 rows, 2 threads → 8 tasks of 72).
-        assert_eq!(plan(576, 612, 2), 72);
-        assert_eq!(plan(1, 10, 4), 4);
-        assert_eq!(plan(5, 1 << 30, 1), 4);
+    fn plan_is_capped_and_balanced() {
+        // 4096 Q8_0 rows of 4096 (4352 bytes): 45 rows fit the cache budget, rounded up to 48.
+        assert_eq!(plan(4096, 2, TASK_WEIGHT_BYTES / 4352, 4), 48);
+        // Small matrices: balance decides (576 rows, 2 threads → 8 tasks of 72).
+        assert_eq!(plan(576, 2, usize::MAX, 3), 72);
+        assert_eq!(plan(1, 4, usize::MAX, 4), 4);
+        assert_eq!(plan(5, 1, 0, 3), 3);
     }
 
     #[test]

@@ -2,11 +2,17 @@
 //!
 //! `threads − 1` worker threads are spawned once and parked between calls; the calling thread
 //! is the last worker, so `ThreadPool::new(1)` has no threads at all. A call publishes one job
-//! (`Fn(task)`, borrowed from the caller's stack) and a task count; every participant takes the
-//! next task index from one atomic counter until none are left, and the caller returns only
-//! after every worker has let go of the job. The hand-off is an epoch counter, a job slot and a
-//! done counter — no `Box`, `Vec` or channel per call — which is what a decode step that must
-//! not allocate needs (DESIGN.md §4).
+//! (`Fn(task)`, borrowed from the caller's stack) and hands out task indices as tickets from a
+//! single atomic word; the caller takes tickets too and returns once every task has finished.
+//! Nothing is allocated per call (no `Box`, `Vec` or channel), which a decode step that must not
+//! allocate needs (DESIGN.md §4).
+//!
+//! The ticket word packs `epoch | n_tasks | next` (24 + 20 + 20 bits). A worker may run a job
+//! only by winning a compare-and-swap on an unclaimed ticket of the current epoch, and a job
+//! stays alive until all its tickets are finished, so a worker that wakes late (descheduled,
+//! parked) finds no ticket and never touches the job: the caller never waits for a thread that
+//! has nothing to do, which matters on a busy machine where a woken thread may not run for
+//! milliseconds.
 //!
 //! Why not rayon (STYLE.md rule 12 says: prefer the well-kept crate): rayon's entry from a
 //! thread outside its pool goes through its global injector queue, whose segmented list
@@ -31,27 +37,35 @@ use std::thread::JoinHandle;
 
 use crate::{Error, Result};
 
-/// How often an idle worker polls for a new job before it parks (a fraction of a millisecond). Decode
-/// issues matmuls microseconds apart, so workers stay awake through a step and sleep between
-/// studies.
+/// How often an idle worker polls for a new job before it parks (a fraction of a
+/// millisecond). Decode issues matmuls microseconds apart, so workers stay awake through a
+/// step and sleep between studies.
 const SPIN_POLLS: u32 = 1 << 14;
+
+/// Bits of the task count and of the next-ticket index in the ticket word.
+const TASK_BITS: u32 = 20;
+/// Most tasks one published round can have; larger calls run in several rounds.
+const MAX_ROUND_TASKS: usize = (1 << TASK_BITS) - 1;
+const TASK_MASK: u64 = (1 << TASK_BITS) - 1;
+const EPOCH_MASK: u64 = (1 << (64 - 2 * TASK_BITS)) - 1;
+
+/// The ticket word's fields: `(epoch, n_tasks, next)`.
+fn unpack(word: u64) -> (u64, usize, usize) {
+    (word >> (2 * TASK_BITS), ((word >> TASK_BITS) & TASK_MASK) as usize, (word & TASK_MASK) as usize)
+}
 
 /// The job a call publishes: a borrowed closure whose lifetime is erased while it is shared.
 type JobPtr = *const (dyn Fn(usize) + Sync + 'static);
 
 /// State shared by the caller and the workers.
 struct Shared {
-    /// Bumped once per published job; a worker runs a job when it sees a new value.
-    epoch: AtomicU64,
-    /// The current job; written only by the caller that holds `call_lock`, while no worker is
-    /// inside a job (see `ThreadPool::run`).
+    /// `epoch | n_tasks | next`: bumped epoch = new job; `next < n_tasks` = tickets left.
+    tickets: AtomicU64,
+    /// The current job; written only by the caller that holds `call_lock`, while no task of
+    /// the previous job is running (see `ThreadPool::run`).
     job: UnsafeCell<Option<JobPtr>>,
-    /// Number of tasks of the current job.
-    n_tasks: AtomicUsize,
-    /// The next task index to hand out.
-    next: AtomicUsize,
-    /// Workers that have not yet finished the current job.
-    active: AtomicUsize,
+    /// Tasks of the current job that have finished.
+    done: AtomicUsize,
     /// A task of the current job panicked.
     panicked: AtomicBool,
     /// The pool is being dropped.
@@ -62,10 +76,11 @@ struct Shared {
     wake: Condvar,
 }
 
-// SAFETY: `job` is the only field that is not `Sync` by itself. It is written by the caller
-// holding `ThreadPool::call_lock` before it publishes the epoch (Release) and only while
-// `active == 0` (no worker reads it), and read by workers after they observe the new epoch
-// (Acquire) and before they decrement `active`. The closure behind it is `Sync`.
+// SAFETY: `job` is the only field that is not `Sync` by itself. The caller holding
+// `ThreadPool::call_lock` writes it before publishing the ticket word (Release) and only after
+// every task of the previous job has finished (`done`, Acquire); a worker reads it only after
+// winning a ticket of the job (the CAS, Acquire) and before reporting that ticket done
+// (Release). So reads and writes never overlap. The closure behind it is `Sync`.
 unsafe impl Sync for Shared {}
 // SAFETY: the raw job pointer is only dereferenced under the protocol above; the closure it
 // points to is `Sync`, so sharing it with other threads is sound.
@@ -74,11 +89,9 @@ unsafe impl Send for Shared {}
 impl Shared {
     fn new() -> Shared {
         Shared {
-            epoch: AtomicU64::new(0),
+            tickets: AtomicU64::new(0),
             job: UnsafeCell::new(None),
-            n_tasks: AtomicUsize::new(0),
-            next: AtomicUsize::new(0),
-            active: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
@@ -87,64 +100,67 @@ impl Shared {
         }
     }
 
-    /// Takes task indices until none are left, catching panics (a panicking task marks the job
-    /// as failed instead of killing the worker and hanging the caller).
-    fn drain(&self, job: &(dyn Fn(usize) + Sync)) {
-        let n_tasks = self.n_tasks.load(Ordering::Acquire);
+    /// Claims and runs tickets of the job published in `word`'s epoch until none are left.
+    /// Returns the last ticket word seen.
+    fn drain(&self, mut word: u64) -> u64 {
         loop {
-            let task = self.next.fetch_add(1, Ordering::Relaxed);
-            if task >= n_tasks {
-                break;
+            let (_, n_tasks, next) = unpack(word);
+            if next >= n_tasks {
+                return word;
             }
-            if catch_unwind(AssertUnwindSafe(|| job(task))).is_err() {
-                self.panicked.store(true, Ordering::Release);
+            match self.tickets.compare_exchange_weak(word, word + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    // SAFETY: we hold an unfinished ticket of the job published with this
+                    // word, so the caller keeps the closure alive and the slot unchanged until
+                    // our `done` increment below (see `unsafe impl Sync for Shared`).
+                    if let Some(job) = unsafe { *self.job.get() } {
+                        // SAFETY: as above, the pointee outlives this call.
+                        let job = unsafe { &*job };
+                        if catch_unwind(AssertUnwindSafe(|| job(next))).is_err() {
+                            self.panicked.store(true, Ordering::Release);
+                        }
+                    }
+                    self.done.fetch_add(1, Ordering::AcqRel);
+                    word = self.tickets.load(Ordering::Acquire);
+                }
+                Err(actual) => word = actual,
             }
         }
     }
 
-    /// The worker loop: wait for a new epoch, run the job's tasks, report done.
+    /// The worker loop: wait for a new epoch, take tickets, repeat.
     fn worker(&self) {
-        // Epoch 0 is "no job yet": a worker that starts late must still run a job published
+        // Epoch 0 is "no job yet": a worker that starts late must still see a job published
         // before it got here, so it may not take the current epoch as seen.
         let mut seen = 0;
         loop {
             let mut polls = 0u32;
-            loop {
+            let word = loop {
                 if self.shutdown.load(Ordering::Acquire) {
                     return;
                 }
-                let epoch = self.epoch.load(Ordering::Acquire);
-                if epoch != seen {
-                    seen = epoch;
-                    break;
+                let word = self.tickets.load(Ordering::Acquire);
+                if unpack(word).0 != seen {
+                    break word;
                 }
                 polls += 1;
                 if polls < SPIN_POLLS {
                     std::hint::spin_loop();
                     continue;
                 }
-                // Park. `sleepers` and `epoch` are both SeqCst, so either the caller sees this
+                // Park. `sleepers` and `tickets` are both SeqCst, so either the caller sees this
                 // worker as a sleeper (and notifies under the lock) or this worker sees the new
                 // epoch below (and does not wait): no lost wake-up.
-                let guard = self.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
+                let mut guard = self.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
                 self.sleepers.fetch_add(1, Ordering::SeqCst);
-                let mut guard = guard;
-                while self.epoch.load(Ordering::SeqCst) == seen && !self.shutdown.load(Ordering::SeqCst) {
+                while unpack(self.tickets.load(Ordering::SeqCst)).0 == seen && !self.shutdown.load(Ordering::SeqCst) {
                     guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
                 }
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
                 drop(guard);
                 polls = 0;
-            }
-            // SAFETY: the caller wrote `job` before bumping the epoch we just observed
-            // (Acquire), and keeps the closure alive and the slot unchanged until `active`
-            // reaches zero, which happens only after the `fetch_sub` below.
-            let job = unsafe { *self.job.get() };
-            if let Some(job) = job {
-                // SAFETY: as above, the pointee outlives this use.
-                self.drain(unsafe { &*job });
-            }
-            self.active.fetch_sub(1, Ordering::Release);
+            };
+            seen = unpack(self.drain(word)).0;
         }
     }
 }
@@ -173,8 +189,7 @@ impl ThreadPool {
         } else {
             threads
         };
-        let shared = Arc::new(Shared::new());
-        let mut pool = ThreadPool { shared, workers: Vec::new(), threads: 1, call_lock: Mutex::new(()) };
+        let mut pool = ThreadPool::single();
         for i in 1..threads {
             let shared = Arc::clone(&pool.shared);
             let handle = std::thread::Builder::new()
@@ -189,12 +204,7 @@ impl ThreadPool {
 
     /// A pool that runs everything on the calling thread (spawns nothing, cannot fail).
     pub fn single() -> ThreadPool {
-        ThreadPool {
-            shared: Arc::new(Shared::new()),
-            workers: Vec::new(),
-            threads: 1,
-            call_lock: Mutex::new(()),
-        }
+        ThreadPool { shared: Arc::new(Shared::new()), workers: Vec::new(), threads: 1, call_lock: Mutex::new(()) }
     }
 
     /// Threads that share the work of one call, the caller included.
@@ -206,32 +216,49 @@ impl ThreadPool {
     /// returns when all have finished. Allocates nothing. A panicking task is caught and
     /// reported as [`Error::Internal`] (the other tasks still run).
     pub fn run(&self, n_tasks: usize, job: &(dyn Fn(usize) + Sync)) -> Result<()> {
-        if n_tasks == 0 {
-            return Ok(());
-        }
         let guard = match self.call_lock.try_lock() {
             Ok(guard) if self.threads > 1 && n_tasks > 1 => guard,
             _ => return run_serial(n_tasks, job),
         };
+        let mut panicked = false;
+        let mut base = 0;
+        while base < n_tasks {
+            let count = (n_tasks - base).min(MAX_ROUND_TASKS);
+            let round = move |t: usize| job(base + t);
+            panicked |= self.run_round(count, &round);
+            base += count;
+        }
+        drop(guard);
+        if panicked {
+            return Err(Error::Internal("a matmul worker task panicked".into()));
+        }
+        Ok(())
+    }
+
+    /// Publishes one job of `n_tasks ≤ MAX_ROUND_TASKS` tasks, helps, waits; returns whether a
+    /// task panicked. The caller holds `call_lock`.
+    fn run_round(&self, n_tasks: usize, job: &(dyn Fn(usize) + Sync)) -> bool {
         let shared = &*self.shared;
         // SAFETY: only the fat pointer's lifetime bound changes; the pointer is dereferenced
-        // only while this call is running (we wait for `active == 0` before returning).
+        // only by holders of this round's tickets, and we return after all of them finished.
         let erased: JobPtr = unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), JobPtr>(job) };
-        // SAFETY: we hold `call_lock` and the previous call waited for `active == 0`, so no
-        // worker reads the slot now; the epoch bump below publishes the write.
+        // SAFETY: we hold `call_lock` and every task of the previous round finished (we waited
+        // for `done`), so nobody reads the slot now; publishing the ticket word below makes
+        // the write visible before any ticket of this round can be claimed.
         unsafe { *shared.job.get() = Some(erased) };
-        shared.n_tasks.store(n_tasks, Ordering::Release);
-        shared.next.store(0, Ordering::Release);
+        shared.done.store(0, Ordering::Release);
         shared.panicked.store(false, Ordering::Release);
-        shared.active.store(self.workers.len(), Ordering::Release);
-        shared.epoch.fetch_add(1, Ordering::SeqCst);
+        let epoch = (unpack(shared.tickets.load(Ordering::Acquire)).0 + 1) & EPOCH_MASK;
+        let epoch = epoch.max(1); // 0 means "no job yet"
+        let word = (epoch << (2 * TASK_BITS)) | ((n_tasks as u64) << TASK_BITS);
+        shared.tickets.store(word, Ordering::SeqCst);
         if shared.sleepers.load(Ordering::SeqCst) > 0 {
             let _lock = shared.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
             shared.wake.notify_all();
         }
-        shared.drain(job);
+        shared.drain(word);
         let mut polls = 0u32;
-        while shared.active.load(Ordering::Acquire) != 0 {
+        while shared.done.load(Ordering::Acquire) != n_tasks {
             polls = polls.saturating_add(1);
             if polls < SPIN_POLLS {
                 std::hint::spin_loop();
@@ -239,15 +266,10 @@ impl ThreadPool {
                 std::thread::yield_now();
             }
         }
-        // SAFETY: every worker has finished with the job (`active == 0`), and we still hold
-        // `call_lock`.
+        // SAFETY: every ticket of this round is claimed and finished, so no worker will read
+        // the slot again before the next round publishes a new job; we still hold `call_lock`.
         unsafe { *shared.job.get() = None };
-        let panicked = shared.panicked.load(Ordering::Acquire);
-        drop(guard);
-        if panicked {
-            return Err(Error::Internal("a matmul worker task panicked".into()));
-        }
-        Ok(())
+        shared.panicked.load(Ordering::Acquire)
     }
 }
 

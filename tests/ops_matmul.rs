@@ -1,0 +1,284 @@
+//! Parity, determinism and error tests of `ops::matmul` for every weight type.
+//!
+//! * every weight type × n ∈ {1, 3, 6, 8, 37} × odd shapes (rows not a multiple of any tile,
+//!   k covering whole 8-block groups and tails), random inputs that are never zero, against the
+//!   f64 reference on the dequantized weight, with the bounds of `ops::tolerance`;
+//! * the quantized kernels also against the reference with the same activation rounding (the
+//!   kernel's own arithmetic);
+//! * the AVX2 and scalar paths bit-identical; 1, 2 and 4 threads bit-identical; a batch of rows
+//!   bit-identical to the same rows one call each;
+//! * bad shapes and too-small scratch are errors, never panics.
+//!
+//! `cargo test --release --test ops_matmul -- --nocapture` prints the worst error per type.
+
+use half::{bf16, f16};
+use medregion::ops::tolerance::{tolerance, ErrorStats, Op, Tolerance};
+use medregion::ops::{self, reference, Isa, MatmulScratch, ThreadPool};
+use medregion::quant::{self, QuantType, Quantized};
+use medregion::tensor::{Dense, QuantWeight, Weight, WeightType};
+use medregion::Error;
+
+/// Owned storage of one weight type, viewed as a [`Weight`].
+enum Owned {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
+    Quant(Quantized),
+}
+
+impl Owned {
+    fn new(wt: WeightType, src: &[f32]) -> Owned {
+        match wt {
+            WeightType::F32 => Owned::F32(src.to_vec()),
+            WeightType::F16 => Owned::F16(src.iter().map(|&v| f16::from_f32(v)).collect()),
+            WeightType::Bf16 => Owned::Bf16(src.iter().map(|&v| bf16::from_f32(v)).collect()),
+            WeightType::Q8_0 => Owned::Quant(quant::quantize(QuantType::Q8_0, src).unwrap()),
+            WeightType::Q4_0 => Owned::Quant(quant::quantize(QuantType::Q4_0, src).unwrap()),
+            WeightType::Q4_1 => Owned::Quant(quant::quantize(QuantType::Q4_1, src).unwrap()),
+        }
+    }
+
+    fn view<'a>(&'a self, shape: &'a [usize]) -> Weight<'a> {
+        match self {
+            Owned::F32(d) => Weight::F32(Dense { name: "w", shape, data: d }),
+            Owned::F16(d) => Weight::F16(Dense { name: "w", shape, data: d }),
+            Owned::Bf16(d) => Weight::BF16(Dense { name: "w", shape, data: d }),
+            Owned::Quant(q) => Weight::Quant(QuantWeight {
+                name: "w",
+                qtype: q.qtype,
+                shape,
+                values: &q.values,
+                scales: &q.scales,
+                mins: &q.mins,
+            }),
+        }
+    }
+}
+
+/// Deterministic xorshift values, never zero: uniform in ±(0, 1], or (`bell`) a sum of four
+/// uniforms (roughly normal) with the sign of a fifth.
+fn random(len: usize, seed: u64, bell: bool) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut u = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 40) as f32 + 0.5) / (1u64 << 24) as f32
+    };
+    (0..len)
+        .map(|_| {
+            if bell {
+                let v = (u() + u() + u() + u() - 2.0).abs().max(1e-3);
+                if u() < 0.5 {
+                    -v
+                } else {
+                    v
+                }
+            } else {
+                2.0 * u() - 1.0
+            }
+        })
+        .collect()
+}
+
+fn is_quant(wt: WeightType) -> bool {
+    matches!(wt, WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1)
+}
+
+/// One product on every path; checks tolerances and bit-identity; returns the Op::Matmul errors.
+fn check_case(wt: WeightType, n: usize, rows: usize, k: usize, seed: u64, bell: bool, pools: &[ThreadPool]) -> ErrorStats {
+    let src = random(rows * k, seed, bell);
+    let x = random(n * k, seed ^ 0xABCD, bell);
+    let owned = Owned::new(wt, &src);
+    let shape = [rows, k];
+    let w = owned.view(&shape);
+    let wf = w.to_f32().unwrap();
+    let want = reference::matmul_f64(&x, n, &wf, rows, k);
+    let scale = reference::abs_products(&x, n, &wf, rows, k);
+    let mut scratch = MatmulScratch::with_capacity(n, k.next_multiple_of(32)).unwrap();
+
+    let mut got = vec![f32::NAN; n * rows];
+    ops::matmul(&x, n, &w, &mut got, &pools[0]).unwrap();
+    let stats = ErrorStats::measure(&got, &want, &scale);
+    let tol = tolerance(Op::Matmul, wt).unwrap();
+    assert!(tol.accepts(&stats), "{wt:?} n={n} rows={rows} k={k} bell={bell}: {stats:?} vs {tol:?}");
+    if is_quant(wt) {
+        let want_q = reference::matmul_quantized_activations_f64(&x, n, &wf, rows, k);
+        let stats_q = ErrorStats::measure(&got, &want_q, &scale);
+        let tol_q = tolerance(Op::MatmulQuantizedActivations, wt).unwrap();
+        assert!(tol_q.accepts(&stats_q), "{wt:?} n={n} rows={rows} k={k}: kernel arithmetic {stats_q:?}");
+    }
+
+    // Every ISA and every thread count give the same bits.
+    for isa in [Isa::Scalar, Isa::Avx2].into_iter().filter(|i| i.available()) {
+        for pool in pools {
+            let mut other = vec![f32::NAN; n * rows];
+            ops::matmul_with_isa(&x, n, &w, &mut other, &mut scratch, pool, isa).unwrap();
+            assert_bits_eq(&got, &other, &format!("{wt:?} n={n} rows={rows} k={k} {isa:?} threads={}", pool.threads()));
+        }
+    }
+    // A batch equals its rows one at a time.
+    if n > 1 {
+        for i in [0, n / 2, n - 1] {
+            let mut one = vec![f32::NAN; rows];
+            ops::matmul_into(&x[i * k..(i + 1) * k], 1, &w, &mut one, &mut scratch, &pools[0]).unwrap();
+            assert_bits_eq(&got[i * rows..(i + 1) * rows], &one, &format!("{wt:?} row {i} of {n}, rows={rows} k={k}"));
+        }
+    }
+    stats
+}
+
+fn assert_bits_eq(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert_eq!(x.to_bits(), y.to_bits(), "{what}: element {i}: {x} vs {y}");
+    }
+}
+
+fn pools() -> Vec<ThreadPool> {
+    [1, 2, 4].into_iter().map(|t| ThreadPool::new(t).unwrap()).collect()
+}
+
+#[test]
+fn every_type_every_batch_size_matches_reference() {
+    let pools = pools();
+    // (rows, k): rows never a multiple of 4 or 8; k = 32·m with m < 8, = 8, and with a tail group.
+    let shapes = [(1, 32), (5, 96), (13, 256), (37, 288), (3, 544)];
+    for wt in WeightType::ALL {
+        let mut worst = ErrorStats::default();
+        for n in [1, 3, 6, 8, 37] {
+            for (s, &(rows, k)) in shapes.iter().enumerate() {
+                let e = check_case(wt, n, rows, k, (n * 31 + s) as u64, s % 2 == 1, &pools);
+                worst.rel_l2 = worst.rel_l2.max(e.rel_l2);
+                worst.max_rel_abs = worst.max_rel_abs.max(e.max_rel_abs);
+            }
+        }
+        eprintln!("{:>5}: worst rel_l2 {:.2e}, worst max_rel_abs {:.2e}", wt.name(), worst.rel_l2, worst.max_rel_abs);
+    }
+}
+
+#[test]
+fn float_weights_with_any_k() {
+    let pools = pools();
+    for wt in [WeightType::F32, WeightType::F16, WeightType::Bf16] {
+        for (rows, k) in [(7, 1), (9, 7), (6, 29), (11, 300), (2, 588)] {
+            for n in [1, 4, 37] {
+                check_case(wt, n, rows, k, (rows * k + n) as u64, false, &pools);
+            }
+        }
+    }
+}
+
+#[test]
+fn long_rows_stay_within_tolerance() {
+    // Real model widths: k = 4096 and 14336 (LLaMA-3-8B FFN down), a few rows.
+    let pools = pools();
+    for wt in WeightType::ALL {
+        for (n, rows, k) in [(6, 9, 4096), (1, 3, 14336)] {
+            let e = check_case(wt, n, rows, k, 7 + k as u64, true, &pools[..2]);
+            eprintln!("{:>5} n={n} rows={rows} k={k}: rel_l2 {:.2e}, max_rel_abs {:.2e}", wt.name(), e.rel_l2, e.max_rel_abs);
+        }
+    }
+}
+
+#[test]
+fn empty_dimensions() {
+    let pool = ThreadPool::single();
+    let w = vec![1.0f32; 64];
+    let shape = [2usize, 32];
+    let weight = Weight::F32(Dense { name: "w", shape: &shape, data: &w });
+    ops::matmul(&[], 0, &weight, &mut [], &pool).unwrap();
+    let empty_shape = [0usize, 32];
+    let empty = Weight::F32(Dense { name: "w", shape: &empty_shape, data: &[] });
+    ops::matmul(&[1.0; 32], 1, &empty, &mut [], &pool).unwrap();
+    let zero_k = [3usize, 0];
+    let wk = Weight::F32(Dense { name: "w", shape: &zero_k, data: &[] });
+    let mut out = [f32::NAN; 6];
+    ops::matmul(&[], 2, &wk, &mut out, &pool).unwrap();
+    assert_eq!(out, [0.0; 6]);
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let pool = ThreadPool::new(2).unwrap();
+    let src = random(4 * 64, 1, false);
+    let q = quant::quantize(QuantType::Q4_1, &src).unwrap();
+    let shape = [4usize, 64];
+    let good = Weight::Quant(QuantWeight {
+        name: "w",
+        qtype: q.qtype,
+        shape: &shape,
+        values: &q.values,
+        scales: &q.scales,
+        mins: &q.mins,
+    });
+    let x = random(2 * 64, 2, false);
+    let mut out = vec![0.0f32; 2 * 4];
+    ops::matmul(&x, 2, &good, &mut out, &pool).unwrap();
+    let shape_err = |r: medregion::Result<()>| assert!(matches!(r, Err(Error::Shape { .. })), "{r:?}");
+    shape_err(ops::matmul(&x[1..], 2, &good, &mut out, &pool));
+    shape_err(ops::matmul(&x, 3, &good, &mut out, &pool));
+    shape_err(ops::matmul(&x, 2, &good, &mut out[1..], &pool));
+    shape_err(reference::matmul(&x, 2, &good, &mut out[1..]));
+    let mut bad = good;
+    if let Weight::Quant(ref mut b) = bad {
+        b.mins = &q.mins[1..];
+    }
+    shape_err(ops::matmul(&x, 2, &bad, &mut out, &pool));
+    if let Weight::Quant(ref mut b) = bad {
+        b.mins = &q.mins;
+        b.scales = &q.scales[..3];
+    }
+    shape_err(ops::matmul(&x, 2, &bad, &mut out, &pool));
+    if let Weight::Quant(ref mut b) = bad {
+        b.scales = &q.scales;
+        b.values = &q.values[..10];
+    }
+    shape_err(ops::matmul(&x, 2, &bad, &mut out, &pool));
+    // Quantized weights need whole blocks of k.
+    let odd_shape = [8usize, 32 + 16];
+    let odd = Weight::Quant(QuantWeight { shape: &odd_shape, ..match good {
+        Weight::Quant(g) => g,
+        _ => unreachable!(),
+    } });
+    shape_err(ops::matmul(&random(48, 3, false), 1, &odd, &mut [0.0; 8], &pool));
+    // Dense weights: rank and data length.
+    let w = random(24, 4, false);
+    let rank3 = [2usize, 3, 4];
+    shape_err(ops::matmul(&random(4, 5, false), 1, &Weight::F32(Dense { name: "w", shape: &rank3, data: &w }), &mut [0.0; 6], &pool));
+    let short = [6usize, 5];
+    shape_err(ops::matmul(&random(5, 5, false), 1, &Weight::F16(Dense { name: "w", shape: &short, data: &[f16::ONE; 24] }), &mut [0.0; 6], &pool));
+    // Overflowing shapes are errors, not panics.
+    let huge = [usize::MAX, 2];
+    assert!(ops::matmul(&[1.0, 2.0], 1, &Weight::F32(Dense { name: "w", shape: &huge, data: &w }), &mut [0.0; 1], &pool).is_err());
+}
+
+#[test]
+fn scratch_must_be_large_enough() {
+    let pool = ThreadPool::single();
+    let src = random(2 * 64, 9, false);
+    let q = quant::quantize(QuantType::Q8_0, &src).unwrap();
+    let shape = [2usize, 64];
+    let w = Weight::Quant(QuantWeight { name: "w", qtype: q.qtype, shape: &shape, values: &q.values, scales: &q.scales, mins: &[] });
+    let x = random(3 * 64, 10, false);
+    let mut out = vec![0.0f32; 6];
+    let mut small = MatmulScratch::with_capacity(2, 64).unwrap();
+    assert!(matches!(ops::matmul_into(&x, 3, &w, &mut out, &mut small, &pool), Err(Error::BufferTooSmall { .. })));
+    small.reserve(3, 64).unwrap();
+    ops::matmul_into(&x, 3, &w, &mut out, &mut small, &pool).unwrap();
+    // Float weights need no scratch at all.
+    let f = random(2 * 64, 11, false);
+    let wf = Weight::F32(Dense { name: "w", shape: &shape, data: &f });
+    ops::matmul_into(&x, 3, &wf, &mut out, &mut MatmulScratch::new(), &pool).unwrap();
+}
+
+#[test]
+fn tolerance_table_is_consistent() {
+    for (op, wt, t) in ops::tolerance::TABLE {
+        assert!(t.rel_l2 > 0.0 && t.max_rel_abs > 0.0, "{op:?} {wt:?}");
+        if *op == Op::MatmulQuantizedActivations {
+            let loose: Tolerance = tolerance(Op::Matmul, *wt).unwrap();
+            assert!(t.rel_l2 <= loose.rel_l2);
+        }
+    }
+}
