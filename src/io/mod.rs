@@ -2,4 +2,5 @@
 
 pub mod gguf;
 pub mod hf;
+pub mod import;
 pub mod package;

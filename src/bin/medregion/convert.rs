@@ -1,9 +1,15 @@
 //! `medregion convert`: build a model package.
 //!
 //! Sources: `--synthetic tiny|small|full --seed N` (random weights in the real architecture,
-//! byte-level tokenizer, no download). Importers (HF LLaMA/LoRA/Dinov2, GGUF) plug in as
-//! another [`WeightSource`] passed to the same [`PackageBuilder`]: build the config, the
-//! tokenizer bytes and the source, then call [`write_package`].
+//! byte-level tokenizer, no download), or any combination of `--gguf FILE` / `--llm-hf DIR
+//! [--lora DIR]` (the decoder), `--vit-hf DIR` (the encoder) and `--heads FILE` (mask extractor
+//! and connector), with whatever is not given filled by the `--fill` preset's synthetic weights
+//! (`medregion::io::import` documents every rule). Both paths build a config, the tokenizer bytes
+//! and a [`WeightSource`] for the same [`PackageBuilder`].
+//!
+//! GGUF tensors keep their storage type unless `--quant` names one for `llm` (a single type, or
+//! `llm=...`): F32/F16/BF16/Q8_0/Q4_0/Q4_1 are copied bit for bit, K-quants re-stored as
+//! `--kquant-fallback` (q8_0).
 //!
 //! Storage types: `--quant` (one type for all, or per component: `llm=q4_0,vit=f16`), the
 //! default keep-f32 list (norms, biases, LayerScale, the ViT CLS token and position table; see
@@ -13,6 +19,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use medregion::io::import::{import, ImportOptions};
 use medregion::io::package::{BuildReport, PackageBuilder, QuantPolicy, WeightSource};
 use medregion::model::synthetic::{synthetic_builder, Preset, SyntheticSource};
 use medregion::tensor::WeightType;
@@ -24,6 +31,47 @@ pub struct Args {
     #[arg(long, value_name = "PRESET")]
     synthetic: Option<String>,
 
+    /// The decoder (and its tokenizer) from a GGUF file of the llama architecture.
+    #[arg(long, value_name = "FILE")]
+    gguf: Option<PathBuf>,
+
+    /// The decoder from a Hugging Face LlamaForCausalLM folder (safetensors, sharded or not).
+    #[arg(long = "llm-hf", value_name = "DIR")]
+    llm_hf: Option<PathBuf>,
+
+    /// A PEFT LoRA adapter folder merged into --llm-hf as W + (alpha/r)·B·A.
+    #[arg(long, value_name = "DIR")]
+    lora: Option<PathBuf>,
+
+    /// The vision encoder from a Hugging Face Dinov2 / RAD-DINO folder.
+    #[arg(long = "vit-hf", value_name = "DIR")]
+    vit_hf: Option<PathBuf>,
+
+    /// Encoder input size the position table is re-interpolated for (default: the fill preset's).
+    #[arg(long = "vit-image-size", value_name = "N")]
+    vit_image_size: Option<usize>,
+
+    /// Mask extractor and connector weights (`mask.*`, `proj.*`) from a safetensors file.
+    #[arg(long, value_name = "FILE")]
+    heads: Option<PathBuf>,
+
+    /// Tokenizer file: tokenizer.json, a tiktoken tokenizer.model, or a .gguf (default: the
+    /// decoder's own).
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
+
+    /// Use the byte-level tokenizer for an imported decoder that has none.
+    #[arg(long)]
+    byte_tokenizer: bool,
+
+    /// Preset whose shapes and seeded random weights fill the components not given.
+    #[arg(long, default_value = "tiny", value_name = "PRESET")]
+    fill: String,
+
+    /// Storage type for GGUF tensors that cannot be copied losslessly (K-quants).
+    #[arg(long = "kquant-fallback", default_value = "q8_0", value_name = "TYPE")]
+    kquant_fallback: String,
+
     /// Seed of the synthetic weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -33,9 +81,10 @@ pub struct Args {
     output: PathBuf,
 
     /// Storage type: one of f32, f16, bf16, q8_0, q4_0, q4_1 for every component, or per
-    /// component, e.g. `llm=q4_0,vit=f16,mask=f32,proj=f32` (unnamed components: f16).
-    #[arg(long, default_value = "f16", value_name = "SPEC")]
-    quant: String,
+    /// component, e.g. `llm=q4_0,vit=f16,mask=f32,proj=f32` (unnamed components: f16;
+    /// GGUF decoders keep their own types unless `llm` is named). Default f16.
+    #[arg(long, value_name = "SPEC")]
+    quant: Option<String>,
 
     /// Keep weights matching this glob in f32 (repeatable, or comma-separated); added to the
     /// default list `*norm*`, `*.bias`, `*.lambda1`, `vit.embeddings.cls_token`,
@@ -58,7 +107,7 @@ pub struct Args {
 
 /// The quantization policy the arguments describe.
 pub fn policy(args: &Args) -> Result<QuantPolicy> {
-    let mut p = QuantPolicy::parse(&args.quant, WeightType::F16)?;
+    let mut p = QuantPolicy::parse(args.quant.as_deref().unwrap_or("f16"), WeightType::F16)?;
     if args.no_default_keep_f32 {
         p = p.without_default_keep();
     }
@@ -68,12 +117,30 @@ pub fn policy(args: &Args) -> Result<QuantPolicy> {
     Ok(p)
 }
 
+/// Whether `--quant` chose a type for the decoder (a single type, or `llm=`).
+fn quant_names_llm(args: &Args) -> bool {
+    args.quant.as_deref().is_some_and(|q| !q.contains('=') || q.split(',').any(|i| i.trim().starts_with("llm=")))
+}
+
 pub fn run(args: Args) -> Result<()> {
+    let importing = args.gguf.is_some() || args.llm_hf.is_some() || args.vit_hf.is_some() || args.heads.is_some();
+    if importing {
+        if args.synthetic.is_some() {
+            return Err(Error::invalid(
+                "source",
+                "--synthetic builds a whole package; to fill the parts an import lacks use --fill PRESET",
+            ));
+        }
+        return run_import(args);
+    }
+    if args.lora.is_some() || args.tokenizer.is_some() || args.vit_image_size.is_some() || args.byte_tokenizer {
+        return Err(Error::invalid("source", "--lora, --tokenizer, --vit-image-size and --byte-tokenizer need an import source (--llm-hf, --gguf, --vit-hf)"));
+    }
     let policy = policy(&args)?;
     let Some(preset) = &args.synthetic else {
         return Err(Error::invalid(
             "source",
-            "give --synthetic tiny|small|full (Hugging Face and GGUF import are not wired into this command yet)",
+            "give --synthetic tiny|small|full, or import with --gguf FILE, --llm-hf DIR [--lora DIR], --vit-hf DIR, --heads FILE",
         ));
     };
     let preset = Preset::parse(preset)?;
@@ -94,6 +161,63 @@ pub fn run(args: Args) -> Result<()> {
         report.n_params,
         preset.name(),
         args.seed
+    );
+    println!("checksum {}", report.checksum);
+    Ok(())
+}
+
+fn run_import(args: Args) -> Result<()> {
+    let mut policy = policy(&args)?;
+    let mut opts = ImportOptions {
+        gguf: args.gguf.clone(),
+        llm_hf: args.llm_hf.clone(),
+        lora: args.lora.clone(),
+        vit_hf: args.vit_hf.clone(),
+        vit_image_size: args.vit_image_size,
+        heads: args.heads.clone(),
+        tokenizer: args.tokenizer.clone(),
+        byte_tokenizer: args.byte_tokenizer,
+        fill: Preset::parse(&args.fill)?,
+        seed: args.seed,
+        kquant_fallback: WeightType::parse(&args.kquant_fallback)?,
+        ..ImportOptions::default()
+    };
+    if let Some(n) = args.threads {
+        opts.threads = n.max(1);
+    }
+    let imported = import(&opts)?;
+    if !quant_names_llm(&args) {
+        for (name, ty) in &imported.source_types {
+            policy = policy.with_override(name, *ty);
+        }
+    }
+    for note in &imported.notes {
+        eprintln!("note: {note}");
+    }
+    if !imported.synthetic.is_empty() {
+        let names: Vec<&str> = imported.synthetic.iter().map(|c| c.name()).collect();
+        eprintln!(
+            "note: synthetic weights (preset {}, seed {}) for: {}",
+            opts.fill.name(),
+            opts.seed,
+            names.join(", ")
+        );
+    }
+    let mut builder = PackageBuilder::new(imported.config, imported.tokenizer).policy(policy);
+    if let Some(n) = args.threads {
+        builder = builder.threads(n);
+    }
+    if args.dry_run {
+        return print_plan(&builder);
+    }
+    let mut source = imported.source;
+    let report = write_package(&builder, &args.output, &mut source)?;
+    println!(
+        "wrote {} ({}, {} parameters, {})",
+        report.path.display(),
+        human_bytes(report.file_len),
+        report.n_params,
+        builder.config().name
     );
     println!("checksum {}", report.checksum);
     Ok(())
