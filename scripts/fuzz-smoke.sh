@@ -10,6 +10,7 @@
 # (default address) picks the sanitizer; debug assertions, and with them integer-overflow
 # checks, are on. Corpora grow in fuzz/corpus/TARGET (gitignored); committed seeds come from
 # fuzz/seeds/TARGET; crashes land in fuzz/artifacts/TARGET.
+# FUZZ_TOOLCHAIN=stable forces the stable compiler (what CI has) even where nightly is installed.
 # Exit status: non-zero if any target found a crash (or failed to build).
 set -euo pipefail
 
@@ -21,7 +22,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     exit 2
 fi
 toolchain=()
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if [ "${FUZZ_TOOLCHAIN:-}" = stable ]; then
+    export RUSTC_BOOTSTRAP=1
+elif rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     toolchain=(+nightly)
 else
     export RUSTC_BOOTSTRAP=1
