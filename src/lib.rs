@@ -14,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod ffi;
 pub mod io;
+pub mod llm;
 pub mod log;
 pub mod model;
 pub mod ops;

@@ -1,0 +1,283 @@
+//! The decoder forward pass over a batch of rows (HF `LlamaForCausalLM`, SPEC-model.md §10.2):
+//!
+//! ```text
+//! x = embed(ids)                                         [n, D]
+//! per layer:
+//!   h = rms_norm(x, input_layernorm)                     [n, D]
+//!   q, k, v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ                         [n, nh·hd], [n, nkv·hd] ×2
+//!   q, k = rope(q, pos), rope(k, pos); cache ← k, v
+//!   a = softmax(q·Kᵀ / √hd, causal) · V  (GQA: query head j reads kv head j / (nh/nkv))
+//!   x = x + a·Woᵀ                                        [n, D]
+//!   h = rms_norm(x, post_attention_layernorm)
+//!   x = x + (silu(h·Wgᵀ) ⊙ h·Wuᵀ)·Wdᵀ                    [n, F] → [n, D]
+//! logits = rms_norm(x, norm)·Whᵀ                         [n, V]
+//! ```
+//!
+//! Each row is one token of some sequence at some absolute position. All rows go through every
+//! matmul together (each weight is read once per call, whatever `n`): a prefill chunk is many
+//! rows of one sequence, a batched decode step one row per live sequence. A row attends to the
+//! optional shared read-only prefix cache (positions `0..base`) and then to its own sequence's
+//! cache (positions `base..=pos`); the rows' keys/values are written before any row attends, so
+//! a chunk is causal within itself. Everything accumulates in f32; the buffers are allocated
+//! once ([`Scratch::new`]) and a call allocates nothing.
+
+use super::rope::{rotate, Rope};
+use super::weights::DecoderWeights;
+use crate::model::config::DecoderConfig;
+use crate::ops::{matmul_into, MatmulScratch, ThreadPool};
+use crate::{Error, Result};
+
+/// Keys and values of one sequence, all layers: `k`, `v` `[n_layers, capacity, nkv·hd]`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KvCache {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    capacity: usize,
+    kv_dim: usize,
+    /// Positions filled.
+    pub len: usize,
+}
+
+impl KvCache {
+    pub fn new(cfg: &DecoderConfig, capacity: usize) -> Result<KvCache> {
+        let kv_dim = cfg.kv_dim();
+        let n = cfg
+            .n_layers
+            .checked_mul(capacity)
+            .and_then(|x| x.checked_mul(kv_dim))
+            .ok_or_else(|| Error::OutOfMemory(format!("KV cache of {capacity} positions overflows")))?;
+        let alloc = |what: &str| -> Result<Vec<f32>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(n).map_err(|_| {
+                Error::OutOfMemory(format!("KV cache {what}: {capacity} positions need {} MiB", n * 4 >> 20))
+            })?;
+            v.resize(n, 0.0);
+            Ok(v)
+        };
+        Ok(KvCache { k: alloc("keys")?, v: alloc("values")?, capacity, kv_dim, len: 0 })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn offset(&self, layer: usize, slot: usize) -> usize {
+        (layer * self.capacity + slot) * self.kv_dim
+    }
+}
+
+/// Where a row goes: which sequence cache, which absolute position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Row {
+    pub seq: usize,
+    pub pos: usize,
+}
+
+/// Which rows need logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Logits {
+    /// None (a prefill chunk that is not the last).
+    None,
+    /// Only the last row's, into `logits[..V]`.
+    Last,
+    /// Every row's, into `logits[..n·V]`.
+    All,
+}
+
+/// Activation buffers for up to `rows` rows.
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    pub rows: usize,
+    /// Residual stream `[rows, D]`; callers write the input embeddings here.
+    pub x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    out: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    /// `[rows, V]`.
+    pub logits: Vec<f32>,
+    mm: MatmulScratch,
+}
+
+impl Scratch {
+    pub fn new(cfg: &DecoderConfig, rows: usize) -> Result<Scratch> {
+        let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
+        let half = cfg.head_dim / 2;
+        let k_max = d.max(f).max(cfg.q_dim());
+        Ok(Scratch {
+            rows,
+            x: vec![0.0; rows * d],
+            h: vec![0.0; rows * d],
+            q: vec![0.0; rows * cfg.q_dim()],
+            k: vec![0.0; rows * cfg.kv_dim()],
+            v: vec![0.0; rows * cfg.kv_dim()],
+            att: vec![0.0; rows * cfg.q_dim()],
+            out: vec![0.0; rows * d],
+            gate: vec![0.0; rows * f],
+            up: vec![0.0; rows * f],
+            cos: vec![0.0; rows * half],
+            sin: vec![0.0; rows * half],
+            logits: vec![0.0; rows * cfg.vocab_size],
+            mm: MatmulScratch::with_capacity(rows, k_max)?,
+        })
+    }
+}
+
+/// `out = w ⊙ x / sqrt(mean(x²) + eps)` per row of `d` (sum of squares in f64).
+pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ss: f64 = xr.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let inv = (1.0 / (ss / d as f64 + eps as f64).sqrt()) as f32;
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = g * (v * inv);
+        }
+    }
+}
+
+/// A raw output pointer shared by attention tasks that write disjoint ranges.
+struct SharedOut(*mut f32);
+// SAFETY: every task writes only its own `[row, head]` slice of the buffer (disjoint ranges),
+// and the buffer outlives the `pool.run` call that uses the pointer.
+unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut {}
+
+/// Runs rows `rows` (inputs in `s.x[..n·D]`) through the decoder, appending their keys and
+/// values to `caches[row.seq]` (slot `pos − base`, `base` = the prefix length, 0 without one)
+/// and writing the requested logits to `s.logits`. The caller checks ids, positions and
+/// capacities; this re-checks the capacity and returns an error rather than index out of range.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    cfg: &DecoderConfig,
+    w: &DecoderWeights<'_>,
+    rope: &Rope,
+    s: &mut Scratch,
+    pool: &ThreadPool,
+    rows: &[Row],
+    prefix: Option<&KvCache>,
+    caches: &mut [KvCache],
+    want: Logits,
+) -> Result<()> {
+    let n = rows.len();
+    let (d, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
+    let (qd, kvd, half) = (cfg.q_dim(), cfg.kv_dim(), hd / 2);
+    let (nh, group) = (cfg.n_heads, cfg.n_heads / cfg.n_kv_heads);
+    let base = prefix.map_or(0, |p| p.len);
+    if n == 0 || n > s.rows {
+        return Err(Error::Internal(format!("forward of {n} rows with scratch for {}", s.rows)));
+    }
+    for r in rows {
+        let slot_ok = r.pos >= base && caches.get(r.seq).is_some_and(|c| r.pos - base < c.capacity);
+        if !slot_ok {
+            return Err(Error::Internal(format!("row at position {} does not fit sequence {}'s cache", r.pos, r.seq)));
+        }
+    }
+    for (i, r) in rows.iter().enumerate() {
+        rope.angles(r.pos, &mut s.cos[i * half..(i + 1) * half], &mut s.sin[i * half..(i + 1) * half]);
+    }
+    let scale = 1.0 / (hd as f32).sqrt();
+
+    for (il, l) in w.layers.iter().enumerate() {
+        // Attention block.
+        rms_norm(&s.x[..n * d], &l.attn_norm, cfg.rms_norm_eps, &mut s.h[..n * d]); // [n, D]
+        matmul_into(&s.h[..n * d], n, &l.q, &mut s.q[..n * qd], &mut s.mm, pool)?; // [n, nh·hd]
+        matmul_into(&s.h[..n * d], n, &l.k, &mut s.k[..n * kvd], &mut s.mm, pool)?; // [n, nkv·hd]
+        matmul_into(&s.h[..n * d], n, &l.v, &mut s.v[..n * kvd], &mut s.mm, pool)?; // [n, nkv·hd]
+        for (i, r) in rows.iter().enumerate() {
+            let (cos, sin) = (&s.cos[i * half..(i + 1) * half], &s.sin[i * half..(i + 1) * half]);
+            for head in s.q[i * qd..(i + 1) * qd].chunks_exact_mut(hd) {
+                rotate(head, cos, sin);
+            }
+            for head in s.k[i * kvd..(i + 1) * kvd].chunks_exact_mut(hd) {
+                rotate(head, cos, sin);
+            }
+            let c = &mut caches[r.seq];
+            let at = c.offset(il, r.pos - base);
+            c.k[at..at + kvd].copy_from_slice(&s.k[i * kvd..(i + 1) * kvd]);
+            c.v[at..at + kvd].copy_from_slice(&s.v[i * kvd..(i + 1) * kvd]);
+        }
+        {
+            let caches: &[KvCache] = caches;
+            let q = &s.q;
+            let att = SharedOut(s.att.as_mut_ptr());
+            let att = &att;
+            let task = move |t: usize| {
+                let (i, head) = (t / nh, t % nh);
+                let r = rows[i];
+                let kvh = head / group;
+                let qv = &q[i * qd + head * hd..i * qd + (head + 1) * hd];
+                // SAFETY: task t alone writes `att[i·qd + head·hd ..][..hd]` (disjoint per t);
+                // `s.att` has `rows · qd ≥ n · qd` values and is not otherwise borrowed here.
+                let out = unsafe { std::slice::from_raw_parts_mut(att.0.add(i * qd + head * hd), hd) };
+                out.fill(0.0);
+                // Online softmax (running max `m`, running sum `sum`), keys in position order.
+                let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
+                let mut visit = |c: &KvCache, slots: std::ops::Range<usize>| {
+                    for slot in slots {
+                        let at = c.offset(il, slot) + kvh * hd;
+                        let kv = &c.k[at..at + hd];
+                        let score = qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        let vv = &c.v[at..at + hd];
+                        if score > m {
+                            let shrink = (m - score).exp();
+                            sum *= shrink;
+                            out.iter_mut().for_each(|o| *o *= shrink);
+                            m = score;
+                        }
+                        let p = (score - m).exp();
+                        sum += p;
+                        out.iter_mut().zip(vv).for_each(|(o, &v)| *o += p * v);
+                    }
+                };
+                if let Some(p) = prefix {
+                    visit(p, 0..base);
+                }
+                visit(&caches[r.seq], 0..r.pos - base + 1);
+                let inv = 1.0 / sum;
+                out.iter_mut().for_each(|o| *o *= inv);
+            };
+            pool.run(n * nh, &task)?;
+        }
+        matmul_into(&s.att[..n * qd], n, &l.o, &mut s.out[..n * d], &mut s.mm, pool)?; // [n, D]
+        add(&mut s.x[..n * d], &s.out[..n * d]);
+
+        // MLP block.
+        rms_norm(&s.x[..n * d], &l.mlp_norm, cfg.rms_norm_eps, &mut s.h[..n * d]); // [n, D]
+        matmul_into(&s.h[..n * d], n, &l.gate, &mut s.gate[..n * f], &mut s.mm, pool)?; // [n, F]
+        matmul_into(&s.h[..n * d], n, &l.up, &mut s.up[..n * f], &mut s.mm, pool)?; // [n, F]
+        for (g, &u) in s.gate[..n * f].iter_mut().zip(&s.up[..n * f]) {
+            *g = *g / (1.0 + (-*g).exp()) * u; // silu(g) · u
+        }
+        matmul_into(&s.gate[..n * f], n, &l.down, &mut s.out[..n * d], &mut s.mm, pool)?; // [n, D]
+        add(&mut s.x[..n * d], &s.out[..n * d]);
+    }
+    for r in rows {
+        let c = &mut caches[r.seq];
+        c.len = c.len.max(r.pos - base + 1);
+    }
+
+    let v = cfg.vocab_size;
+    match want {
+        Logits::None => {}
+        Logits::Last => {
+            let last = &s.x[(n - 1) * d..n * d];
+            rms_norm(last, &w.norm, cfg.rms_norm_eps, &mut s.h[..d]);
+            matmul_into(&s.h[..d], 1, &w.head, &mut s.logits[..v], &mut s.mm, pool)?; // [1, V]
+        }
+        Logits::All => {
+            rms_norm(&s.x[..n * d], &w.norm, cfg.rms_norm_eps, &mut s.h[..n * d]);
+            matmul_into(&s.h[..n * d], n, &w.head, &mut s.logits[..n * v], &mut s.mm, pool)?; // [n, V]
+        }
+    }
+    Ok(())
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}

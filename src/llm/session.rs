@@ -1,0 +1,324 @@
+//! [`Session`]: the mutable state of one decoder run over an immutable [`Model`].
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::forward::{forward, KvCache, Logits, Row, Scratch};
+use super::rope::Rope;
+use super::weights::DecoderWeights;
+use crate::io::package::Model;
+use crate::model::config::DecoderConfig;
+use crate::ops::ThreadPool;
+use crate::{Error, Result};
+
+/// The most rows one forward call takes (the bound of `chunk` and `max_batch`).
+pub const MAX_ROWS: usize = 64;
+
+/// How a [`Session`] is sized. Everything is allocated by [`Session::new`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Positions the KV cache holds (prompt + generated). `0` = `min(max_position_embeddings,
+    /// 4096)`. More than `max_position_embeddings` is an error.
+    pub context: usize,
+    /// Threads for the matmuls and attention, the caller included; `0` = one per core.
+    pub threads: usize,
+    /// Rows per forward call: prefill runs in chunks of this many tokens (default 32, at most
+    /// [`MAX_ROWS`]).
+    pub chunk: usize,
+    /// The most sequences [`Session::generate_batch`] decodes together (default 8, at most
+    /// [`MAX_ROWS`]).
+    pub max_batch: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { context: 0, threads: 0, chunk: 32, max_batch: 8 }
+    }
+}
+
+/// The input of a prefill: token ids, or caller-made input embeddings `[n, hidden_size]`
+/// (e.g. token embeddings from [`Session::embed`] with image rows spliced in).
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    Tokens(&'a [u32]),
+    Embeddings(&'a [f32]),
+}
+
+impl Input<'_> {
+    fn len(&self, d: usize) -> usize {
+        match self {
+            Input::Tokens(ids) => ids.len(),
+            Input::Embeddings(e) => e.len() / d,
+        }
+    }
+}
+
+/// One decoder conversation: KV cache, activation buffers, matmul scratch, thread pool and a
+/// cancel flag, over weights borrowed from a [`Model`].
+///
+/// Use from one thread at a time (every method that changes state takes `&mut self`); it is
+/// `Send`, so it can move between threads. Create one per concurrent user of a model.
+pub struct Session<'m> {
+    pub(crate) cfg: DecoderConfig,
+    pub(crate) weights: DecoderWeights<'m>,
+    pub(crate) rope: Rope,
+    pub(crate) pool: ThreadPool,
+    pub(crate) scratch: Scratch,
+    /// The session's own sequence (and the shared prefix of a batch).
+    pub(crate) cache: KvCache,
+    /// Per-sequence caches of [`Session::generate_batch`], allocated by its first call.
+    pub(crate) batch_caches: Vec<KvCache>,
+    pub(crate) chunk: usize,
+    pub(crate) max_batch: usize,
+    pub(crate) cancel: Arc<AtomicBool>,
+    /// Whether `scratch.logits[..V]` holds the logits of the last position.
+    has_logits: bool,
+}
+
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("context", &self.cache.capacity()).field("len", &self.cache.len).finish()
+    }
+}
+
+impl<'m> Session<'m> {
+    /// A session over `model`'s decoder with everything allocated now: the KV cache for
+    /// `options.context` positions, the buffers for `max(chunk, max_batch)` rows, the threads.
+    pub fn new(model: &'m Model<'_>, options: &SessionOptions) -> Result<Session<'m>> {
+        let cfg = model.config().decoder.clone();
+        let max_pos = cfg.max_position_embeddings;
+        let context = if options.context == 0 { max_pos.min(4096) } else { options.context };
+        if context > max_pos {
+            return Err(Error::invalid(
+                "context",
+                format!("{context} exceeds the model's max_position_embeddings ({max_pos})"),
+            ));
+        }
+        for (name, v) in [("chunk", options.chunk), ("max_batch", options.max_batch)] {
+            if !(1..=MAX_ROWS).contains(&v) {
+                return Err(Error::invalid(name, format!("{v} is outside 1..={MAX_ROWS}")));
+            }
+        }
+        let weights = DecoderWeights::load(model, &cfg)?;
+        let rows = options.chunk.max(options.max_batch);
+        Ok(Session {
+            rope: Rope::new(&cfg),
+            pool: ThreadPool::new(options.threads)?,
+            scratch: Scratch::new(&cfg, rows)?,
+            cache: KvCache::new(&cfg, context)?,
+            batch_caches: Vec::new(),
+            chunk: options.chunk,
+            max_batch: options.max_batch,
+            cancel: Arc::new(AtomicBool::new(false)),
+            has_logits: false,
+            weights,
+            cfg,
+        })
+    }
+
+    /// The decoder config.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    /// Vocabulary size (length of a logits row).
+    pub fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    /// Positions the KV cache holds.
+    pub fn context(&self) -> usize {
+        self.cache.capacity()
+    }
+
+    /// Positions filled so far.
+    pub fn len(&self) -> usize {
+        self.cache.len
+    }
+
+    /// Whether nothing has been fed since creation or [`Session::reset`].
+    pub fn is_empty(&self) -> bool {
+        self.cache.len == 0
+    }
+
+    /// Threads in this session's pool.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Bytes of weights read per forward call (each matrix once, however many rows).
+    pub fn weight_bytes_per_step(&self) -> usize {
+        self.weights.bytes_per_token()
+    }
+
+    /// Forgets every position (keeps the allocations).
+    pub fn reset(&mut self) {
+        self.cache.len = 0;
+        self.has_logits = false;
+    }
+
+    /// Drops positions `len..` (e.g. to reuse a common prompt prefix). `len` beyond the
+    /// current length is an error.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len > self.cache.len {
+            return Err(Error::invalid("len", format!("{len} is beyond the {} positions held", self.cache.len)));
+        }
+        self.cache.len = len;
+        self.has_logits = false;
+        Ok(())
+    }
+
+    /// A flag that, once set (from any thread), makes the running or next `generate` /
+    /// `generate_batch` stop between steps with [`super::StopReason::Cancelled`]; the stop clears it.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
+    }
+
+    /// The logits of the last position fed (`[vocab]`), if any.
+    pub fn logits(&self) -> Option<&[f32]> {
+        self.has_logits.then(|| &self.scratch.logits[..self.cfg.vocab_size])
+    }
+
+    /// Token embeddings of `ids` into `out` (`[ids.len(), hidden_size]`), to splice other
+    /// rows in before [`Input::Embeddings`].
+    pub fn embed(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
+        let d = self.cfg.hidden_size;
+        if out.len() != ids.len() * d {
+            return Err(Error::Shape {
+                what: "embedding output".into(),
+                expected: format!("{} × {d} values", ids.len()),
+                found: out.len().to_string(),
+            });
+        }
+        self.check_ids(ids)?;
+        for (&id, row) in ids.iter().zip(out.chunks_exact_mut(d)) {
+            self.weights.embed.rows_to_f32(id as usize, 1, row)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let v = self.cfg.vocab_size;
+        match ids.iter().position(|&id| id as usize >= v) {
+            Some(i) => Err(Error::invalid("token id", format!("{} at index {i} is outside the vocabulary (0..{v})", ids[i]))),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks an input (ids in range, embedding shape, non-empty, room left) before any state
+    /// changes.
+    fn check_input(&self, input: &Input<'_>) -> Result<usize> {
+        let d = self.cfg.hidden_size;
+        let n = match input {
+            Input::Tokens(ids) => {
+                self.check_ids(ids)?;
+                ids.len()
+            }
+            Input::Embeddings(e) => {
+                if e.len() % d != 0 {
+                    return Err(Error::Shape {
+                        what: "input embeddings".into(),
+                        expected: format!("a multiple of hidden_size ({d}) values"),
+                        found: e.len().to_string(),
+                    });
+                }
+                if let Some(i) = e.iter().position(|x| !x.is_finite()) {
+                    return Err(Error::invalid("input embeddings", format!("value {i} is {} (not finite)", e[i])));
+                }
+                e.len() / d
+            }
+        };
+        if n == 0 {
+            return Err(Error::invalid("input", "no tokens to feed"));
+        }
+        let (len, cap) = (self.cache.len, self.cache.capacity());
+        if len + n > cap {
+            return Err(Error::invalid(
+                "input",
+                format!("{n} tokens after the {len} already held exceed the context of {cap} positions"),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// Feeds `input` (any length, run in chunks) and returns the logits of its last position.
+    pub fn prefill(&mut self, input: Input<'_>) -> Result<&[f32]> {
+        self.feed(input, None)?;
+        Ok(&self.scratch.logits[..self.cfg.vocab_size])
+    }
+
+    /// Feeds `input` and writes the logits of every one of its positions to `out`
+    /// (`[n, vocab]`). The last row is also [`Session::logits`].
+    pub fn prefill_all_logits(&mut self, input: Input<'_>, out: &mut [f32]) -> Result<()> {
+        let n = input.len(self.cfg.hidden_size);
+        if out.len() != n * self.cfg.vocab_size {
+            return Err(Error::Shape {
+                what: "logits output".into(),
+                expected: format!("{n} × {} values", self.cfg.vocab_size),
+                found: out.len().to_string(),
+            });
+        }
+        self.feed(input, Some(out))
+    }
+
+    /// Feeds one token and returns its logits (the distribution of the next). Allocates nothing.
+    pub fn step(&mut self, id: u32) -> Result<&[f32]> {
+        self.feed(Input::Tokens(std::slice::from_ref(&id)), None)?;
+        Ok(&self.scratch.logits[..self.cfg.vocab_size])
+    }
+
+    fn feed(&mut self, input: Input<'_>, mut all: Option<&mut [f32]>) -> Result<()> {
+        let n = self.check_input(&input)?;
+        let (d, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        self.has_logits = false;
+        let mut rows_buf = [Row { seq: 0, pos: 0 }; MAX_ROWS];
+        let chunk = self.chunk;
+        let mut done = 0;
+        while done < n {
+            let m = chunk.min(n - done);
+            let start = self.cache.len;
+            match input {
+                Input::Tokens(ids) => {
+                    for (j, &id) in ids[done..done + m].iter().enumerate() {
+                        self.weights.embed.rows_to_f32(id as usize, 1, &mut self.scratch.x[j * d..(j + 1) * d])?;
+                    }
+                }
+                Input::Embeddings(e) => self.scratch.x[..m * d].copy_from_slice(&e[done * d..(done + m) * d]),
+            }
+            for (j, r) in rows_buf[..m].iter_mut().enumerate() {
+                *r = Row { seq: 0, pos: start + j };
+            }
+            let last = done + m == n;
+            let want = match (&all, last) {
+                (Some(_), _) => Logits::All,
+                (None, true) => Logits::Last,
+                (None, false) => Logits::None,
+            };
+            let result = forward(
+                &self.cfg,
+                &self.weights,
+                &self.rope,
+                &mut self.scratch,
+                &self.pool,
+                &rows_buf[..m],
+                None,
+                std::slice::from_mut(&mut self.cache),
+                want,
+            );
+            if let Err(e) = result {
+                // A failed chunk leaves the cache at the last complete chunk.
+                self.cache.len = start;
+                return Err(e);
+            }
+            if let Some(out) = all.as_deref_mut() {
+                out[done * v..(done + m) * v].copy_from_slice(&self.scratch.logits[..m * v]);
+                if last {
+                    self.scratch.logits.copy_within((m - 1) * v..m * v, 0);
+                }
+            }
+            done += m;
+        }
+        self.has_logits = true;
+        Ok(())
+    }
+}
