@@ -67,6 +67,11 @@
 typedef struct mr_model mr_model;
 
 /**
+ * A decoder session (opaque). One thread at a time; free with `mr_session_free`.
+ */
+typedef struct mr_session mr_session;
+
+/**
  * A CT volume (opaque): f32 HU voxels and their geometry. Immutable; thread-safe; free with
  * `mr_volume_free`.
  */
@@ -268,6 +273,114 @@ typedef struct mr_volume_buffer {
 } mr_volume_buffer;
 
 /**
+ * How to create a session. Fill with `mr_session_params_default`, then change fields.
+ */
+typedef struct mr_session_params {
+  /**
+   * `sizeof(mr_session_params)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * Positions the KV cache holds (prompt + generated); 0 = min(the model's maximum, 4096).
+   */
+  uint32_t context;
+  /**
+   * Threads, the caller's included; 0 = one per core.
+   */
+  uint32_t threads;
+  /**
+   * The most sequences decoded together by batched generation (default 8, at most 64).
+   */
+  uint32_t max_batch;
+} mr_session_params;
+
+/**
+ * Sampling and stopping for `mr_session_next_token` / `mr_session_generate`. Fill with
+ * `mr_generate_params_default` (greedy, 256 new tokens), then change fields.
+ */
+typedef struct mr_generate_params {
+  /**
+   * `sizeof(mr_generate_params)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * New tokens at most (>= 1).
+   */
+  uint32_t max_new_tokens;
+  /**
+   * 0 = greedy (default); otherwise > 0 and finite.
+   */
+  float temperature;
+  /**
+   * Nucleus mass in (0, 1]; 1 = off.
+   */
+  float top_p;
+  /**
+   * Keep the k most likely tokens; 0 = off.
+   */
+  uint32_t top_k;
+  /**
+   * > 0; 1 = off.
+   */
+  float repetition_penalty;
+  /**
+   * RNG seed (sampling only).
+   */
+  uint64_t seed;
+  /**
+   * `mr_session_generate`: wrap the prompt in the model's chat template (non-zero) or feed it
+   * as is (0, default).
+   */
+  int32_t chat;
+  /**
+   * `mr_session_generate`: recognise special tokens such as `<|eot_id|>` in the prompt text
+   * (non-zero) or treat them as plain text (0, default: safe for untrusted text).
+   */
+  int32_t allow_special;
+} mr_generate_params;
+
+/**
+ * Why `mr_session_generate` stopped.
+ */
+typedef int32_t mr_stop_reason;
+
+/**
+ * What `mr_session_generate` did. Set `struct_size` (`mr_generate_result_default`).
+ */
+typedef struct mr_generate_result {
+  /**
+   * `sizeof(mr_generate_result)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * One of `MR_STOP_*`.
+   */
+  mr_stop_reason stop_reason;
+  /**
+   * Tokens of the prompt fed.
+   */
+  uint32_t n_prompt_tokens;
+  /**
+   * Tokens generated (a stop token not counted).
+   */
+  uint32_t n_generated;
+  /**
+   * Seconds feeding the prompt.
+   */
+  double prefill_seconds;
+  /**
+   * Seconds generating.
+   */
+  double decode_seconds;
+} mr_generate_result;
+
+/**
+ * Called once per generated token with its id and the text it completes (`piece`, `len`
+ * bytes, not NUL-terminated, possibly empty). Return 0 to go on, non-zero to stop.
+ */
+typedef int32_t (*mr_token_callback)(void *user, uint32_t token, const char *piece, size_t len);
+
+/**
  * The host CPU (always listed first, always available).
  */
 #define MR_DEVICE_CPU 0
@@ -432,6 +545,31 @@ typedef struct mr_volume_buffer {
  */
 #define MR_COORDS_LPS 2
 
+/**
+ * A stop token was generated.
+ */
+#define MR_STOP_TOKEN 0
+
+/**
+ * `max_new_tokens` were generated.
+ */
+#define MR_STOP_MAX_TOKENS 1
+
+/**
+ * The session's context is full.
+ */
+#define MR_STOP_CONTEXT_FULL 2
+
+/**
+ * The token callback returned non-zero.
+ */
+#define MR_STOP_CALLBACK 3
+
+/**
+ * `mr_session_cancel` was called (the call returns `MR_ERR_CANCELLED`).
+ */
+#define MR_STOP_CANCELLED 4
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -548,7 +686,7 @@ mr_status mr_model_load(const char *path, const struct mr_model_params *params, 
 
 /**
  * Checks a package held in caller memory and uses it in place (zero-copy). The `len` bytes at
- * `data` must stay valid and unchanged until `mr_model_free`, and `data` must be at least 4-byte
+ * `data` must stay valid and unchanged until `mr_model_free` and the `mr_session_free` of every session made from the model, and `data` must be at least 4-byte
  * aligned (any malloc result is). On failure `*out` is untouched. Thread-safe.
  *
  * # Safety
@@ -558,7 +696,8 @@ mr_status mr_model_load(const char *path, const struct mr_model_params *params, 
 mr_status mr_model_load_from_memory(const void *data, size_t len, const struct mr_model_params *params, struct mr_model **out);
 
 /**
- * Frees a model. NULL is a no-op. The model must not be in use by any session or thread.
+ * Frees a model. NULL is a no-op. No other thread may be using the model in a call; sessions
+ * created from it keep it alive (the file stays mapped until the last one is freed).
  *
  * # Safety
  * `model` must be NULL or a pointer from `mr_model_load*` not yet freed.
@@ -665,6 +804,138 @@ mr_status mr_volume_affine(const struct mr_volume *volume, double *out);
  * `volume` NULL or live; `out` NULL or writable for 2 `double`.
  */
 mr_status mr_volume_hu_range(const struct mr_volume *volume, double *out);
+
+/**
+ * Fills `*out` with the defaults and the right `struct_size`.
+ *
+ * # Safety
+ * `out` must be NULL or writable.
+ */
+mr_status mr_session_params_default(struct mr_session_params *out);
+
+/**
+ * Fills `*out` with the defaults (greedy, 256 new tokens, no chat template, special tokens
+ * in the prompt as plain text) and the right `struct_size`.
+ *
+ * # Safety
+ * `out` must be NULL or writable.
+ */
+mr_status mr_generate_params_default(struct mr_generate_params *out);
+
+/**
+ * Sets `struct_size` and zeroes the rest.
+ *
+ * # Safety
+ * `out` must be NULL or writable.
+ */
+mr_status mr_generate_result_default(struct mr_generate_result *out);
+
+/**
+ * Creates a session over `model` (which it keeps alive) with everything allocated now: the KV
+ * cache for `params->context` positions, buffers, threads. `params` may be NULL (defaults).
+ *
+ * # Safety
+ * `model` from `mr_model_load*`; `params` NULL or readable; `out` writable.
+ */
+mr_status mr_session_create(const struct mr_model *model, const struct mr_session_params *params, struct mr_session **out);
+
+/**
+ * Frees a session (NULL is a no-op). Must not race with another call on it.
+ *
+ * # Safety
+ * `session` from `mr_session_create`, not used afterwards.
+ */
+void mr_session_free(struct mr_session *session);
+
+/**
+ * Empties the session (KV cache, sampler history); keeps its allocations.
+ *
+ * # Safety
+ * `session` from `mr_session_create`.
+ */
+mr_status mr_session_reset(struct mr_session *session);
+
+/**
+ * Asks the running (or next) generation on `session` to stop after the current step. Safe from
+ * any thread, while another thread is inside a call on the session.
+ *
+ * # Safety
+ * `session` from `mr_session_create` and not yet freed.
+ */
+mr_status mr_session_cancel(const struct mr_session *session);
+
+/**
+ * Positions used in the session's context (`*len`) and its capacity (`*capacity`); either may
+ * be NULL.
+ *
+ * # Safety
+ * `session` from `mr_session_create`; the out pointers NULL or writable.
+ */
+mr_status mr_session_length(struct mr_session *session, uint32_t *len, uint32_t *capacity);
+
+/**
+ * Tokenizes UTF-8 `text` with the model's tokenizer. `add_bos` prepends the BOS id;
+ * `allow_special` recognises special tokens in the text (0: plain text). Writes up to
+ * `capacity` ids to `ids` and the count to `*n_ids` (also when `capacity` is too small:
+ * `MR_ERR_BUFFER_TOO_SMALL`, `ids` untouched; `ids = NULL, capacity = 0` asks the count).
+ *
+ * # Safety
+ * `model` from `mr_model_load*`; `text` NUL-terminated; `ids` NULL or writable for `capacity`
+ * values; `n_ids` writable.
+ */
+mr_status mr_tokenize(const struct mr_model *model, const char *text, int32_t add_bos, int32_t allow_special, uint32_t *ids, size_t capacity, size_t *n_ids);
+
+/**
+ * Decodes `n` token ids to UTF-8 text (invalid byte sequences become U+FFFD) into `buf`
+ * (NUL-terminated); the needed size (with the NUL) goes to `*needed` if not NULL.
+ *
+ * # Safety
+ * `model` from `mr_model_load*`; `ids` readable for `n` values (NULL only if `n` is 0); `buf`
+ * NULL or writable for `buf_len` bytes; `needed` NULL or writable.
+ */
+mr_status mr_detokenize(const struct mr_model *model, const uint32_t *ids, size_t n, char *buf, size_t buf_len, size_t *needed);
+
+/**
+ * Feeds `n` token ids (checked against the vocabulary and the context) after what the session
+ * holds; afterwards `mr_session_logits` gives the next-token distribution.
+ *
+ * # Safety
+ * `session` from `mr_session_create`; `ids` readable for `n` values.
+ */
+mr_status mr_session_prefill(struct mr_session *session, const uint32_t *ids, size_t n);
+
+/**
+ * Copies the logits of the last fed position (`vocab` floats) to `out`; `*vocab` (if not NULL)
+ * receives the vocabulary size, also when `capacity` is too small. Fails with
+ * `MR_ERR_INVALID_ARGUMENT` before anything was fed.
+ *
+ * # Safety
+ * `session` from `mr_session_create`; `out` NULL or writable for `capacity` floats; `vocab`
+ * NULL or writable.
+ */
+mr_status mr_session_logits(struct mr_session *session, float *out, size_t capacity, size_t *vocab);
+
+/**
+ * Samples the next token from the current logits with `params` (NULL: greedy), feeds it, and
+ * writes it to `*token`. The caller decides when to stop (compare with the model's stop ids).
+ *
+ * # Safety
+ * `session` from `mr_session_create`; `params` NULL or readable; `token` writable.
+ */
+mr_status mr_session_next_token(struct mr_session *session, const struct mr_generate_params *params, uint32_t *token);
+
+/**
+ * Tokenizes `prompt` (UTF-8; with the chat template if `params->chat`), feeds it after what the
+ * session holds, and generates until a stop token, `max_new_tokens`, a full context, the
+ * callback's non-zero return or `mr_session_cancel`. Each token goes to `on_token` (may be
+ * NULL). `result` (may be NULL) receives counts, times and the stop reason. A cancel returns
+ * `MR_ERR_CANCELLED` (result filled).
+ *
+ * # Safety
+ * `session` from `mr_session_create`; `prompt` NUL-terminated; `params` NULL or readable;
+ * `result` NULL or writable with `struct_size` set; `on_token` callable with `user`.
+ */
+mr_status mr_session_generate(struct mr_session *session, const char *prompt, const struct mr_generate_params *params, mr_token_callback on_token, void *user, struct mr_generate_result *result);
 
 #ifdef __cplusplus
 }  // extern "C"

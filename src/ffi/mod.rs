@@ -30,3 +30,6 @@ pub use self::status::*;
 
 mod volume;
 pub use self::volume::*;
+
+mod session;
+pub use self::session::*;

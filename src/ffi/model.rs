@@ -4,6 +4,7 @@
 //! An `mr_model` is immutable once loaded and may be used from any number of threads at once.
 
 use std::ffi::{c_char, c_void};
+use std::sync::{Arc, Mutex};
 
 use super::boundary::status_call;
 use super::device::{mr_device_kind, MR_DEVICE_CPU, MR_DEVICE_CUDA};
@@ -13,10 +14,36 @@ use crate::error::{Error, Result};
 use crate::log::Level;
 use crate::model::{LoadOptions, Model};
 use crate::mr_log;
+use crate::tokenizer::Tokenizer;
 
 /// A loaded model package (opaque). Immutable; thread-safe; free with `mr_model_free`.
 pub struct mr_model {
-    model: Model<'static>,
+    /// Shared with the sessions created from it, which keep it alive.
+    model: Arc<Model<'static>>,
+    /// Built on first use (`mr_tokenize`, sessions) and shared.
+    tokenizer: Mutex<Option<Arc<Tokenizer>>>,
+}
+
+impl mr_model {
+    fn new(model: Model<'static>) -> mr_model {
+        mr_model { model: Arc::new(model), tokenizer: Mutex::new(None) }
+    }
+
+    /// The model, shared.
+    pub(crate) fn shared(&self) -> Arc<Model<'static>> {
+        Arc::clone(&self.model)
+    }
+
+    /// The package's tokenizer, built once (a failure is not cached: it is reported each time).
+    pub(crate) fn tokenizer(&self) -> Result<Arc<Tokenizer>> {
+        let mut slot = self.tokenizer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = slot.as_ref() {
+            return Ok(Arc::clone(t));
+        }
+        let t = Arc::new(Tokenizer::from_package(&self.model)?);
+        *slot = Some(Arc::clone(&t));
+        Ok(t)
+    }
 }
 
 /// How to load a model. Fill with `mr_model_params_default`, then change fields.
@@ -134,13 +161,13 @@ pub unsafe extern "C" fn mr_model_load(
         let options = unsafe { load_options(params) }?;
         let model = Model::load(path, &options)?;
         mr_log!(Level::Info, "loaded model '{}' from {path}", model.config().name);
-        *out = Box::into_raw(Box::new(mr_model { model }));
+        *out = Box::into_raw(Box::new(mr_model::new(model)));
         Ok(())
     })
 }
 
 /// Checks a package held in caller memory and uses it in place (zero-copy). The `len` bytes at
-/// `data` must stay valid and unchanged until `mr_model_free`, and `data` must be at least 4-byte
+/// `data` must stay valid and unchanged until `mr_model_free` and the `mr_session_free` of every session made from the model, and `data` must be at least 4-byte
 /// aligned (any malloc result is). On failure `*out` is untouched. Thread-safe.
 ///
 /// # Safety
@@ -166,12 +193,13 @@ pub unsafe extern "C" fn mr_model_load_from_memory(
         let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
         let model = Model::load_from_memory(bytes, &options)?;
         mr_log!(Level::Info, "loaded model '{}' from {len} bytes of memory", model.config().name);
-        *out = Box::into_raw(Box::new(mr_model { model }));
+        *out = Box::into_raw(Box::new(mr_model::new(model)));
         Ok(())
     })
 }
 
-/// Frees a model. NULL is a no-op. The model must not be in use by any session or thread.
+/// Frees a model. NULL is a no-op. No other thread may be using the model in a call; sessions
+/// created from it keep it alive (the file stays mapped until the last one is freed).
 ///
 /// # Safety
 /// `model` must be NULL or a pointer from `mr_model_load*` not yet freed.
