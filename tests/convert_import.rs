@@ -95,6 +95,7 @@ fn smollm2_gguf_converts_losslessly() {
     let d = &model.config().decoder;
     assert_eq!((d.n_layers, d.hidden_size, d.n_heads, d.n_kv_heads, d.head_dim), (30, 576, 9, 3, 64));
     assert_eq!((d.vocab_size, d.image_token_id, d.mask_token_id, d.pos_token_id), (49155, 49152, 49153, 49154));
+    assert_eq!(d.eos_token_ids, [2, 0], "GGUF eos plus the <|endoftext|> control token");
     assert!(d.tie_word_embeddings && d.rope_scaling.is_none());
     assert_eq!(d.rope_theta, 100_000.0);
 

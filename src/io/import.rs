@@ -30,6 +30,9 @@
 //!   llama.cpp stores as per-dimension factors) or any `llama.rope.scaling.type` other than
 //!   `none` is [`Error::Unsupported`]: convert the Hugging Face checkpoint instead, whose config
 //!   states the scaling parameters.
+//! * **Stop tokens of a GGUF**: its `eos` and `eot` ids plus every control token spelled like a
+//!   well-known end of text or turn (`<|endoftext|>`, `<|im_end|>`, `<|eot_id|>`, ...), as
+//!   llama.cpp does; SmolLM2 thus stops at `<|im_end|>` (2) and `<|endoftext|>` (0).
 //! * **Tokenizer** precedence: `tokenizer` file (`.json` → Hugging Face, `.gguf` → its metadata,
 //!   anything else → a tiktoken rank file such as Llama 3's `tokenizer.model`), else the GGUF's
 //!   own, else `tokenizer.json` / `tokenizer.model` / `original/tokenizer.model` in the LLaMA
@@ -287,7 +290,14 @@ fn decoder_from_gguf(g: &GgufFile, path: &Path) -> Result<DecoderConfig> {
     let t = g.tokenizer()?;
     let bos = t.bos_token_id.ok_or_else(|| Error::format(what.to_string(), "tokenizer.ggml.bos_token_id is missing"))?;
     let mut eos: Vec<u32> = t.eos_token_id.into_iter().chain(t.eot_token_id).collect();
-    eos.dedup();
+    // Chat models end a turn with a control token the GGUF may not declare as EOS; like
+    // llama.cpp, stop at the well-known end-of-text / end-of-turn control tokens too.
+    for (i, text) in t.tokens.iter().enumerate() {
+        let control = t.token_types.get(i).is_none_or(|&ty| ty == crate::tokenizer::gguf::token_type::CONTROL);
+        if control && EOG_TEXTS.contains(&text.as_str()) && !eos.contains(&(i as u32)) {
+            eos.push(i as u32);
+        }
+    }
     if eos.is_empty() {
         return Err(Error::format(what.to_string(), "tokenizer.ggml.eos_token_id is missing"));
     }
@@ -314,6 +324,9 @@ fn decoder_from_gguf(g: &GgufFile, path: &Path) -> Result<DecoderConfig> {
         ..DecoderConfig::default()
     })
 }
+
+/// Control tokens that end generation wherever they appear in a GGUF vocabulary.
+const EOG_TEXTS: &[&str] = &["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", "<|end|>", "<end_of_turn>"];
 
 fn decoder_from_hf(hf: &HfLlamaConfig, fill: &DecoderConfig) -> Result<DecoderConfig> {
     let rope_scaling = hf.rope_scaling.as_ref().map(|s| RopeScaling {
