@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod convert;
 mod eval;
+mod generate;
 mod info;
 mod inspect;
 mod volume_info;
@@ -32,6 +33,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Describe a CT volume (NIfTI-1 / NRRD): dims, spacing, affine, orientation, HU range.
     VolumeInfo(volume_info::Args),
+    /// Generate text with the model's decoder (streams to stdout, speed on stderr).
+    Generate(generate::Args),
     /// Score generated reports against references (BLEU-1..4, ROUGE-L, METEOR).
     Eval(eval::Args),
 }
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::VolumeInfo(args) => volume_info::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Generate(args) => generate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
