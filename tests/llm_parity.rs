@@ -205,9 +205,13 @@ fn f32_logits_and_greedy_tokens_match_transformers() {
     let dir = TempDir::new();
     let model = package(&dir, WeightType::F32);
     let steps = r.tokens.len() - 1;
+    let mut first: Option<Vec<f32>> = None;
     for threads in [1, 2] {
         let mut s = session(&model, threads);
         let got = teacher_forced(&mut s, &r.prompt, &r.tokens[..steps]);
+        // The thread count does not change a single bit.
+        assert!(first.as_ref().is_none_or(|f| *f == got));
+        first.get_or_insert_with(|| got.clone());
         let err = rel_err(&got, &r.logits);
         eprintln!("f32 vs transformers (threads {threads}): {err:.3e}");
         assert!(err <= TOL_F32, "{err}");
@@ -304,6 +308,17 @@ fn batch_with_shared_prefix_equals_each_alone() {
                 ControlFlow::Continue(())
             })
             .unwrap();
+        if sampling.is_greedy() {
+            // The prefix as caller-made embeddings gives the same sequences.
+            let mut emb = vec![0.0; prefix.len() * s.config().hidden_size];
+            s.embed(prefix, &mut emb).unwrap();
+            let by_emb = s
+                .generate_batch(Input::Embeddings(&emb), &suffixes, &opts, None, &mut |_, _, _| ControlFlow::Continue(()))
+                .unwrap();
+            for (a, b) in by_emb.iter().zip(&batch) {
+                assert_eq!((&a.tokens, &a.logits), (&b.tokens, &b.logits));
+            }
+        }
         for (i, suffix) in suffixes.iter().enumerate() {
             let prompt: Vec<u32> = prefix.iter().chain(suffix.iter()).copied().collect();
             let alone_opts = GenerateOptions {
