@@ -124,3 +124,25 @@ fn bad_flags_are_clear_errors() {
     let (ok, _, err) = medregion(&["generate", "--model", "/nonexistent/m.mrpk", "--prompt", "hi"]);
     assert!(!ok && err.contains("/nonexistent/m.mrpk"), "{err}");
 }
+
+#[test]
+fn bench_llm_reports_every_figure() {
+    let dir = Dir::new("bench");
+    let pkg = dir.0.join("tiny.mrpk");
+    write_synthetic(&pkg, Preset::Tiny, 2, QuantPolicy::all(WeightType::Q4_0)).unwrap();
+    let (ok, out, err) = medregion(&[
+        "bench", "llm", "--model", pkg.to_str().unwrap(), "--threads", "1", "--batch", "3", "--prompt-len", "8",
+        "--steps", "4", "--json",
+    ]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+    for key in ["prefill_tokens_per_s", "decode_tokens_per_s", "decode_gb_per_s", "batch_decode_tokens_per_s", "batch_vs_sequential"] {
+        assert!(doc[key].as_f64().is_some_and(|v| v > 0.0 && v.is_finite()), "{key}: {doc}");
+    }
+    assert_eq!(doc["batch"], 3);
+    let model = Model::load(&pkg, &LoadOptions::default()).unwrap();
+    let s = Session::new(&model, &SessionOptions { context: 16, threads: 1, ..Default::default() }).unwrap();
+    assert_eq!(doc["weight_bytes_per_step"].as_f64().unwrap() as usize, s.weight_bytes_per_step());
+    let (ok, _, err) = medregion(&["bench", "llm", "--model", pkg.to_str().unwrap(), "--steps", "0"]);
+    assert!(!ok && err.contains("--steps"), "{err}");
+}
