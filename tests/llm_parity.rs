@@ -51,7 +51,11 @@ struct Reference {
 }
 
 fn reference() -> Reference {
-    let bytes = std::fs::read(fixture("tiny_llama_reference.safetensors")).unwrap();
+    reference_of("tiny_llama")
+}
+
+fn reference_of(name: &str) -> Reference {
+    let bytes = std::fs::read(fixture(&format!("{name}_reference.safetensors"))).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let ids = |name: &str| -> Vec<u32> {
         let t = st.tensor(name).unwrap();
@@ -122,10 +126,14 @@ impl Drop for TempDir {
 
 /// The fixture checkpoint as a package stored in `t`.
 fn package(dir: &TempDir, t: WeightType) -> Model<'static> {
-    let (hf, tensors) = load_llama(&fixture("tiny_llama"), None).unwrap();
+    package_of("tiny_llama", dir, t)
+}
+
+fn package_of(name: &str, dir: &TempDir, t: WeightType) -> Model<'static> {
+    let (hf, tensors) = load_llama(&fixture(name), None).unwrap();
     let cfg = config(&hf);
     let llm = tensors.into_iter().map(|n| (n.name, n.data)).collect();
-    let path = dir.0.join(format!("tiny-{t:?}.mrpk"));
+    let path = dir.0.join(format!("{name}-{t:?}.mrpk"));
     PackageBuilder::new(cfg, bytes_tokenizer())
         .policy(QuantPolicy::all(t))
         .write(&path, &mut MapSource { llm, rest: SyntheticSource::new(1) })
@@ -197,9 +205,13 @@ fn f32_logits_and_greedy_tokens_match_transformers() {
     let dir = TempDir::new();
     let model = package(&dir, WeightType::F32);
     let steps = r.tokens.len() - 1;
+    let mut first: Option<Vec<f32>> = None;
     for threads in [1, 2] {
         let mut s = session(&model, threads);
         let got = teacher_forced(&mut s, &r.prompt, &r.tokens[..steps]);
+        // The thread count does not change a single bit.
+        assert!(first.as_ref().is_none_or(|f| *f == got));
+        first.get_or_insert_with(|| got.clone());
         let err = rel_err(&got, &r.logits);
         eprintln!("f32 vs transformers (threads {threads}): {err:.3e}");
         assert!(err <= TOL_F32, "{err}");
@@ -209,6 +221,25 @@ fn f32_logits_and_greedy_tokens_match_transformers() {
         assert_eq!(out.tokens, r.tokens);
         assert_eq!(out.stop, StopReason::MaxTokens);
     }
+}
+
+/// SmolLM2's structure (tied head, RoPE without scaling, one KV head) against transformers.
+#[test]
+fn tied_head_and_plain_rope_match_transformers() {
+    let r = reference_of("tiny_tied");
+    let dir = TempDir::new();
+    let model = package_of("tiny_tied", &dir, WeightType::F32);
+    let d = &model.config().decoder;
+    assert!(d.tie_word_embeddings && d.rope_scaling.is_none() && d.n_kv_heads == 1);
+    assert!(!model.has_weight("llm.lm_head.weight"));
+    let mut s = session(&model, 2);
+    let got = teacher_forced(&mut s, &r.prompt, &r.tokens[..r.tokens.len() - 1]);
+    let err = rel_err(&got, &r.logits);
+    eprintln!("tied f32 vs transformers: {err:.3e}");
+    assert!(err <= TOL_F32, "{err}");
+    s.reset();
+    let out = s.generate(Input::Tokens(&r.prompt), &greedy(r.tokens.len()), None, &mut |_, _| ControlFlow::Continue(())).unwrap();
+    assert_eq!(out.tokens, r.tokens);
 }
 
 #[test]
@@ -277,6 +308,17 @@ fn batch_with_shared_prefix_equals_each_alone() {
                 ControlFlow::Continue(())
             })
             .unwrap();
+        if sampling.is_greedy() {
+            // The prefix as caller-made embeddings gives the same sequences.
+            let mut emb = vec![0.0; prefix.len() * s.config().hidden_size];
+            s.embed(prefix, &mut emb).unwrap();
+            let by_emb = s
+                .generate_batch(Input::Embeddings(&emb), &suffixes, &opts, None, &mut |_, _, _| ControlFlow::Continue(()))
+                .unwrap();
+            for (a, b) in by_emb.iter().zip(&batch) {
+                assert_eq!((&a.tokens, &a.logits), (&b.tokens, &b.logits));
+            }
+        }
         for (i, suffix) in suffixes.iter().enumerate() {
             let prompt: Vec<u32> = prefix.iter().chain(suffix.iter()).copied().collect();
             let alone_opts = GenerateOptions {

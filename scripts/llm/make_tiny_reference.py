@@ -8,9 +8,12 @@ A random tiny LlamaForCausalLM shaped like the `tiny` synthetic preset's decoder
 original_max_position_embeddings (16) is small enough that the scaling changes every frequency
 band (high / smoothed / low) at the prompt's positions.
 
-Outputs:
-  tiny_llama/config.json, tiny_llama/model.safetensors   the HF checkpoint (float32)
-  tiny_llama_reference.safetensors
+A second model, tiny_tied, has SmolLM2's structure (tied head, plain RoPE without scaling,
+GQA with a single KV head) so that path is checked against transformers too.
+
+Outputs (for NAME in tiny_llama, tiny_tied):
+  NAME/config.json, NAME/model.safetensors   the HF checkpoint (float32)
+  NAME_reference.safetensors
     prompt_ids  I64 [P]          the prompt (BOS + random ids)
     tokens      I64 [S+1]        greedy tokens: the first from the prompt, then one per step
     logits      F32 [P+S, V]     logits of every prompt position and of the S = 20 decode steps
@@ -36,6 +39,11 @@ STEPS = 20
 
 
 def main():
+    tiny_llama()
+    tiny_tied()
+
+
+def tiny_llama():
     torch.manual_seed(20261129)
     cfg = LlamaConfig(
         hidden_size=64,
@@ -61,6 +69,33 @@ def main():
         attention_bias=False,
         mlp_bias=False,
     )
+    build("tiny_llama", cfg)
+
+
+def tiny_tied():
+    """SmolLM2-style: tied head, plain RoPE (no scaling), MHA-free GQA 4/1, 2 layers."""
+    torch.manual_seed(49152)
+    cfg = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        vocab_size=264,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        rope_theta=100000.0,
+        rope_scaling=None,
+        tie_word_embeddings=True,
+        bos_token_id=256,
+        eos_token_id=257,
+        attention_bias=False,
+        mlp_bias=False,
+    )
+    build("tiny_tied", cfg)
+
+
+def build(tag, cfg):
     model = LlamaForCausalLM(cfg).to(torch.float32).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -71,7 +106,7 @@ def main():
             else:
                 p.copy_(torch.randn_like(p) * (1.5 / p.shape[1] ** 0.5))
 
-    ckpt = os.path.join(OUT, "tiny_llama")
+    ckpt = os.path.join(OUT, tag)
     os.makedirs(ckpt, exist_ok=True)
     model.save_pretrained(ckpt, safe_serialization=True)
     for f in os.listdir(ckpt):
@@ -100,7 +135,7 @@ def main():
             "logits": full.to(torch.float32).contiguous(),
             "margin": margin,
         },
-        os.path.join(OUT, "tiny_llama_reference.safetensors"),
+        os.path.join(OUT, f"{tag}_reference.safetensors"),
         metadata={"torch": torch.__version__, "transformers": transformers.__version__},
     )
     with open(os.path.join(OUT, "VERSIONS.json"), "w") as f:

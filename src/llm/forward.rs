@@ -49,7 +49,7 @@ impl KvCache {
         let alloc = |what: &str| -> Result<Vec<f32>> {
             let mut v = Vec::new();
             v.try_reserve_exact(n).map_err(|_| {
-                Error::OutOfMemory(format!("KV cache {what}: {capacity} positions need {} MiB", n * 4 >> 20))
+                Error::OutOfMemory(format!("KV cache {what}: {capacity} positions need {} MiB", (n * 4) >> 20))
             })?;
             v.resize(n, 0.0);
             Ok(v)

@@ -6,7 +6,8 @@
 //! * A stop string ends it too; `text` is cut just before the stop string, `tokens` keeps the
 //!   token that completed it. Streamed text holds back any tail that could still become a stop
 //!   string, so the callback never sees text past a stop string.
-//! * The repetition penalty counts the prompt (transformers does the same).
+//! * The repetition penalty counts the prompt (transformers does the same) when it is given as
+//!   ids; rows given as [`Input::Embeddings`] have no id and are not counted.
 //! * `generate` continues from whatever the session holds (multi-turn); call
 //!   [`Session::reset`] first for a fresh prompt. `generate_batch` always resets.
 //! * A full context ends generation ([`StopReason::ContextFull`]); a prompt that does not fit

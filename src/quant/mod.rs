@@ -222,16 +222,18 @@ fn check_soa(qtype: QuantType, values: &[u8], scales: &[f16], mins: &[f16], n_bl
     Ok(())
 }
 
-fn check_whole_blocks(what: &str, n: usize) -> Result<usize> {
+/// `what` is built only on error, so the check allocates nothing (the decode step's embedding
+/// lookup dequantizes one row through here).
+fn check_whole_blocks(what: impl FnOnce() -> String, n: usize) -> Result<usize> {
     if n % QK != 0 {
-        return Err(shape_error(what, format!("a multiple of {QK} elements"), n));
+        return Err(shape_error(&what(), format!("a multiple of {QK} elements"), n));
     }
     Ok(n / QK)
 }
 
 /// Quantizes `src` (`src.len() % 32 == 0`) exactly as gguf-py's `quants.quantize` does.
 pub fn quantize(qtype: QuantType, src: &[f32]) -> Result<Quantized> {
-    let n_blocks = check_whole_blocks(&format!("{qtype} quantize input"), src.len())?;
+    let n_blocks = check_whole_blocks(|| format!("{qtype} quantize input"), src.len())?;
     let mut q = Quantized {
         qtype,
         values: vec![0; n_blocks * qtype.value_bytes_per_block()],
@@ -250,7 +252,7 @@ pub fn quantize_into(
     scales: &mut [f16],
     mins: &mut [f16],
 ) -> Result<()> {
-    let n_blocks = check_whole_blocks(&format!("{qtype} quantize input"), src.len())?;
+    let n_blocks = check_whole_blocks(|| format!("{qtype} quantize input"), src.len())?;
     check_soa(qtype, values, scales, mins, n_blocks)?;
     match qtype {
         QuantType::Q8_0 => q8_0::quantize_into(src, values, scales),
@@ -269,7 +271,7 @@ pub fn dequantize(
     mins: &[f16],
     out: &mut [f32],
 ) -> Result<()> {
-    let n_blocks = check_whole_blocks(&format!("{qtype} dequantize output"), out.len())?;
+    let n_blocks = check_whole_blocks(|| format!("{qtype} dequantize output"), out.len())?;
     check_soa(qtype, values, scales, mins, n_blocks)?;
     match qtype {
         QuantType::Q8_0 => q8_0::dequantize_into(values, scales, out),

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod convert;
 mod eval;
+mod generate;
 mod info;
 mod inspect;
 mod volume_info;
@@ -32,6 +34,10 @@ enum Command {
     Inspect(inspect::Args),
     /// Describe a CT volume (NIfTI-1 / NRRD): dims, spacing, affine, orientation, HU range.
     VolumeInfo(volume_info::Args),
+    /// Speed benchmarks (`bench llm`).
+    Bench(bench::Args),
+    /// Generate text with the model's decoder (streams to stdout, speed on stderr).
+    Generate(generate::Args),
     /// Score generated reports against references (BLEU-1..4, ROUGE-L, METEOR).
     Eval(eval::Args),
 }
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::VolumeInfo(args) => volume_info::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -190,14 +190,32 @@ impl ThreadPool {
             threads
         };
         let mut pool = ThreadPool::single();
+        // Each worker checks in once it runs, and `new` returns only after all did: the
+        // runtime's per-thread start-up allocations then never land inside a later (allocation-
+        // free) call such as a decode step.
+        let started = Arc::new((Mutex::new(0usize), Condvar::new()));
         for i in 1..threads {
             let shared = Arc::clone(&pool.shared);
+            let started = Arc::clone(&started);
             let handle = std::thread::Builder::new()
                 .name(format!("medregion-ops-{i}"))
-                .spawn(move || shared.worker())
+                .spawn(move || {
+                    {
+                        let (count, cv) = &*started;
+                        *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                        cv.notify_all();
+                    }
+                    drop(started);
+                    shared.worker()
+                })
                 .map_err(|e| Error::Internal(format!("cannot start matmul worker thread {i}: {e}")))?;
             pool.workers.push(handle);
             pool.threads += 1;
+        }
+        let (count, cv) = &*started;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n < pool.workers.len() {
+            n = cv.wait(n).unwrap_or_else(|e| e.into_inner());
         }
         Ok(pool)
     }

@@ -1,0 +1,125 @@
+//! `medregion bench llm`: decoder speed on a package — prefill and decode tokens/s, the
+//! effective weight bandwidth (weight bytes read per forward call × calls/s), and batch-B decode
+//! against decoding B sequences one after another. Synthetic prompt ids; greedy; no stop token.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use medregion::io::package::{LoadOptions, Model};
+use medregion::llm::{GenerateOptions, Input, Session, SessionOptions};
+use medregion::{Error, Result};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// The decoder: prefill, decode and batched decode speed.
+    Llm(LlmArgs),
+}
+
+#[derive(clap::Args)]
+struct LlmArgs {
+    /// The model package.
+    #[arg(long)]
+    model: PathBuf,
+    /// Threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Sequences decoded together in the batched run (1 skips it).
+    #[arg(long, default_value_t = 6)]
+    batch: usize,
+    /// Prompt tokens.
+    #[arg(long, default_value_t = 64)]
+    prompt_len: usize,
+    /// Decode steps per run.
+    #[arg(long, default_value_t = 32)]
+    steps: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.what {
+        What::Llm(a) => llm(a),
+    }
+}
+
+fn llm(a: LlmArgs) -> Result<()> {
+    if a.prompt_len == 0 || a.steps == 0 || a.batch == 0 {
+        return Err(Error::invalid("--prompt-len/--steps/--batch", "must be at least 1"));
+    }
+    let model = Model::load(&a.model, &LoadOptions::default())?;
+    let vocab = model.config().decoder.vocab_size;
+    let context = a.prompt_len + a.steps + 2;
+    let mut s = Session::new(
+        &model,
+        &SessionOptions { context, threads: a.threads, max_batch: a.batch, ..Default::default() },
+    )?;
+    // Deterministic pseudo-random prompt ids.
+    let prompt: Vec<u32> = (0..a.prompt_len).map(|i| ((i as u64 * 2_654_435_761 + 17) % vocab as u64) as u32).collect();
+    let bytes = s.weight_bytes_per_step() as f64;
+
+    // Warm the page cache and the threads once.
+    s.prefill(Input::Tokens(&prompt[..1]))?;
+    s.reset();
+
+    let t = Instant::now();
+    let mut id = medregion::llm::argmax(s.prefill(Input::Tokens(&prompt))?);
+    let prefill_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..a.steps {
+        id = medregion::llm::argmax(s.step(id)?);
+    }
+    let decode_secs = t.elapsed().as_secs_f64();
+    let prefill_tps = a.prompt_len as f64 / prefill_secs;
+    let decode_tps = a.steps as f64 / decode_secs;
+    let decode_gbs = bytes * decode_tps / 1e9;
+
+    let batch = if a.batch > 1 {
+        let suffixes: Vec<Vec<u32>> = (0..a.batch).map(|i| vec![((i * 7919 + 3) % vocab) as u32]).collect();
+        let refs: Vec<&[u32]> = suffixes.iter().map(Vec::as_slice).collect();
+        let opts = GenerateOptions { max_new_tokens: a.steps, stop_ids: Some(Vec::new()), ..Default::default() };
+        let out = s.generate_batch(Input::Tokens(&prompt), &refs, &opts, None, &mut |_, _, _| ControlFlow::Continue(()))?;
+        // Each sequence samples `steps` tokens; the first comes from its suffix prefill, so the
+        // lock-step loop runs `steps − 1` forward calls over the whole batch.
+        let secs = out[0].decode_secs;
+        let calls = a.steps.saturating_sub(1).max(1) as f64;
+        let tps = calls * a.batch as f64 / secs;
+        Some((tps, tps / decode_tps, bytes * calls / secs / 1e9))
+    } else {
+        None
+    };
+
+    let name = a.model.display().to_string();
+    if a.json {
+        let mut doc = serde_json::json!({
+            "model": name, "threads": s.threads(), "prompt_len": a.prompt_len, "steps": a.steps,
+            "weight_bytes_per_step": bytes, "prefill_tokens_per_s": prefill_tps,
+            "decode_tokens_per_s": decode_tps, "decode_gb_per_s": decode_gbs,
+        });
+        if let Some((tps, ratio, gbs)) = batch {
+            doc["batch"] = a.batch.into();
+            doc["batch_decode_tokens_per_s"] = tps.into();
+            doc["batch_vs_sequential"] = ratio.into();
+            doc["batch_gb_per_s"] = gbs.into();
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        println!("model {name}: {:.1} MB of weights per step, {} threads", bytes / 1e6, s.threads());
+        println!("prefill  {:>5} tokens: {prefill_tps:>10.1} tokens/s", a.prompt_len);
+        println!("decode   {:>5} steps:  {decode_tps:>10.1} tokens/s  {decode_gbs:>7.2} GB/s effective", a.steps);
+        if let Some((tps, ratio, gbs)) = batch {
+            println!(
+                "batch {:>2} decode:       {tps:>10.1} tokens/s  {gbs:>7.2} GB/s effective  ({ratio:.2}x decoding them one after another)",
+                a.batch
+            );
+        }
+    }
+    Ok(())
+}

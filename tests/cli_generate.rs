@@ -1,0 +1,148 @@
+//! `medregion generate` on a synthetic tiny package: deterministic output for a seed, the logits
+//! dump's shape and rows against the library, and clear errors for bad flags.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use medregion::io::package::{LoadOptions, Model, QuantPolicy};
+use medregion::llm::{GenerateOptions, Input, SamplingParams, Session, SessionOptions};
+use medregion::model::synthetic::{write_synthetic, Preset};
+use medregion::tensor::WeightType;
+use medregion::tokenizer::Tokenizer;
+
+fn medregion(args: &[&str]) -> (bool, Vec<u8>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_medregion")).args(args).output().expect("run medregion");
+    (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+struct Dir(PathBuf);
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("medregion-cli-gen-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Reads a float32 C-order 2-D .npy (format 1.0), checking the header.
+fn read_npy(path: &Path) -> (usize, usize, Vec<f32>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
+    let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
+    assert_eq!((10 + hlen) % 64, 0, "header padded to 64 bytes");
+    let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
+    let shape = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let dims: Vec<usize> = shape.split(',').map(|s| s.trim()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+    let data: Vec<f32> = b[10 + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(data.len(), dims[0] * dims[1]);
+    (dims[0], dims[1], data)
+}
+
+#[test]
+fn generate_is_deterministic_and_dumps_the_librarys_logits() {
+    let dir = Dir::new("main");
+    let pkg = dir.0.join("tiny.mrpk");
+    write_synthetic(&pkg, Preset::Tiny, 11, QuantPolicy::all(WeightType::Q8_0)).unwrap();
+    let pkg_s = pkg.to_str().unwrap();
+    let dump = dir.0.join("logits.npy");
+    let sampled = ["--temperature", "0.9", "--top-k", "40", "--top-p", "0.95", "--repetition-penalty", "1.1", "--seed", "7"];
+    let mut args = vec!["generate", "--model", pkg_s, "--prompt", "The lungs are", "--max-new-tokens", "24", "--threads", "2"];
+    args.extend_from_slice(&sampled);
+    let (ok, first, err) = medregion(&args);
+    assert!(ok, "{err}");
+    assert!(err.contains("tokens/s"), "{err}");
+    let (ok, second, _) = medregion(&args);
+    assert!(ok);
+    assert_eq!(first, second, "same seed, same output");
+    let (ok, one_thread, _) = medregion(&[&args[..args.len() - sampled.len() - 2], &["--threads", "1"], &sampled[..]].concat());
+    assert!(ok);
+    assert_eq!(first, one_thread, "the thread count does not change the output");
+
+    let dump_s = dump.to_str().unwrap();
+    let (ok, _, err) = medregion(&[&args[..], &["--dump-logits", dump_s]].concat());
+    assert!(ok, "{err}");
+    let (rows, cols, data) = read_npy(&dump);
+
+    // The library, same options.
+    let model = Model::load(&pkg, &LoadOptions::default()).unwrap();
+    let tok = Tokenizer::from_package(&model).unwrap();
+    let ids = tok.encode("The lungs are", true).unwrap();
+    let mut s = Session::new(&model, &SessionOptions { context: 64, threads: 1, ..Default::default() }).unwrap();
+    let opts = GenerateOptions {
+        max_new_tokens: 24,
+        sampling: SamplingParams { temperature: 0.9, top_k: 40, top_p: 0.95, repetition_penalty: 1.1, seed: 7 },
+        keep_logits: true,
+        ..Default::default()
+    };
+    let out = s.generate(Input::Tokens(&ids), &opts, Some(&tok), &mut |_, _| ControlFlow::Continue(())).unwrap();
+    assert_eq!(cols, model.config().decoder.vocab_size);
+    assert_eq!(rows, ids.len() + out.tokens.len() - 1 + usize::from(!matches!(out.stop, medregion::llm::StopReason::MaxTokens)));
+    assert_eq!(data, out.logits);
+    assert_eq!(String::from_utf8_lossy(&first).trim_end_matches('\n'), out.text);
+    // The prompt rows also equal an independent prefill.
+    let mut prompt_rows = vec![0.0; ids.len() * cols];
+    s.reset();
+    s.prefill_all_logits(Input::Tokens(&ids), &mut prompt_rows).unwrap();
+    assert_eq!(data[..ids.len() * cols], prompt_rows[..]);
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    let dir = Dir::new("bad");
+    let pkg = dir.0.join("tiny.mrpk");
+    write_synthetic(&pkg, Preset::Tiny, 1, QuantPolicy::all(WeightType::F32)).unwrap();
+    let p = pkg.to_str().unwrap();
+    let long = "x".repeat(5000);
+    for (extra, needle) in [
+        (vec!["--temperature", "-1"], "temperature"),
+        (vec!["--temperature", "nan"], "temperature"),
+        (vec!["--top-p", "0"], "top_p"),
+        (vec!["--top-p", "1.5"], "top_p"),
+        (vec!["--repetition-penalty", "0"], "repetition_penalty"),
+        (vec!["--max-new-tokens", "0"], "max-new-tokens"),
+        (vec!["--max-new-tokens", "-3"], "'-3'"),
+        (vec!["--prompt", long.as_str()], "context"),
+        (vec!["--top-k", "many"], "top-k"),
+    ] {
+        let mut args = vec!["generate", "--model", p];
+        if extra[0] != "--prompt" {
+            args.extend(["--prompt", "hi"]);
+        }
+        args.extend(extra.iter().copied());
+        let (ok, _, err) = medregion(&args);
+        assert!(!ok, "{} succeeded", extra[0]);
+        assert!(err.contains(needle), "{}: {err}", extra[0]);
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (ok, _, err) = medregion(&["generate", "--model", "/nonexistent/m.mrpk", "--prompt", "hi"]);
+    assert!(!ok && err.contains("/nonexistent/m.mrpk"), "{err}");
+}
+
+#[test]
+fn bench_llm_reports_every_figure() {
+    let dir = Dir::new("bench");
+    let pkg = dir.0.join("tiny.mrpk");
+    write_synthetic(&pkg, Preset::Tiny, 2, QuantPolicy::all(WeightType::Q4_0)).unwrap();
+    let (ok, out, err) = medregion(&[
+        "bench", "llm", "--model", pkg.to_str().unwrap(), "--threads", "1", "--batch", "3", "--prompt-len", "8",
+        "--steps", "4", "--json",
+    ]);
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+    for key in ["prefill_tokens_per_s", "decode_tokens_per_s", "decode_gb_per_s", "batch_decode_tokens_per_s", "batch_vs_sequential"] {
+        assert!(doc[key].as_f64().is_some_and(|v| v > 0.0 && v.is_finite()), "{key}: {doc}");
+    }
+    assert_eq!(doc["batch"], 3);
+    let model = Model::load(&pkg, &LoadOptions::default()).unwrap();
+    let s = Session::new(&model, &SessionOptions { context: 16, threads: 1, ..Default::default() }).unwrap();
+    assert_eq!(doc["weight_bytes_per_step"].as_f64().unwrap() as usize, s.weight_bytes_per_step());
+    let (ok, _, err) = medregion(&["bench", "llm", "--model", pkg.to_str().unwrap(), "--steps", "0"]);
+    assert!(!ok && err.contains("--steps"), "{err}");
+}
