@@ -532,6 +532,7 @@ pub unsafe extern "C" fn mr_session_next_token(session: *mut mr_session, params:
                 let fresh = !matches!(&s.sampler, Some((old, _)) if *old == sampling);
                 if fresh {
                     let mut sampler = Sampler::new(&sampling, vocab)?;
+                    sampler.ban(&s.session.input_only_ids());
                     sampler.observe(&s.history)?;
                     s.sampler = Some((sampling.clone(), sampler));
                 }

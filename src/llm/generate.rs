@@ -126,10 +126,12 @@ struct SeqState<'t> {
 }
 
 impl<'t> SeqState<'t> {
-    fn new(opts: &GenerateOptions, seed: u64, tokenizer: Option<&'t Tokenizer>, vocab: usize) -> Result<Self> {
+    fn new(opts: &GenerateOptions, seed: u64, tokenizer: Option<&'t Tokenizer>, vocab: usize, banned: &[u32]) -> Result<Self> {
         let params = SamplingParams { seed, ..opts.sampling.clone() };
+        let mut sampler = Sampler::new(&params, vocab)?;
+        sampler.ban(banned);
         Ok(SeqState {
-            sampler: Sampler::new(&params, vocab)?,
+            sampler,
             decoder: tokenizer.map(|t| t.stream_decoder(true)),
             tokens: Vec::with_capacity(opts.max_new_tokens),
             text: String::new(),
@@ -237,6 +239,11 @@ fn held_back(text: &str, stops: &[String]) -> usize {
 }
 
 impl Session<'_> {
+    /// The decoder's input-only tokens (`<im_patch>`, `<mask>`, `<pos>`), which are never sampled.
+    pub fn input_only_ids(&self) -> [u32; 3] {
+        [self.cfg.image_token_id, self.cfg.mask_token_id, self.cfg.pos_token_id]
+    }
+
     fn stop_ids<'o>(&'o self, opts: &'o GenerateOptions) -> &'o [u32] {
         opts.stop_ids.as_deref().unwrap_or(&self.cfg.eos_token_ids)
     }
@@ -256,7 +263,7 @@ impl Session<'_> {
     ) -> Result<Generation> {
         let v = self.cfg.vocab_size;
         opts.validate(tokenizer, v)?;
-        let mut seq = SeqState::new(opts, opts.sampling.seed, tokenizer, v)?;
+        let mut seq = SeqState::new(opts, opts.sampling.seed, tokenizer, v, &self.input_only_ids())?;
         if let Input::Tokens(ids) = prompt {
             seq.sampler.observe(ids)?;
         }
@@ -339,7 +346,7 @@ impl Session<'_> {
             }
         }
         let mut seqs = (0..n)
-            .map(|i| SeqState::new(opts, opts.sampling.seed.wrapping_add(i as u64), tokenizer, v))
+            .map(|i| SeqState::new(opts, opts.sampling.seed.wrapping_add(i as u64), tokenizer, v, &self.input_only_ids()))
             .collect::<Result<Vec<_>>>()?;
         let t0 = Instant::now();
         self.reset();

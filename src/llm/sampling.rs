@@ -84,6 +84,8 @@ pub struct Sampler {
     seen_mask: Vec<bool>,
     work: Vec<f32>,
     order: Vec<u32>,
+    /// Ids never sampled (input-only tokens such as `<im_patch>`, `<mask>`, `<pos>`).
+    banned: Vec<u32>,
 }
 
 impl Sampler {
@@ -100,7 +102,20 @@ impl Sampler {
             seen_mask: vec![false; vocab],
             work: vec![0.0; vocab],
             order: (0..vocab as u32).collect(),
+            banned: Vec::new(),
         })
+    }
+
+    /// Never samples `ids` (their logits count as −∞); ids outside the vocabulary are ignored.
+    /// The decoder bans its input-only tokens (`<im_patch>`, `<mask>`, `<pos>`): they stand for
+    /// image and mask embeddings and are never text.
+    pub fn ban(&mut self, ids: &[u32]) {
+        let vocab = self.work.len();
+        for &id in ids {
+            if (id as usize) < vocab && !self.banned.contains(&id) {
+                self.banned.push(id);
+            }
+        }
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -149,6 +164,9 @@ impl Sampler {
                 let l = &mut self.work[id as usize];
                 *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
             }
+        }
+        for &id in &self.banned {
+            self.work[id as usize] = f32::NEG_INFINITY;
         }
         let id = if p.is_greedy() { argmax(&self.work) } else { self.draw() };
         self.observe(&[id])?;
@@ -218,6 +236,22 @@ mod tests {
 
     fn params(t: f32, k: usize, p: f32, seed: u64) -> SamplingParams {
         SamplingParams { temperature: t, top_k: k, top_p: p, repetition_penalty: 1.0, seed }
+    }
+
+    #[test]
+    fn banned_ids_are_never_sampled() {
+        // Id 2 has by far the largest logit but is banned (an input-only token).
+        let logits = [0.0, 1.0, 50.0, 0.5];
+        let mut g = Sampler::new(&SamplingParams::greedy(), 4).unwrap();
+        g.ban(&[2, 99]);
+        assert_eq!(g.sample(&logits).unwrap(), 1);
+        for seed in 0..200 {
+            let mut s = Sampler::new(&params(5.0, 0, 1.0, seed), 4).unwrap();
+            s.ban(&[2]);
+            assert_ne!(s.sample(&logits).unwrap(), 2, "seed {seed}");
+        }
+        let mut free = Sampler::new(&SamplingParams::greedy(), 4).unwrap();
+        assert_eq!(free.sample(&logits).unwrap(), 2);
     }
 
     #[test]
