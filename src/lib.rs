@@ -21,6 +21,7 @@ pub mod preprocess;
 pub mod quant;
 pub mod tensor;
 pub mod tokenizer;
+pub mod vision;
 pub mod volume;
 
 pub use backend::{devices, DeviceInfo, DeviceKind};
