@@ -104,7 +104,20 @@ def init_of(name, shape):
     return np.float32(0.0), np.float32(1.0) / np.sqrt(np.float32(fan_in))
 
 
+# transformers 5 names the attention projections q/k/v/o_proj in memory; checkpoints on disk (and
+# medregion's canonical names) use the pre-5.x names, which seed the generator.
+DISK_NAMES = [(".attention.q_proj.", ".attention.attention.query."), (".attention.k_proj.", ".attention.attention.key."),
+              (".attention.v_proj.", ".attention.attention.value."), (".attention.o_proj.", ".attention.output.dense.")]
+
+
+def disk_name(name):
+    for new, old in DISK_NAMES:
+        name = name.replace(new, old)
+    return name
+
+
 def fixture_values(name, shape):
+    name = disk_name(name)
     offset, scale = init_of(name, shape)
     n = int(np.prod(shape))
     return (offset + scale * normals(name, n)).reshape(shape)
@@ -152,8 +165,9 @@ def main():
     }
     for name in ["embeddings.cls_token", "embeddings.position_embeddings", "encoder.layer.0.mlp.fc1.weight",
                  "encoder.layer.1.layer_scale2.lambda1", "encoder.layer.0.norm1.weight",
-                 "embeddings.patch_embeddings.projection.weight"]:
-        tensors[f"check.{name}"] = state[name].numpy().reshape(-1)[:16].copy()
+                 "embeddings.patch_embeddings.projection.weight", "encoder.layer.1.attention.q_proj.weight",
+                 "encoder.layer.0.attention.o_proj.bias", "encoder.layer.1.attention.v_proj.weight"]:
+        tensors[f"check.{disk_name(name)}"] = state[name].numpy().reshape(-1)[:16].copy()
     for size in SIZES:
         px = pixels(size)
         if size == SIZES[0]:
