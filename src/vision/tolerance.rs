@@ -35,9 +35,11 @@ pub fn max_rel(op: VisionOp) -> Option<f64> {
         VisionOp::Gelu => 1e-6,
         VisionOp::Attention => 2e-6,
         VisionOp::Encoder(WeightType::F32) => 1e-4,
-        VisionOp::Encoder(WeightType::F16) => 3e-3,
-        VisionOp::Encoder(WeightType::Bf16) => 3e-2,
-        VisionOp::Encoder(WeightType::Q8_0) => 3e-2,
+        // Measured on the 2-layer ViT-B/14 fixture (worst of 518 and 256 px, all levels):
+        // f32 7.7e-7, f16 2.7e-4, bf16 2.3e-3, q8_0 7.0e-3.
+        VisionOp::Encoder(WeightType::F16) => 1e-3,
+        VisionOp::Encoder(WeightType::Bf16) => 7e-3,
+        VisionOp::Encoder(WeightType::Q8_0) => 2e-2,
         VisionOp::Encoder(_) => return None,
     })
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod convert;
+mod encode;
 mod eval;
 mod info;
 mod inspect;
@@ -32,6 +33,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Describe a CT volume (NIfTI-1 / NRRD): dims, spacing, affine, orientation, HU range.
     VolumeInfo(volume_info::Args),
+    /// Preprocess a CT and run the vision encoder; dump every intermediate as safetensors.
+    Encode(encode::Args),
     /// Score generated reports against references (BLEU-1..4, ROUGE-L, METEOR).
     Eval(eval::Args),
 }
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::VolumeInfo(args) => volume_info::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Encode(args) => encode::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
