@@ -30,7 +30,6 @@ const SEED: u64 = 20261129;
 const D: usize = 768;
 const HEADS: usize = 12;
 const MLP: usize = 3072;
-const LAYERS: usize = 2;
 const PATCH: usize = 14;
 const NATIVE: usize = 518;
 const N_SLICES: usize = 2;
@@ -174,7 +173,7 @@ fn fixture_values(name: &str, shape: &[usize]) -> Vec<f32> {
     (0..n as u64).map(|i| offset + scale * bits_to_normal(SplitMix64::at(stream, i))).collect()
 }
 
-fn hf_tensors() -> Vec<(String, Vec<usize>)> {
+fn hf_tensors(layers: usize) -> Vec<(String, Vec<usize>)> {
     let g = NATIVE / PATCH;
     let mut t = vec![
         ("embeddings.cls_token".to_string(), vec![1, 1, D]),
@@ -183,7 +182,7 @@ fn hf_tensors() -> Vec<(String, Vec<usize>)> {
         ("embeddings.patch_embeddings.projection.weight".to_string(), vec![D, 3, PATCH, PATCH]),
         ("embeddings.patch_embeddings.projection.bias".to_string(), vec![D]),
     ];
-    for i in 0..LAYERS {
+    for i in 0..layers {
         let p = |leaf: &str| format!("encoder.layer.{i}.{leaf}");
         for (leaf, shape) in [
             ("norm1.weight", vec![D]),
@@ -232,13 +231,13 @@ fn work_dir() -> PathBuf {
     dir
 }
 
-/// The seeded HF Dinov2 checkpoint folder (written once per test process).
-fn hf_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = work_dir().join("dinov2-vitb-2layer");
+/// The seeded HF Dinov2 checkpoint folder with `layers` layers (written once per process).
+fn hf_dir(layers: usize) -> &'static Path {
+    static DIRS: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
+    DIRS[usize::from(layers != 2)].get_or_init(|| {
+        let dir = work_dir().join(format!("dinov2-vitb-{layers}layer"));
         std::fs::create_dir_all(&dir).unwrap();
-        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = hf_tensors()
+        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = hf_tensors(layers)
             .into_iter()
             .map(|(name, shape)| {
                 let bytes = fixture_values(&name, &shape).iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -252,7 +251,7 @@ fn hf_dir() -> &'static Path {
         safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
         let config = serde_json::json!({
             "architectures": ["Dinov2Model"], "model_type": "dinov2", "hidden_size": D,
-            "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "mlp_ratio": MLP / D,
+            "num_hidden_layers": layers, "num_attention_heads": HEADS, "mlp_ratio": MLP / D,
             "image_size": NATIVE, "patch_size": PATCH, "num_channels": 3, "hidden_act": "gelu",
             "layer_norm_eps": 1e-6, "layerscale_value": 1.0, "qkv_bias": true,
             "use_swiglu_ffn": false, "drop_path_rate": 0.0, "hidden_dropout_prob": 0.0,
@@ -263,10 +262,10 @@ fn hf_dir() -> &'static Path {
     })
 }
 
-/// Converts the checkpoint for `size` px with vit weights stored as `ty`.
-fn package(size: usize, ty: WeightType) -> PathBuf {
+/// Converts the `layers`-layer checkpoint for `size` px with vit weights stored as `ty`.
+fn package(size: usize, ty: WeightType, layers: usize) -> PathBuf {
     let opts = ImportOptions {
-        vit_hf: Some(hf_dir().to_path_buf()),
+        vit_hf: Some(hf_dir(layers).to_path_buf()),
         vit_image_size: Some(size),
         fill: Preset::Tiny,
         seed: 1,
@@ -275,7 +274,7 @@ fn package(size: usize, ty: WeightType) -> PathBuf {
     };
     let imported = import(&opts).unwrap();
     let policy = QuantPolicy::all(WeightType::F32).component(Component::Vit, ty);
-    let path = work_dir().join(format!("vitb-{size}-{}.mrm", ty.name()));
+    let path = work_dir().join(format!("vitb-{layers}-{size}-{}.mrm", ty.name()));
     let mut source = imported.source;
     PackageBuilder::new(imported.config, imported.tokenizer).policy(policy).threads(2).write(&path, &mut source).unwrap();
     path
@@ -286,10 +285,13 @@ struct Reference {
     i64s: HashMap<String, Vec<i64>>,
 }
 
-fn reference() -> &'static Reference {
-    static REF: OnceLock<Reference> = OnceLock::new();
-    REF.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vision/dinov2_vitb_2layer_ref.safetensors");
+const REF_2: &str = "dinov2_vitb_2layer_ref.safetensors";
+const REF_12: &str = "dinov2_vitb_12layer_ref.safetensors";
+
+fn reference(file: &str) -> &'static Reference {
+    static REFS: [OnceLock<Reference>; 2] = [OnceLock::new(), OnceLock::new()];
+    REFS[usize::from(file != REF_2)].get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vision").join(file);
         let bytes = std::fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let mut r = Reference { f32s: HashMap::new(), i64s: HashMap::new() };
@@ -310,8 +312,8 @@ fn reference() -> &'static Reference {
 
 #[test]
 fn fixture_generator_matches_the_python_script() {
-    let r = reference();
-    let shapes: HashMap<String, Vec<usize>> = hf_tensors().into_iter().collect();
+    let r = reference(REF_2);
+    let shapes: HashMap<String, Vec<usize>> = hf_tensors(2).into_iter().collect();
     let mut checked = 0;
     for (key, want) in &r.f32s {
         let Some(name) = key.strip_prefix("check.") else { continue };
@@ -328,24 +330,27 @@ fn fixture_generator_matches_the_python_script() {
     assert!(checked >= 5, "only {checked} check tensors in the reference");
 }
 
-/// Encodes the fixture input at `size` with `ty` weights and compares every stored statistic
-/// of hidden_states[0..=2] and last_hidden_state; returns the worst `rel` per key.
-fn encoder_parity(size: usize, ty: WeightType) -> Vec<(String, f64, f64)> {
-    let r = reference();
-    let path = package(size, ty);
+/// Encodes the fixture input at `size` with `ty` weights through a `layers`-layer model and
+/// compares every stored statistic of hidden_states[levels] and last_hidden_state with the
+/// reference `file`; returns (key, rel, rel_rms) per key.
+fn encoder_parity(size: usize, ty: WeightType, layers: usize, levels: &[usize], file: &str) -> Vec<(String, f64, f64)> {
+    let r = reference(file);
+    let path = package(size, ty, layers);
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let encoder = VisionEncoder::new(&model).unwrap();
     let cfg = encoder.config().clone();
-    assert_eq!((cfg.image_size, cfg.hidden_size, cfg.n_layers), (size, D, LAYERS));
+    assert_eq!((cfg.image_size, cfg.hidden_size, cfg.n_layers), (size, D, layers));
     let pixels = slices_from_volume(&fixture_volume(size), [N_SLICES, size, size], &cfg).unwrap();
     let pool = ThreadPool::new(2).unwrap();
-    let opts = EncodeOptions { levels: vec![0, 1, 2], batch: 0 };
+    let opts = EncodeOptions { levels: levels.to_vec(), batch: 0 };
     let out = encoder.encode(&pixels, N_SLICES, &opts, &pool).unwrap();
     let t = out.n_tokens;
     assert_eq!(t, 1 + (size / PATCH).pow(2));
     let rows = &r.i64s[&format!("{size}.rows")];
     let mut results = Vec::new();
-    for key in ["hs0", "hs1", "hs2", "last"] {
+    let keys: Vec<String> = levels.iter().map(|l| format!("hs{l}")).chain(["last".to_string()]).collect();
+    for key in &keys {
+        let key = key.as_str();
         let ours: &[f32] = match key {
             "last" => &out.last_hidden_state,
             _ => out.hidden_state(key[2..].parse().unwrap()).unwrap(),
@@ -377,7 +382,7 @@ fn encoder_parity(size: usize, ty: WeightType) -> Vec<(String, f64, f64)> {
     }
     let budget = max_rel(VisionOp::Encoder(ty)).unwrap();
     for (key, rel, rms) in &results {
-        eprintln!("parity {size} px {}: {key} max rel {rel:.3e}, rel rms {rms:.3e} (budget {budget:.0e})", ty.name());
+        eprintln!("parity {layers} layers {size} px {}: {key} max rel {rel:.3e}, rel rms {rms:.3e} (budget {budget:.0e})", ty.name());
     }
     for (key, rel, _) in &results {
         assert!(*rel <= budget, "{size} px {} weights: {key} is {rel:.3e} from transformers (budget {budget:.0e})", ty.name());
@@ -389,29 +394,37 @@ fn encoder_parity(size: usize, ty: WeightType) -> Vec<(String, f64, f64)> {
 #[test]
 fn encoder_f32_matches_transformers_at_518_and_256() {
     for size in [NATIVE, 256] {
-        encoder_parity(size, WeightType::F32);
+        encoder_parity(size, WeightType::F32, 2, &[0, 1, 2], REF_2);
     }
 }
 
 #[test]
 fn encoder_f16_matches_transformers_within_tolerance() {
     for size in [NATIVE, 256] {
-        encoder_parity(size, WeightType::F16);
+        encoder_parity(size, WeightType::F16, 2, &[0, 1, 2], REF_2);
     }
 }
 
 #[test]
 fn encoder_bf16_matches_transformers_within_tolerance() {
     for size in [NATIVE, 256] {
-        encoder_parity(size, WeightType::Bf16);
+        encoder_parity(size, WeightType::Bf16, 2, &[0, 1, 2], REF_2);
     }
 }
 
 #[test]
 fn encoder_q8_0_matches_transformers_within_tolerance() {
     for size in [NATIVE, 256] {
-        encoder_parity(size, WeightType::Q8_0);
+        encoder_parity(size, WeightType::Q8_0, 2, &[0, 1, 2], REF_2);
     }
+}
+
+/// The full 12-layer ViT-B/14 at 256 px (F32): ~350 MB of temp files and about a minute on 2
+/// cores, so opt-in: `cargo test --release --test vision -- --ignored`.
+#[test]
+#[ignore]
+fn encoder_12_layers_f32_matches_transformers_at_256() {
+    encoder_parity(256, WeightType::F32, 12, &[0, 3, 6, 9, 12], REF_12);
 }
 
 // ---------------------------------------------------------------------------------------------

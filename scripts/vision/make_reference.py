@@ -26,11 +26,13 @@ Input: slice s (of 2), pixel (i, j) of a size x size image in [0, 1]:
 
 The reference runs in float64 (eager attention) from the f32 weights; for each image size
 (518: native, 1370 tokens; 256: 18x18 grid, position table interpolated by transformers) and
-for hidden_states[0..=2] and last_hidden_state, it stores (F32):
+for hidden_states[0..=2] and last_hidden_state, it stores (F32) in
+dinov2_vitb_2layer_ref.safetensors (and the same for the 12-layer model at 256 px, levels 0, 3,
+6, 9, 12, in dinov2_vitb_12layer_ref.safetensors):
   `{size}.{key}.rows`          [2 * R, 768] the token rows listed in `{size}.rows` (I64)
   `{size}.{key}.token_norms`   [2, T] the L2 norm of every token
   `{size}.{key}.channel_mean`  [2, 768] the mean over tokens of every channel
-with key in hs0, hs1, hs2, last. `check.{name}` holds the first 16 generated values of a few
+with key in hs{level}, last. `check.{name}` holds the first 16 generated values of a few
 weights and `check.pixels` the first 64 input values, so the Rust test can assert that both
 generators agree bit for bit. Metadata records versions and how far transformers' own float32
 forward is from the float64 one (for the README).
@@ -51,7 +53,7 @@ OUT = os.path.join(ROOT, "tests", "fixtures", "vision")
 SEED = 20261129
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
 M64 = (1 << 64) - 1
-D, HEADS, MLP, LAYERS, PATCH, NATIVE = 768, 12, 3072, 2, 14, 518
+D, HEADS, MLP, PATCH, NATIVE = 768, 12, 3072, 14, 518
 MEAN, STD = np.float32(0.5307), np.float32(0.2583)
 SIZES = [518, 256]
 N_SLICES = 2
@@ -133,9 +135,9 @@ def pixels(size):
     return np.stack(out)  # [B, 3, S, S] f32
 
 
-def config():
+def config(layers):
     return Dinov2Config(
-        hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=HEADS, mlp_ratio=MLP // D,
+        hidden_size=D, num_hidden_layers=layers, num_attention_heads=HEADS, mlp_ratio=MLP // D,
         image_size=NATIVE, patch_size=PATCH, num_channels=3, hidden_act="gelu", layer_norm_eps=1e-6,
         layerscale_value=1.0, qkv_bias=True, drop_path_rate=0.0, hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0, use_swiglu_ffn=False,
@@ -147,13 +149,12 @@ def row_indices(t, g):
     return np.array(rows, dtype=np.int64)
 
 
-def main():
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    model = Dinov2Model(config()).eval()
+def make(layers, sizes, levels, filename):
+    model = Dinov2Model(config(layers)).eval()
     model.set_attn_implementation("eager")
     state = {k: torch.from_numpy(fixture_values(k, tuple(v.shape))) for k, v in model.state_dict().items()}
     model.load_state_dict(state)
-    m64 = Dinov2Model(config()).eval()
+    m64 = Dinov2Model(config(layers)).eval()
     m64.set_attn_implementation("eager")
     m64.load_state_dict(state)
     m64 = m64.double()
@@ -161,16 +162,16 @@ def main():
     tensors = {}
     meta = {
         "torch": torch.__version__, "transformers": transformers.__version__, "numpy": np.__version__,
-        "seed": str(SEED), "layers": str(LAYERS),
+        "seed": str(SEED), "layers": str(layers), "levels": ",".join(map(str, levels)),
     }
     for name in ["embeddings.cls_token", "embeddings.position_embeddings", "encoder.layer.0.mlp.fc1.weight",
                  "encoder.layer.1.layer_scale2.lambda1", "encoder.layer.0.norm1.weight",
                  "embeddings.patch_embeddings.projection.weight", "encoder.layer.1.attention.q_proj.weight",
                  "encoder.layer.0.attention.o_proj.bias", "encoder.layer.1.attention.v_proj.weight"]:
         tensors[f"check.{disk_name(name)}"] = state[name].numpy().reshape(-1)[:16].copy()
-    for size in SIZES:
+    for size in sizes:
         px = pixels(size)
-        if size == SIZES[0]:
+        if size == sizes[0]:
             tensors["check.pixels"] = px.reshape(-1)[:64].copy()
         g = size // PATCH
         t = 1 + g * g
@@ -179,7 +180,7 @@ def main():
             o32 = model(pixel_values=torch.from_numpy(px), output_hidden_states=True)
         rows = row_indices(t, g)
         tensors[f"{size}.rows"] = rows
-        outs = {f"hs{l}": (o64.hidden_states[l], o32.hidden_states[l]) for l in range(LAYERS + 1)}
+        outs = {f"hs{l}": (o64.hidden_states[l], o32.hidden_states[l]) for l in levels}
         outs["last"] = (o64.last_hidden_state, o32.last_hidden_state)
         for key, (r64, r32) in outs.items():
             a = r64.numpy()  # [B, T, D] f64
@@ -189,11 +190,19 @@ def main():
             tensors[f"{size}.{key}.channel_mean"] = a.mean(1).astype(np.float32)
             err = np.abs(r32.numpy().astype(np.float64) - a).max() / np.abs(a).max()
             meta[f"torch_f32_rel.{size}.{key}"] = f"{err:.3e}"
-            print(f"{size} px {key}: torch f32 vs f64 max rel {err:.3e}", file=sys.stderr)
+            print(f"{layers} layers {size} px {key}: torch f32 vs f64 max rel {err:.3e}", file=sys.stderr)
     os.makedirs(OUT, exist_ok=True)
-    path = os.path.join(OUT, "dinov2_vitb_2layer_ref.safetensors")
+    path = os.path.join(OUT, filename)
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path, metadata=meta)
     print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+    return meta
+
+
+def main():
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    meta = make(2, SIZES, [0, 1, 2], "dinov2_vitb_2layer_ref.safetensors")
+    # The full depth (slower test, `cargo test --release --test vision -- --ignored`): 256 px only.
+    make(12, [256], [0, 3, 6, 9, 12], "dinov2_vitb_12layer_ref.safetensors")
     with open(os.path.join(OUT, "VERSIONS.json"), "w") as f:
         json.dump({k: meta[k] for k in ("torch", "transformers", "numpy")}, f, indent=1)
         f.write("\n")
