@@ -6,10 +6,11 @@
 //! temp folder and reused.
 //!
 //! `MEDREGION_VISION_REPORT=1 cargo bench --bench vision` skips criterion and prints one study
-//! instead: 32 slices at 256 px (and at 518 px with `MEDREGION_VISION_518=1`), slices/s,
+//! instead: 32 slices at 256 px (and then at 518 px with `MEDREGION_VISION_518=1`), slices/s,
 //! the encoder's GFLOP/s, and the GFLOP/s of each GEMM shape; compare with
 //! `scripts/vision/bench_torch.py` (numpy sgemm peak and PyTorch's Dinov2 on the same shapes),
-//! run on the same machine at the same time. `MEDREGION_BENCH_THREADS=N` sets the threads.
+//! run on the same machine at the same time. `MEDREGION_BENCH_THREADS=N` sets the threads,
+//! `MEDREGION_VISION_SLICES=N` the slices of the study (default 32).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,7 +22,7 @@ use medregion::model::synthetic::{bytes_tokenizer, Preset, SyntheticSource};
 use medregion::model::{LoadOptions, Model};
 use medregion::ops::{self, ThreadPool};
 use medregion::tensor::{Dense, WeightType, Weight};
-use medregion::vision::{EncodeOptions, VisionEncoder};
+use medregion::vision::{attention, AttentionShape, EncodeOptions, VisionEncoder};
 
 /// A package with the RAD-DINO encoder at `image_size` (the rest: the tiny preset).
 fn package(image_size: usize, ty: WeightType) -> PathBuf {
@@ -73,7 +74,7 @@ fn report() {
         let model = Model::load(&path, &LoadOptions::default()).expect("load");
         let enc = VisionEncoder::new(&model).expect("encoder");
         let cfg = enc.config().clone();
-        let n = 32;
+        let n = std::env::var("MEDREGION_VISION_SLICES").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
         let px = pixels(n, &cfg);
         let opts = EncodeOptions { levels: vec![3, 6, 9, 12], batch: 0 };
         let start = Instant::now();
@@ -103,6 +104,15 @@ fn report() {
             let secs = start.elapsed().as_secs_f64() / reps as f64;
             println!("gemm {size}px {name} n={rows}: {:.1} GFLOP/s", 2.0 * (rows * k * out) as f64 / secs / 1e9);
         }
+        let shape = AttentionShape { n_seq: 8, n_tokens: t, n_heads: cfg.n_heads, head_dim: cfg.head_dim() };
+        let len = 8 * t * cfg.hidden_size;
+        let qkv: Vec<f32> = (0..len).map(|i| ((i * 13) % 101) as f32 / 50.0 - 1.0).collect();
+        let mut o = vec![0.0f32; len];
+        let start = Instant::now();
+        attention(&qkv, &qkv, &qkv, &mut o, shape, &pool).expect("attention");
+        let secs = start.elapsed().as_secs_f64();
+        let flops = 8.0 * 4.0 * (t * t * cfg.hidden_size) as f64;
+        println!("attention {size}px 8 slices x {t} tokens: {:.1} GFLOP/s ({:.3} s per layer)", flops / secs / 1e9, secs);
     }
 }
 
