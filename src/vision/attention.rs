@@ -116,7 +116,7 @@ pub fn attention_with_isa(
 /// `out` points to `[B·T, D]` floats of which this call alone writes the columns of head `h`
 /// in the rows of sequence `b`; the shapes were checked.
 #[inline(always)]
-unsafe fn head_body(q: &[f32], k: &[f32], v: &[f32], out: SyncPtr, shape: AttentionShape, b: usize, h: usize) {
+unsafe fn head_body<T: Tile>(q: &[f32], k: &[f32], v: &[f32], out: SyncPtr, shape: AttentionShape, b: usize, h: usize) {
     let (t, hd, d) = (shape.n_tokens, shape.head_dim, shape.width());
     let t_pad = t.next_multiple_of(KEY_BLOCK);
     let row0 = b * t;
@@ -152,13 +152,8 @@ unsafe fn head_body(q: &[f32], k: &[f32], v: &[f32], out: SyncPtr, shape: Attent
             let cols = KEY_BLOCK.min(t - j0);
             for r in 0..rows {
                 // s = q_r · kᵀ[:, j0..j0 + KEY_BLOCK]
-                s.fill(0.0);
-                for (c, &qv) in qs[r * hd..(r + 1) * hd].iter().enumerate() {
-                    let krow = &kt[c * t_pad + j0..c * t_pad + j0 + KEY_BLOCK];
-                    for (sj, &kj) in s.iter_mut().zip(krow) {
-                        *sj = qv.mul_add(kj, *sj);
-                    }
-                }
+                // SAFETY: the ISA of `T` is available (the dispatch in `attention_with_isa`).
+                unsafe { T::scores(&qs[r * hd..(r + 1) * hd], &kt, t_pad, j0, &mut s) };
                 let mut mx = [f32::NEG_INFINITY; 8];
                 for (j, &sj) in s[..cols].iter().enumerate() {
                     mx[j % 8] = mx[j % 8].max(sj);
@@ -171,16 +166,9 @@ unsafe fn head_body(q: &[f32], k: &[f32], v: &[f32], out: SyncPtr, shape: Attent
                 }
                 l[r] = l[r].mul_add(corr, sum8(&s));
                 m[r] = m_new;
-                let orow = &mut o[r * hd..(r + 1) * hd];
-                for x in orow.iter_mut() {
-                    *x *= corr;
-                }
-                for (j, &p) in s[..cols].iter().enumerate() {
-                    let vrow = &vh[(j0 + j) * hd..(j0 + j + 1) * hd];
-                    for (x, &vv) in orow.iter_mut().zip(vrow) {
-                        *x = p.mul_add(vv, *x);
-                    }
-                }
+                // o_r = corr · o_r + Σ_j p_j · v_j
+                // SAFETY: as above.
+                unsafe { T::accumulate(&mut o[r * hd..(r + 1) * hd], corr, &s[..cols], &vh, j0) };
             }
         }
         for r in 0..rows {
@@ -201,13 +189,143 @@ unsafe fn head_body(q: &[f32], k: &[f32], v: &[f32], out: SyncPtr, shape: Attent
 /// The CPU has AVX2 and FMA; the contract of `head_body`.
 unsafe fn head_avx2(q: &[f32], k: &[f32], v: &[f32], out: SyncPtr, shape: AttentionShape, b: usize, h: usize) {
     // SAFETY: forwarded contract.
-    unsafe { head_body(q, k, v, out, shape, b, h) }
+    unsafe { head_body::<Avx2Tile>(q, k, v, out, shape, b, h) }
 }
 
 /// # Safety
 /// The contract of `head_body`.
 unsafe fn head_portable(q: &[f32], k: &[f32], v: &[f32], out: SyncPtr, shape: AttentionShape, b: usize, h: usize) {
     // SAFETY: forwarded contract.
-    unsafe { head_body(q, k, v, out, shape, b, h) }
+    unsafe { head_body::<PortableTile>(q, k, v, out, shape, b, h) }
+}
+
+/// The two inner products of a tile. Both implementations perform, per output lane, the same
+/// fused multiply-adds in the same order, so they give identical bits.
+trait Tile {
+    /// `s[j] = Σ_c q[c] · kt[c·t_pad + j0 + j]` for `j < KEY_BLOCK`, summed in order of `c`.
+    ///
+    /// # Safety
+    /// The implementation's ISA is available; `kt` holds `q.len()` rows of `t_pad ≥ j0 +
+    /// KEY_BLOCK` values.
+    unsafe fn scores(q: &[f32], kt: &[f32], t_pad: usize, j0: usize, s: &mut [f32; KEY_BLOCK]);
+
+    /// `o = o · corr`, then `o[d] = fma(p[j], v[(j0 + j)·hd + d], o[d])` for `j` in order, with
+    /// `hd = o.len()`.
+    ///
+    /// # Safety
+    /// The implementation's ISA is available; `vh` holds rows `j0..j0 + p.len()` of `hd` values.
+    unsafe fn accumulate(o: &mut [f32], corr: f32, p: &[f32], vh: &[f32], j0: usize);
+}
+
+struct PortableTile;
+
+impl Tile for PortableTile {
+    #[inline(always)]
+    unsafe fn scores(q: &[f32], kt: &[f32], t_pad: usize, j0: usize, s: &mut [f32; KEY_BLOCK]) {
+        s.fill(0.0);
+        for (c, &qv) in q.iter().enumerate() {
+            let krow = &kt[c * t_pad + j0..c * t_pad + j0 + KEY_BLOCK];
+            for (sj, &kj) in s.iter_mut().zip(krow) {
+                *sj = qv.mul_add(kj, *sj);
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn accumulate(o: &mut [f32], corr: f32, p: &[f32], vh: &[f32], j0: usize) {
+        let hd = o.len();
+        for x in o.iter_mut() {
+            *x *= corr;
+        }
+        for (j, &pj) in p.iter().enumerate() {
+            let vrow = &vh[(j0 + j) * hd..(j0 + j + 1) * hd];
+            for (x, &vv) in o.iter_mut().zip(vrow) {
+                *x = pj.mul_add(vv, *x);
+            }
+        }
+    }
+}
+
+/// AVX2 register tiles: the 64 scores of a row stay in 8 registers over the whole `c` loop,
+/// and an output row of `hd ≤ 64` (a multiple of 8) in `hd/8` registers over the whole key
+/// tile; other head widths use the portable loops.
+#[cfg(target_arch = "x86_64")]
+struct Avx2Tile;
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2Tile {
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn accumulate_n<const NV: usize>(o: &mut [f32], corr: f32, p: &[f32], vh: &[f32], j0: usize) {
+        use std::arch::x86_64::*;
+        let hd = NV * 8;
+        debug_assert_eq!(o.len(), hd);
+        let c = _mm256_set1_ps(corr);
+        let mut acc = [_mm256_setzero_ps(); NV];
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: o has hd = 8·NV values.
+            *a = _mm256_mul_ps(unsafe { _mm256_loadu_ps(o.as_ptr().add(8 * i)) }, c);
+        }
+        for (j, &pj) in p.iter().enumerate() {
+            let b = _mm256_set1_ps(pj);
+            let row = &vh[(j0 + j) * hd..(j0 + j + 1) * hd];
+            for (i, a) in acc.iter_mut().enumerate() {
+                // SAFETY: row has hd = 8·NV values.
+                *a = _mm256_fmadd_ps(b, unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * i)) }, *a);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            // SAFETY: o has hd = 8·NV values.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * i), *a) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tile for Avx2Tile {
+    #[inline(always)]
+    unsafe fn scores(q: &[f32], kt: &[f32], t_pad: usize, j0: usize, s: &mut [f32; KEY_BLOCK]) {
+        // SAFETY: the caller guarantees AVX2/FMA and the `kt` bounds (checked by the slice).
+        unsafe { avx2_scores(q, kt, t_pad, j0, s) }
+    }
+
+    #[inline(always)]
+    unsafe fn accumulate(o: &mut [f32], corr: f32, p: &[f32], vh: &[f32], j0: usize) {
+        // SAFETY: the caller guarantees AVX2/FMA; the lengths are those `accumulate_n` needs.
+        unsafe {
+            match o.len() {
+                64 => Avx2Tile::accumulate_n::<8>(o, corr, p, vh, j0),
+                32 => Avx2Tile::accumulate_n::<4>(o, corr, p, vh, j0),
+                16 => Avx2Tile::accumulate_n::<2>(o, corr, p, vh, j0),
+                8 => Avx2Tile::accumulate_n::<1>(o, corr, p, vh, j0),
+                _ => PortableTile::accumulate(o, corr, p, vh, j0),
+            }
+        }
+    }
+}
+
+/// `s = q · kᵀ[:, j0..j0 + 64]` with the 64 sums in 8 registers.
+///
+/// # Safety
+/// AVX2 and FMA are available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn avx2_scores(q: &[f32], kt: &[f32], t_pad: usize, j0: usize, s: &mut [f32; KEY_BLOCK]) {
+    use std::arch::x86_64::*;
+    const NV: usize = KEY_BLOCK / 8;
+    let mut acc = [_mm256_setzero_ps(); NV];
+    for (c, &qv) in q.iter().enumerate() {
+        let b = _mm256_set1_ps(qv);
+        let row = &kt[c * t_pad + j0..c * t_pad + j0 + KEY_BLOCK];
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: row has KEY_BLOCK = 8·NV values.
+            *a = _mm256_fmadd_ps(b, unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * i)) }, *a);
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        // SAFETY: s has KEY_BLOCK values.
+        unsafe { _mm256_storeu_ps(s.as_mut_ptr().add(8 * i), *a) };
+    }
 }
 
