@@ -3,7 +3,8 @@
 `MEDREGION_VISION_REPORT=1 cargo bench --bench vision` (run both on the same machine, same
 thread count, one after the other).
 
-    /work/venv-hf/bin/python scripts/vision/bench_torch.py --threads 2 [--size 256] [--slices 32]
+    /work/venv-hf/bin/python scripts/vision/bench_torch.py --threads 2 [--size 256] [--slices 32] \
+        [--impl sdpa] [--no-sgemm]
 
 Prints: numpy (OpenBLAS) sgemm GFLOP/s on the encoder GEMM shapes (n = 8 slices x T tokens,
 out = x @ W.T) and on a large square product (the "sgemm peak"), then transformers'
@@ -21,6 +22,8 @@ def main():
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--slices", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--impl", action="append", choices=["eager", "sdpa"], help="attention (default: both)")
+    ap.add_argument("--no-sgemm", action="store_true", help="skip the numpy sgemm part")
     args = ap.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -44,14 +47,15 @@ def main():
         return 2.0 * n * k * rows / best / 1e9
 
     print(f"# threads {args.threads}, numpy {np.__version__}, torch {torch.__version__}")
-    for name, k, rows in [("qkv/o 768x768", 768, 768), ("fc1 768->3072", 768, 3072), ("fc2 3072->768", 3072, 768)]:
+    for name, k, rows in [] if args.no_sgemm else [("qkv/o 768x768", 768, 768), ("fc1 768->3072", 768, 3072), ("fc2 3072->768", 3072, 768)]:
         print(f"numpy sgemm {name} n={8 * t}: {sgemm(8 * t, k, rows):.1f} GFLOP/s")
-    print(f"numpy sgemm peak 2048^3: {sgemm(2048, 2048, 2048):.1f} GFLOP/s")
+    if not args.no_sgemm:
+        print(f"numpy sgemm peak 2048^3: {sgemm(2048, 2048, 2048):.1f} GFLOP/s")
 
     cfg = Dinov2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, mlp_ratio=4,
                        image_size=518, patch_size=14, layer_norm_eps=1e-6, qkv_bias=True)
     x = torch.randn(args.slices, 3, args.size, args.size)
-    for impl in ["eager", "sdpa"]:
+    for impl in args.impl or ["eager", "sdpa"]:
         model = Dinov2Model(cfg).eval()
         model.set_attn_implementation(impl)
         best = float("inf")
