@@ -21,7 +21,7 @@ use medregion::model::config::VisionConfig;
 use medregion::model::synthetic::{bytes_tokenizer, Preset, SyntheticSource};
 use medregion::model::{LoadOptions, Model};
 use medregion::ops::{self, ThreadPool};
-use medregion::tensor::{Dense, WeightType, Weight};
+use medregion::tensor::{Dense, Weight, WeightType};
 use medregion::vision::{attention, AttentionShape, EncodeOptions, VisionEncoder};
 
 /// A package with the RAD-DINO encoder at `image_size` (the rest: the tiny preset).
@@ -55,7 +55,8 @@ fn pixels(n: usize, cfg: &VisionConfig) -> Vec<f32> {
 
 /// Multiply-adds of one slice: the GEMMs, and attention (QKᵀ and PV).
 fn flops_per_slice(cfg: &VisionConfig) -> (f64, f64) {
-    let (t, d, i, g) = (cfg.n_positions() as f64, cfg.hidden_size as f64, cfg.intermediate_size as f64, cfg.grid() as f64);
+    let (t, d, i, g) =
+        (cfg.n_positions() as f64, cfg.hidden_size as f64, cfg.intermediate_size as f64, cfg.grid() as f64);
     let p2c = (cfg.patch_size * cfg.patch_size * cfg.num_channels) as f64;
     let gemm = 2.0 * (g * g * p2c * d + cfg.n_layers as f64 * t * (4.0 * d * d + 2.0 * d * i));
     let attn = 2.0 * cfg.n_layers as f64 * 2.0 * t * t * d;
@@ -64,7 +65,10 @@ fn flops_per_slice(cfg: &VisionConfig) -> (f64, f64) {
 
 fn report() {
     let pool = ThreadPool::new(threads()).expect("pool");
-    println!("# vision encoder, {} threads (F32 weights, synthetic RAD-DINO ViT-B/14, 12 layers)", pool.threads());
+    println!(
+        "# vision encoder, {} threads (F32 weights, synthetic RAD-DINO ViT-B/14, 12 layers)",
+        pool.threads()
+    );
     let mut sizes = vec![256];
     if std::env::var_os("MEDREGION_VISION_518").is_some() {
         sizes.push(518);
@@ -89,7 +93,9 @@ fn report() {
         );
         let t = cfg.n_positions();
         let rows = 8 * t;
-        for (name, k, out) in [("qkv/o 768x768", 768, 768), ("fc1 768->3072", 768, 3072), ("fc2 3072->768", 3072, 768)] {
+        for (name, k, out) in
+            [("qkv/o 768x768", 768, 768), ("fc1 768->3072", 768, 3072), ("fc2 3072->768", 3072, 768)]
+        {
             let w: Vec<f32> = (0..k * out).map(|i| ((i * 31) % 97) as f32 / 97.0 - 0.5).collect();
             let shape = [out, k];
             let weight = Weight::F32(Dense { name: "bench", shape: &shape, data: &w });
@@ -102,7 +108,10 @@ fn report() {
                 ops::matmul(&x, rows, &weight, &mut y, &pool).expect("matmul");
             }
             let secs = start.elapsed().as_secs_f64() / reps as f64;
-            println!("gemm {size}px {name} n={rows}: {:.1} GFLOP/s", 2.0 * (rows * k * out) as f64 / secs / 1e9);
+            println!(
+                "gemm {size}px {name} n={rows}: {:.1} GFLOP/s",
+                2.0 * (rows * k * out) as f64 / secs / 1e9
+            );
         }
         let shape = AttentionShape { n_seq: 8, n_tokens: t, n_heads: cfg.n_heads, head_dim: cfg.head_dim() };
         let len = 8 * t * cfg.hidden_size;
@@ -112,7 +121,11 @@ fn report() {
         attention(&qkv, &qkv, &qkv, &mut o, shape, &pool).expect("attention");
         let secs = start.elapsed().as_secs_f64();
         let flops = 8.0 * 4.0 * (t * t * cfg.hidden_size) as f64;
-        println!("attention {size}px 8 slices x {t} tokens: {:.1} GFLOP/s ({:.3} s per layer)", flops / secs / 1e9, secs);
+        println!(
+            "attention {size}px 8 slices x {t} tokens: {:.1} GFLOP/s ({:.3} s per layer)",
+            flops / secs / 1e9,
+            secs
+        );
     }
 }
 

@@ -57,7 +57,10 @@ fn medregion(args: &[&str]) -> std::process::Output {
 fn f32s(st: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
     let t = st.tensor(name).unwrap_or_else(|_| panic!("dump lacks `{name}`"));
     assert_eq!(t.dtype(), Dtype::F32, "{name}");
-    (t.shape().to_vec(), t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+    (
+        t.shape().to_vec(),
+        t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+    )
 }
 
 #[test]
@@ -68,8 +71,17 @@ fn encode_dump_matches_the_library() {
     let mask_path = write_mask(&dir);
     let dump = dir.join("dump.safetensors");
     let out = medregion(&[
-        "encode", "--model", model_path.to_str().unwrap(), "--ct", ct_path().to_str().unwrap(),
-        "--masks", mask_path.to_str().unwrap(), "--dump", dump.to_str().unwrap(), "--threads", "2",
+        "encode",
+        "--model",
+        model_path.to_str().unwrap(),
+        "--ct",
+        ct_path().to_str().unwrap(),
+        "--masks",
+        mask_path.to_str().unwrap(),
+        "--dump",
+        dump.to_str().unwrap(),
+        "--threads",
+        "2",
     ]);
     assert!(out.status.success(), "encode failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("slices/s"));
@@ -82,10 +94,20 @@ fn encode_dump_matches_the_library() {
     let encoder = VisionEncoder::new(&model).unwrap();
     let slices = slices_from_volume(&pre.data, pre.shape, encoder.config()).unwrap();
     let levels = cfg.mask_extractor.levels.clone();
-    let want = encoder.encode(&slices, pre.shape[0], &EncodeOptions { levels: levels.clone(), batch: 0 }, &ThreadPool::single()).unwrap();
+    let want = encoder
+        .encode(
+            &slices,
+            pre.shape[0],
+            &EncodeOptions { levels: levels.clone(), batch: 0 },
+            &ThreadPool::single(),
+        )
+        .unwrap();
     let mask_vol = Volume::load(&mask_path).unwrap();
     let want_mask = pre.map_mask(&labels_from_volume(&mask_vol).unwrap(), mask_vol.geometry()).unwrap();
-    assert!(want_mask.iter().any(|&v| v == 1) && want_mask.iter().any(|&v| v == 0), "the body mask should be mixed");
+    assert!(
+        want_mask.iter().any(|&v| v == 1) && want_mask.iter().any(|&v| v == 0),
+        "the body mask should be mixed"
+    );
 
     let bytes = std::fs::read(&dump).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
@@ -111,8 +133,17 @@ fn encode_dump_matches_the_library() {
     // --levels overrides the config.
     let dump2 = dir.join("dump2.safetensors");
     let out = medregion(&[
-        "encode", "--model", model_path.to_str().unwrap(), "--ct", ct_path().to_str().unwrap(),
-        "--dump", dump2.to_str().unwrap(), "--levels", "0,1", "--threads", "1",
+        "encode",
+        "--model",
+        model_path.to_str().unwrap(),
+        "--ct",
+        ct_path().to_str().unwrap(),
+        "--dump",
+        dump2.to_str().unwrap(),
+        "--levels",
+        "0,1",
+        "--threads",
+        "1",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let bytes2 = std::fs::read(&dump2).unwrap();

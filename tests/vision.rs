@@ -82,7 +82,9 @@ fn exp_erf_gelu_match_f64() {
 #[test]
 fn erf_f64_reference_is_exact() {
     // erf(1), erf(0.5), erf(2) to 16 digits (Abramowitz & Stegun table 7.1).
-    for (x, want) in [(0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (2.0, 0.995_322_265_018_952_7)] {
+    for (x, want) in
+        [(0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (2.0, 0.995_322_265_018_952_7)]
+    {
         assert!((erf_f64(x) - want).abs() < 1e-15, "erf({x}) = {}", erf_f64(x));
         assert!((erf_f64(-x) + want).abs() < 1e-15);
     }
@@ -135,15 +137,29 @@ fn attention_matches_f64_on_every_isa_and_thread_count() {
                 let mut out = vec![f32::NAN; len];
                 attention_with_isa(&q, &k, &v, &mut out, shape, &pool, isa).unwrap();
                 let (rel, rms) = rel_errors(&out, &want);
-                assert!(rel < max_rel(VisionOp::Attention).unwrap(), "{shape:?} {isa:?}: rel {rel}, rms {rms}");
+                assert!(
+                    rel < max_rel(VisionOp::Attention).unwrap(),
+                    "{shape:?} {isa:?}: rel {rel}, rms {rms}"
+                );
                 outs.push(out);
             }
         }
-        assert!(outs.windows(2).all(|w| w[0] == w[1]), "attention results differ across ISAs or thread counts");
+        assert!(
+            outs.windows(2).all(|w| w[0] == w[1]),
+            "attention results differ across ISAs or thread counts"
+        );
     }
     let shape = AttentionShape { n_seq: 1, n_tokens: 4, n_heads: 2, head_dim: 8 };
     let mut out = vec![0.0; 63];
-    let err = attention_with_isa(&[0.0; 64], &[0.0; 64], &[0.0; 64], &mut out, shape, &ThreadPool::single(), Isa::Scalar);
+    let err = attention_with_isa(
+        &[0.0; 64],
+        &[0.0; 64],
+        &[0.0; 64],
+        &mut out,
+        shape,
+        &ThreadPool::single(),
+        Isa::Scalar,
+    );
     assert!(err.is_err());
 }
 
@@ -276,7 +292,11 @@ fn package(size: usize, ty: WeightType, layers: usize) -> PathBuf {
     let policy = QuantPolicy::all(WeightType::F32).component(Component::Vit, ty);
     let path = work_dir().join(format!("vitb-{layers}-{size}-{}.mrm", ty.name()));
     let mut source = imported.source;
-    PackageBuilder::new(imported.config, imported.tokenizer).policy(policy).threads(2).write(&path, &mut source).unwrap();
+    PackageBuilder::new(imported.config, imported.tokenizer)
+        .policy(policy)
+        .threads(2)
+        .write(&path, &mut source)
+        .unwrap();
     path
 }
 
@@ -298,10 +318,22 @@ fn reference(file: &str) -> &'static Reference {
         for (name, view) in st.tensors() {
             match view.dtype() {
                 Dtype::F32 => {
-                    r.f32s.insert(name, view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect());
+                    r.f32s.insert(
+                        name,
+                        view.data()
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                            .collect(),
+                    );
                 }
                 Dtype::I64 => {
-                    r.i64s.insert(name, view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect());
+                    r.i64s.insert(
+                        name,
+                        view.data()
+                            .chunks_exact(8)
+                            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                            .collect(),
+                    );
                 }
                 other => panic!("unexpected dtype {other:?} of {name}"),
             }
@@ -333,7 +365,13 @@ fn fixture_generator_matches_the_python_script() {
 /// Encodes the fixture input at `size` with `ty` weights through a `layers`-layer model and
 /// compares every stored statistic of hidden_states[levels] and last_hidden_state with the
 /// reference `file`; returns (key, rel, rel_rms) per key.
-fn encoder_parity(size: usize, ty: WeightType, layers: usize, levels: &[usize], file: &str) -> Vec<(String, f64, f64)> {
+fn encoder_parity(
+    size: usize,
+    ty: WeightType,
+    layers: usize,
+    levels: &[usize],
+    file: &str,
+) -> Vec<(String, f64, f64)> {
     let r = reference(file);
     let path = package(size, ty, layers);
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
@@ -385,7 +423,11 @@ fn encoder_parity(size: usize, ty: WeightType, layers: usize, levels: &[usize], 
         eprintln!("parity {layers} layers {size} px {}: {key} max rel {rel:.3e}, rel rms {rms:.3e} (budget {budget:.0e})", ty.name());
     }
     for (key, rel, _) in &results {
-        assert!(*rel <= budget, "{size} px {} weights: {key} is {rel:.3e} from transformers (budget {budget:.0e})", ty.name());
+        assert!(
+            *rel <= budget,
+            "{size} px {} weights: {key} is {rel:.3e} from transformers (budget {budget:.0e})",
+            ty.name()
+        );
     }
     std::fs::remove_file(&path).ok();
     results
@@ -432,7 +474,8 @@ fn encoder_12_layers_f32_matches_transformers_at_256() {
 
 fn tiny_package() -> PathBuf {
     let path = work_dir().join("tiny.mrm");
-    medregion::model::synthetic::write_synthetic(&path, Preset::Tiny, 7, QuantPolicy::all(WeightType::F32)).unwrap();
+    medregion::model::synthetic::write_synthetic(&path, Preset::Tiny, 7, QuantPolicy::all(WeightType::F32))
+        .unwrap();
     path
 }
 
@@ -449,9 +492,11 @@ fn batching_and_threads_do_not_change_results_and_bad_input_is_an_error() {
     let all_levels: Vec<usize> = (0..=cfg.n_layers).collect();
     let one = ThreadPool::single();
     let two = ThreadPool::new(2).unwrap();
-    let base = encoder.encode(&pixels, n, &EncodeOptions { levels: all_levels.clone(), batch: 1 }, &one).unwrap();
+    let base =
+        encoder.encode(&pixels, n, &EncodeOptions { levels: all_levels.clone(), batch: 1 }, &one).unwrap();
     for (batch, pool) in [(2, &two), (5, &two), (0, &one)] {
-        let other = encoder.encode(&pixels, n, &EncodeOptions { levels: all_levels.clone(), batch }, pool).unwrap();
+        let other =
+            encoder.encode(&pixels, n, &EncodeOptions { levels: all_levels.clone(), batch }, pool).unwrap();
         assert_eq!(base, other, "batch {batch} / {} threads changed the outputs", pool.threads());
     }
     // Slices are independent: slice 3 alone equals slice 3 of the batch.
@@ -466,7 +511,10 @@ fn batching_and_threads_do_not_change_results_and_bad_input_is_an_error() {
     // Bad input: errors naming the problem, never a panic.
     let e = encoder.encode(&pixels[1..], n, &EncodeOptions::default(), &one).unwrap_err().to_string();
     assert!(e.contains("pixels"), "{e}");
-    let e = encoder.encode(&pixels, n, &EncodeOptions { levels: vec![cfg.n_layers + 1], batch: 0 }, &one).unwrap_err().to_string();
+    let e = encoder
+        .encode(&pixels, n, &EncodeOptions { levels: vec![cfg.n_layers + 1], batch: 0 }, &one)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("levels") || e.contains("hidden state"), "{e}");
     let mut nan = pixels.clone();
     nan[17] = f32::NAN;

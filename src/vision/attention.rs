@@ -59,13 +59,21 @@ impl AttentionShape {
             .and_then(|n| n.checked_mul(self.width()))
             .ok_or_else(|| Error::invalid("attention shape", format!("{self:?} overflows")))?;
         if self.head_dim == 0 || self.n_heads == 0 {
-            return Err(Error::invalid("attention shape", format!("{self:?}: heads and head_dim must be positive")));
+            return Err(Error::invalid(
+                "attention shape",
+                format!("{self:?}: heads and head_dim must be positive"),
+            ));
         }
         for (name, t) in [("q", q.len()), ("k", k.len()), ("v", v.len()), ("out", out.len())] {
             if t != len {
                 return Err(Error::Shape {
                     what: format!("attention {name}"),
-                    expected: format!("[{} · {}, {}] = {len} values", self.n_seq, self.n_tokens, self.width()),
+                    expected: format!(
+                        "[{} · {}, {}] = {len} values",
+                        self.n_seq,
+                        self.n_tokens,
+                        self.width()
+                    ),
                     found: t.to_string(),
                 });
             }
@@ -75,7 +83,14 @@ impl AttentionShape {
 }
 
 /// Self-attention of every (sequence, head), split over `pool` (see the module doc).
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], shape: AttentionShape, pool: &ThreadPool) -> Result<()> {
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    shape: AttentionShape,
+    pool: &ThreadPool,
+) -> Result<()> {
     attention_with_isa(q, k, v, out, shape, pool, Isa::detect())
 }
 
@@ -116,7 +131,15 @@ pub fn attention_with_isa(
 /// `out` points to `[B·T, D]` floats of which this call alone writes the columns of head `h`
 /// in the rows of sequence `b`; the shapes were checked.
 #[inline(always)]
-unsafe fn head_body<T: Tile>(q: &[f32], k: &[f32], v: &[f32], out: SyncPtr, shape: AttentionShape, b: usize, h: usize) {
+unsafe fn head_body<T: Tile>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: SyncPtr,
+    shape: AttentionShape,
+    b: usize,
+    h: usize,
+) {
     let (t, hd, d) = (shape.n_tokens, shape.head_dim, shape.width());
     let t_pad = t.next_multiple_of(KEY_BLOCK);
     let row0 = b * t;
@@ -158,7 +181,8 @@ unsafe fn head_body<T: Tile>(q: &[f32], k: &[f32], v: &[f32], out: SyncPtr, shap
                 for (j, &sj) in s[..cols].iter().enumerate() {
                     mx[j % 8] = mx[j % 8].max(sj);
                 }
-                let tile_max = ((mx[0].max(mx[4])).max(mx[2].max(mx[6]))).max((mx[1].max(mx[5])).max(mx[3].max(mx[7])));
+                let tile_max =
+                    ((mx[0].max(mx[4])).max(mx[2].max(mx[6]))).max((mx[1].max(mx[5])).max(mx[3].max(mx[7])));
                 let m_new = m[r].max(tile_max);
                 let corr = exp(m[r] - m_new);
                 for (j, sj) in s.iter_mut().enumerate() {
@@ -187,14 +211,30 @@ unsafe fn head_body<T: Tile>(q: &[f32], k: &[f32], v: &[f32], out: SyncPtr, shap
 #[target_feature(enable = "avx2,fma")]
 /// # Safety
 /// The CPU has AVX2 and FMA; the contract of `head_body`.
-unsafe fn head_avx2(q: &[f32], k: &[f32], v: &[f32], out: SyncPtr, shape: AttentionShape, b: usize, h: usize) {
+unsafe fn head_avx2(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: SyncPtr,
+    shape: AttentionShape,
+    b: usize,
+    h: usize,
+) {
     // SAFETY: forwarded contract.
     unsafe { head_body::<Avx2Tile>(q, k, v, out, shape, b, h) }
 }
 
 /// # Safety
 /// The contract of `head_body`.
-unsafe fn head_portable(q: &[f32], k: &[f32], v: &[f32], out: SyncPtr, shape: AttentionShape, b: usize, h: usize) {
+unsafe fn head_portable(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: SyncPtr,
+    shape: AttentionShape,
+    b: usize,
+    h: usize,
+) {
     // SAFETY: forwarded contract.
     unsafe { head_body::<PortableTile>(q, k, v, out, shape, b, h) }
 }
@@ -328,4 +368,3 @@ unsafe fn avx2_scores(q: &[f32], kt: &[f32], t_pad: usize, j0: usize, s: &mut [f
         unsafe { _mm256_storeu_ps(s.as_mut_ptr().add(8 * i), *a) };
     }
 }
-

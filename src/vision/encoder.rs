@@ -48,14 +48,14 @@ impl VisionOutput {
 
 /// One pre-norm block's weights (HF `Dinov2Layer`); vectors are f32 copies.
 struct Block<'m> {
-    norm1: (Vec<f32>, Vec<f32>),          // [D], [D]
-    qkv: [(Weight<'m>, Vec<f32>); 3],    // [D, D] each, bias [D] (zeros without qkv_bias)
-    out: (Weight<'m>, Vec<f32>),          // [D, D], [D]
-    lambda1: Vec<f32>,                    // [D] (ones without LayerScale)
-    norm2: (Vec<f32>, Vec<f32>),          // [D], [D]
-    fc1: (Weight<'m>, Vec<f32>),          // [I, D], [I]
-    fc2: (Weight<'m>, Vec<f32>),          // [D, I], [D]
-    lambda2: Vec<f32>,                    // [D]
+    norm1: (Vec<f32>, Vec<f32>),      // [D], [D]
+    qkv: [(Weight<'m>, Vec<f32>); 3], // [D, D] each, bias [D] (zeros without qkv_bias)
+    out: (Weight<'m>, Vec<f32>),      // [D, D], [D]
+    lambda1: Vec<f32>,                // [D] (ones without LayerScale)
+    norm2: (Vec<f32>, Vec<f32>),      // [D], [D]
+    fc1: (Weight<'m>, Vec<f32>),      // [I, D], [I]
+    fc2: (Weight<'m>, Vec<f32>),      // [D, I], [D]
+    lambda2: Vec<f32>,                // [D]
 }
 
 /// The encoder, borrowing its matrices from a loaded [`Model`]. Immutable; `Sync`.
@@ -82,7 +82,11 @@ const PATCH_NAME: &str = "vit.embeddings.patch_embeddings.projection.weight";
 fn vector(model: &Model<'_>, name: &str, len: usize) -> Result<Vec<f32>> {
     let w = model.weight(name)?;
     if w.numel() != len {
-        return Err(Error::Shape { what: format!("weight `{name}`"), expected: format!("{len} values"), found: w.numel().to_string() });
+        return Err(Error::Shape {
+            what: format!("weight `{name}`"),
+            expected: format!("{len} values"),
+            found: w.numel().to_string(),
+        });
     }
     w.to_f32()
 }
@@ -123,10 +127,15 @@ impl<'m> VisionEncoder<'m> {
         };
         let mut blocks = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
-            let attn = |leaf: &str, bias: bool| linear(&vit_layer(i, &format!("attention.{leaf}")), d, d, bias);
+            let attn =
+                |leaf: &str, bias: bool| linear(&vit_layer(i, &format!("attention.{leaf}")), d, d, bias);
             blocks.push(Block {
                 norm1: norm(&vit_layer(i, "norm1"))?,
-                qkv: [attn("attention.query", config.qkv_bias)?, attn("attention.key", config.qkv_bias)?, attn("attention.value", config.qkv_bias)?],
+                qkv: [
+                    attn("attention.query", config.qkv_bias)?,
+                    attn("attention.key", config.qkv_bias)?,
+                    attn("attention.value", config.qkv_bias)?,
+                ],
                 out: attn("output.dense", true)?,
                 lambda1: scale(vit_layer(i, "layer_scale1.lambda1"))?,
                 norm2: norm(&vit_layer(i, "norm2"))?,
@@ -155,14 +164,24 @@ impl<'m> VisionEncoder<'m> {
     /// Encodes `n_slices` slices `pixels` `[n_slices, 3, S, S]` (already normalized, see
     /// [`super::slices_from_volume`]), returning `last_hidden_state` and the requested hidden
     /// states. Bad shapes or levels are errors.
-    pub fn encode(&self, pixels: &[f32], n_slices: usize, options: &EncodeOptions, pool: &ThreadPool) -> Result<VisionOutput> {
+    pub fn encode(
+        &self,
+        pixels: &[f32],
+        n_slices: usize,
+        options: &EncodeOptions,
+        pool: &ThreadPool,
+    ) -> Result<VisionOutput> {
         let c = &self.config;
         let (s, d) = (c.image_size, c.hidden_size);
         let per_slice = c.num_channels * s * s;
         if n_slices.checked_mul(per_slice) != Some(pixels.len()) {
             return Err(Error::Shape {
                 what: "encoder input pixels".into(),
-                expected: format!("[{n_slices}, {}, {s}, {s}] = {} values", c.num_channels, n_slices.saturating_mul(per_slice)),
+                expected: format!(
+                    "[{n_slices}, {}, {s}, {s}] = {} values",
+                    c.num_channels,
+                    n_slices.saturating_mul(per_slice)
+                ),
                 found: pixels.len().to_string(),
             });
         }
@@ -187,15 +206,22 @@ impl<'m> VisionEncoder<'m> {
             last_hidden_state: vec![0.0; n_slices * t * d],
             hidden_states: levels.iter().map(|&l| (l, vec![0.0; n_slices * t * d])).collect(),
         };
-        let mut scratch = Scratch::new(batch * t, d, c.intermediate_size, batch * c.grid() * c.grid(), self.patch_shape[1]);
+        let mut scratch =
+            Scratch::new(batch * t, d, c.intermediate_size, batch * c.grid() * c.grid(), self.patch_shape[1]);
         for b0 in (0..n_slices).step_by(batch) {
             let bs = batch.min(n_slices - b0);
             let span = b0 * t * d..(b0 + bs) * t * d;
-            self.forward_batch(&pixels[b0 * per_slice..(b0 + bs) * per_slice], bs, &mut scratch, pool, |level, h| {
-                if let Some((_, dst)) = output.hidden_states.iter_mut().find(|(l, _)| *l == level) {
-                    dst[span.clone()].copy_from_slice(h);
-                }
-            })?;
+            self.forward_batch(
+                &pixels[b0 * per_slice..(b0 + bs) * per_slice],
+                bs,
+                &mut scratch,
+                pool,
+                |level, h| {
+                    if let Some((_, dst)) = output.hidden_states.iter_mut().find(|(l, _)| *l == level) {
+                        dst[span.clone()].copy_from_slice(h);
+                    }
+                },
+            )?;
             output.last_hidden_state[span.clone()].copy_from_slice(&scratch.a[..bs * t * d]);
         }
         Ok(output)
@@ -221,7 +247,8 @@ impl<'m> VisionEncoder<'m> {
         // Embeddings: patches [bs·g², C·p·p] → [bs·g², D]; h = cat(cls, patches) + positions.
         let patches = &mut sc.patches[..bs * g * g * self.patch_shape[1]];
         unfold_patches(pixels, bs, c.num_channels, c.image_size, c.patch_size, patches);
-        let patch_w = Weight::F32(Dense { name: PATCH_NAME, shape: &self.patch_shape, data: &self.patch_weight });
+        let patch_w =
+            Weight::F32(Dense { name: PATCH_NAME, shape: &self.patch_shape, data: &self.patch_weight });
         let pe = &mut sc.q[..bs * g * g * d];
         ops::matmul(patches, bs * g * g, &patch_w, pe, pool)?; // [bs·g², D]
         for b in 0..bs {
@@ -313,7 +340,12 @@ fn unfold_patches(pixels: &[f32], bs: usize, channels: usize, s: usize, p: usize
 }
 
 /// Runs `f(row_index, row)` on every `width`-wide row of `buf`, rows split over the pool.
-fn for_rows(buf: &mut [f32], width: usize, pool: &ThreadPool, f: &(dyn Fn(usize, &mut [f32]) + Sync)) -> Result<()> {
+fn for_rows(
+    buf: &mut [f32],
+    width: usize,
+    pool: &ThreadPool,
+    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+) -> Result<()> {
     let n = buf.len() / width;
     let per = rows_per_task(n, pool.threads());
     let ptr = SyncPtr(buf.as_mut_ptr());
@@ -342,7 +374,14 @@ fn residual_body(h: &mut [f32], y: &[f32], bias: &[f32], lambda: &[f32]) {
 simd_dispatch!(residual_avx2, residual_portable, residual_body(h: &mut [f32], y: &[f32], bias: &[f32], lambda: &[f32]));
 
 /// `h += λ ⊙ (y + bias)` row by row (HF: `hidden = layer_scale(dropout(out)) + hidden`).
-fn residual(h: &mut [f32], y: &[f32], bias: &[f32], lambda: &[f32], pool: &ThreadPool, isa: Isa) -> Result<()> {
+fn residual(
+    h: &mut [f32],
+    y: &[f32],
+    bias: &[f32],
+    lambda: &[f32],
+    pool: &ThreadPool,
+    isa: Isa,
+) -> Result<()> {
     let d = bias.len();
     for_rows(h, d, pool, &|r, row| {
         let yr = &y[r * d..(r + 1) * d];

@@ -116,7 +116,8 @@ pub fn slices_from_volume(volume: &[f32], shape: [usize; 3], config: &VisionConf
             src
         } else {
             for (oy, row) in resized.chunks_exact_mut(s).enumerate() {
-                let (r0, r1, ly) = (&src[ty.i0[oy] * width..][..width], &src[ty.i1[oy] * width..][..width], ty.l1[oy]);
+                let (r0, r1, ly) =
+                    (&src[ty.i0[oy] * width..][..width], &src[ty.i1[oy] * width..][..width], ty.l1[oy]);
                 for (ox, v) in row.iter_mut().enumerate() {
                     let (a, b, lx) = (tx.i0[ox], tx.i1[ox], tx.l1[ox]);
                     let top = r0[a] + (r0[b] - r0[a]) * lx;

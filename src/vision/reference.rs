@@ -45,7 +45,15 @@ pub fn layer_norm_f64(x: &[f32], w: &[f32], b: &[f32], eps: f64) -> Vec<f64> {
 
 /// Multi-head self-attention in f64 with the whole score matrix: `q`, `k`, `v` `[B·T, D]`,
 /// head `h` in columns `h·hd..(h+1)·hd`; returns `[B·T, D]`.
-pub fn attention_f64(q: &[f32], k: &[f32], v: &[f32], n_seq: usize, n_tokens: usize, n_heads: usize, head_dim: usize) -> Vec<f64> {
+pub fn attention_f64(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_seq: usize,
+    n_tokens: usize,
+    n_heads: usize,
+    head_dim: usize,
+) -> Vec<f64> {
     let d = n_heads * head_dim;
     let scale = 1.0 / (head_dim as f64).sqrt();
     let mut out = vec![0.0f64; n_seq * n_tokens * d];
