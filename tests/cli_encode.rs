@@ -20,7 +20,7 @@ fn ct_path() -> PathBuf {
 }
 
 fn work_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("medregion-cli-encode-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-encode-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

@@ -241,16 +241,23 @@ fn fixture_volume(size: usize) -> Vec<f32> {
     v
 }
 
+/// Per-process scratch for packages (each test removes its own files).
 fn work_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("medregion-vision-test-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("vision-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-/// The seeded HF Dinov2 checkpoint folder with `layers` layers (written once per process).
+/// The seeded HF Dinov2 checkpoint folder with `layers` layers: 56 MB (2 layers) or 344 MB
+/// (12), written once under the cargo target's temp folder and reused by later runs (a fixed
+/// path, so disk use does not grow; written to a private folder, then renamed into place).
 fn hf_dir(layers: usize) -> &'static Path {
     static DIRS: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
     DIRS[usize::from(layers != 2)].get_or_init(|| {
+        let done = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dinov2-vitb-{layers}layer-seed{SEED}"));
+        if done.join("config.json").exists() {
+            return done;
+        }
         let dir = work_dir().join(format!("dinov2-vitb-{layers}layer"));
         std::fs::create_dir_all(&dir).unwrap();
         let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = hf_tensors(layers)
@@ -274,7 +281,11 @@ fn hf_dir(layers: usize) -> &'static Path {
             "attention_probs_dropout_prob": 0.0
         });
         std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
-        dir
+        // Another test process may have finished first: then keep its folder.
+        if std::fs::rename(&dir, &done).is_err() {
+            std::fs::remove_dir_all(&dir).ok();
+        }
+        done
     })
 }
 
