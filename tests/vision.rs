@@ -472,7 +472,7 @@ fn encoder_q8_0_matches_transformers_within_tolerance() {
     }
 }
 
-/// The full 12-layer ViT-B/14 at 256 px (F32): ~350 MB of temp files and about a minute on 2
+/// The full 12-layer ViT-B/14 at 256 px (F32): a 344 MB cached checkpoint and about a minute on 2
 /// cores, so opt-in: `cargo test --release --test vision -- --ignored`.
 #[test]
 #[ignore]
