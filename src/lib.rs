@@ -22,6 +22,7 @@ pub mod preprocess;
 pub mod quant;
 pub mod tensor;
 pub mod tokenizer;
+pub mod vision;
 pub mod volume;
 
 pub use backend::{devices, DeviceInfo, DeviceKind};

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod convert;
+mod encode;
 mod eval;
 mod generate;
 mod info;
@@ -38,6 +39,8 @@ enum Command {
     Bench(bench::Args),
     /// Generate text with the model's decoder (streams to stdout, speed on stderr).
     Generate(generate::Args),
+    /// Preprocess a CT and run the vision encoder; dump every intermediate as safetensors.
+    Encode(encode::Args),
     /// Score generated reports against references (BLEU-1..4, ROUGE-L, METEOR).
     Eval(eval::Args),
 }
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Encode(args) => encode::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
