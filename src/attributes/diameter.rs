@@ -43,7 +43,11 @@ impl PlaneMetric {
     pub fn new(col_a: [f64; 3], col_r: [f64; 3]) -> PlaneMetric {
         let dot = |u: [f64; 3], v: [f64; 3]| u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
         // Half-voxel units: each vector is halved, so each product is quartered.
-        PlaneMetric { g_aa: dot(col_a, col_a) / 4.0, g_ar: dot(col_a, col_r) / 4.0, g_rr: dot(col_r, col_r) / 4.0 }
+        PlaneMetric {
+            g_aa: dot(col_a, col_a) / 4.0,
+            g_ar: dot(col_a, col_r) / 4.0,
+            g_rr: dot(col_r, col_r) / 4.0,
+        }
     }
 
     fn len2(&self, da: i64, dr: i64) -> f64 {
@@ -105,13 +109,24 @@ fn convex_hull(points: &mut Vec<[i64; 2]>, hull: &mut Vec<[i64; 2]>) {
 }
 
 /// Measures one slice's segments (all with the same `s`); `None` for no segment.
-fn measure_slice(segments: &[Segment], metric: &PlaneMetric, scratch: &mut HullScratch) -> Option<AxialMeasure> {
+fn measure_slice(
+    segments: &[Segment],
+    metric: &PlaneMetric,
+    scratch: &mut HullScratch,
+) -> Option<AxialMeasure> {
     let first = segments.first()?;
     let pts = &mut scratch.points;
     pts.clear();
     for g in segments {
         let (a0, a1, r) = (2 * i64::from(g.a0), 2 * i64::from(g.a1), 2 * i64::from(g.r));
-        pts.extend_from_slice(&[[a0 - 1, r], [a1 + 1, r], [a0, r - 1], [a0, r + 1], [a1, r - 1], [a1, r + 1]]);
+        pts.extend_from_slice(&[
+            [a0 - 1, r],
+            [a1 + 1, r],
+            [a0, r - 1],
+            [a0, r + 1],
+            [a1, r - 1],
+            [a1, r + 1],
+        ]);
     }
     convex_hull(pts, &mut scratch.hull);
     let hull = &scratch.hull;
@@ -139,7 +154,11 @@ fn measure_slice(segments: &[Segment], metric: &PlaneMetric, scratch: &mut HullS
 
 /// The longest axial diameter over all slices of one lesion. `segments` must be sorted by
 /// slice (`s`) first; `None` when empty.
-pub(crate) fn longest_axial(segments: &[Segment], metric: &PlaneMetric, scratch: &mut HullScratch) -> Option<AxialMeasure> {
+pub(crate) fn longest_axial(
+    segments: &[Segment],
+    metric: &PlaneMetric,
+    scratch: &mut HullScratch,
+) -> Option<AxialMeasure> {
     let mut best: Option<AxialMeasure> = None;
     for slice in segments.chunk_by(|x, y| x.s == y.s) {
         if let Some(m) = measure_slice(slice, metric, scratch) {

@@ -155,7 +155,8 @@ impl Measure<'_> {
             let row = &self.labels[nx * r.line as usize..][..nx];
             for &label in &row[r.x0 as usize..r.x1 as usize] {
                 let side = *side_of.entry(label).or_insert_with(|| {
-                    let name = self.table.table.iter().find(|e| e.id == u32::from(label)).map(|e| e.name.as_str());
+                    let name =
+                        self.table.table.iter().find(|e| e.id == u32::from(label)).map(|e| e.name.as_str());
                     match name {
                         Some(n) if n.ends_with("_right") => Some(true),
                         Some(n) if n.ends_with("_left") => Some(false),

@@ -124,7 +124,12 @@ impl LabelScheme {
 }
 
 /// Measures a CT's label map (a volume of integral, non-negative values on the CT's grid).
-pub fn compute_volumes(ct: &Volume, label_map: &Volume, scheme: &LabelScheme, config: &AttributeConfig) -> Result<Attributes> {
+pub fn compute_volumes(
+    ct: &Volume,
+    label_map: &Volume,
+    scheme: &LabelScheme,
+    config: &AttributeConfig,
+) -> Result<Attributes> {
     ct.geometry().check_same_grid(label_map.geometry(), "label map")?;
     let labels = labels_from_volume(label_map)?;
     compute(ct.geometry(), label_map.geometry(), &labels, scheme, config)
@@ -139,8 +144,8 @@ pub fn compute(
     config: &AttributeConfig,
 ) -> Result<Attributes> {
     config.validate()?;
-    ct.check_same_grid(geometry, "label map")?;
     check_affine(&geometry.affine).map_err(|reason| Error::invalid("label map affine", reason))?;
+    ct.check_same_grid(geometry, "label map")?;
     if labels.len() != geometry.voxel_count() {
         return Err(Error::Shape {
             what: "label map data length".into(),
@@ -191,11 +196,15 @@ fn det3(a: &crate::volume::Affine) -> f64 {
 }
 
 impl<'a> Measure<'a> {
-    fn new(geometry: &'a Geometry, labels: &'a [u16], table: &'a LabelConfig, config: &'a AttributeConfig) -> Self {
+    fn new(
+        geometry: &'a Geometry,
+        labels: &'a [u16],
+        table: &'a LabelConfig,
+        config: &'a AttributeConfig,
+    ) -> Self {
         let dir = geometry.direction();
-        let axial_axis = (0..3)
-            .max_by(|&a, &b| dir[a][2].abs().total_cmp(&dir[b][2].abs()).then(b.cmp(&a)))
-            .unwrap_or(2);
+        let axial_axis =
+            (0..3).max_by(|&a, &b| dir[a][2].abs().total_cmp(&dir[b][2].abs()).then(b.cmp(&a))).unwrap_or(2);
         let plane = match axial_axis {
             0 => [1, 2],
             1 => [0, 2],
@@ -203,9 +212,8 @@ impl<'a> Measure<'a> {
         };
         let mut lobe_of = vec![0u8; 65536];
         let side_of = |class: &str| {
-            let in_group = |key: &str| {
-                table.organs.iter().any(|g| g.key == key && g.classes.iter().any(|c| c == class))
-            };
+            let in_group =
+                |key: &str| table.organs.iter().any(|g| g.key == key && g.classes.iter().any(|c| c == class));
             if in_group("lung_right") {
                 Some(true)
             } else if in_group("lung_left") {
@@ -353,7 +361,8 @@ impl<'a> Measure<'a> {
             let kind = runs.runs[run_ids[0] as usize].kind;
             let k = kind as usize - 1;
             findings[k].components += 1;
-            let voxels: u64 = run_ids.iter().map(|&i| u64::from(runs.runs[i as usize].x1 - runs.runs[i as usize].x0)).sum();
+            let voxels: u64 =
+                run_ids.iter().map(|&i| u64::from(runs.runs[i as usize].x1 - runs.runs[i as usize].x0)).sum();
             if (voxels as f64 * self.voxel_mm3) < f64::from(self.config.min_lesion_volume_mm3) {
                 findings[k].dropped_below_min_volume += 1;
                 continue;
@@ -373,10 +382,14 @@ impl<'a> Measure<'a> {
                     .then(ca.cmp(cb))
             });
             let f = &mut findings[k];
-            f.lesions = list.drain(..).enumerate().map(|(i, (mut l, _))| {
-                l.rank = i + 1;
-                l
-            }).collect();
+            f.lesions = list
+                .drain(..)
+                .enumerate()
+                .map(|(i, (mut l, _))| {
+                    l.rank = i + 1;
+                    l
+                })
+                .collect();
             f.count = f.lesions.len();
             if Kind::ALL[k] == Kind::Effusion {
                 f.sides = self.effusion_sides(&f.lesions);
@@ -416,13 +429,23 @@ impl<'a> Measure<'a> {
             let k = r.kind as u8;
             // x-neighbours are in the run for x0 < x < x1 - 1, and never outside the volume.
             (r.x0 as usize + 1..(r.x1 as usize).saturating_sub(1)).any(|x| {
-                kind_at(x, y - 1, z) == k && kind_at(x, y + 1, z) == k && kind_at(x, y, z - 1) == k && kind_at(x, y, z + 1) == k
+                kind_at(x, y - 1, z) == k
+                    && kind_at(x, y + 1, z) == k
+                    && kind_at(x, y, z - 1) == k
+                    && kind_at(x, y, z + 1) == k
             })
         })
     }
 
     /// The measurements of one kept component.
-    fn lesion(&self, kind: Kind, runs: &components::Runs, run_ids: &[u32], voxels: u64, sc: &mut LesionScratch) -> Lesion {
+    fn lesion(
+        &self,
+        kind: Kind,
+        runs: &components::Runs,
+        run_ids: &[u32],
+        voxels: u64,
+        sc: &mut LesionScratch,
+    ) -> Lesion {
         let [nx, ny, nz] = self.geometry.dims;
         let mut sum = [0f64; 3];
         let mut lo = [usize::MAX; 3];
@@ -443,9 +466,12 @@ impl<'a> Measure<'a> {
             match self.axial_axis {
                 2 => sc.segments.push(Segment { s: z as u32, r: y as u32, a0: r.x0, a1: r.x1 - 1 }),
                 1 => sc.segments.push(Segment { s: y as u32, r: z as u32, a0: r.x0, a1: r.x1 - 1 }),
-                _ => sc.segments.extend(
-                    (x0..x1).map(|x| Segment { s: x as u32, r: z as u32, a0: y as u32, a1: y as u32 }),
-                ),
+                _ => sc.segments.extend((x0..x1).map(|x| Segment {
+                    s: x as u32,
+                    r: z as u32,
+                    a0: y as u32,
+                    a1: y as u32,
+                })),
             }
         }
         sc.segments.sort_unstable();
@@ -519,19 +545,26 @@ impl<'a> Measure<'a> {
 
     fn effusion_grade(&self, ml: f64) -> String {
         let c = self.config;
-        let i = c.effusion_grade_ml.iter().position(|&e| ml < f64::from(e)).unwrap_or(c.effusion_grade_ml.len());
+        let i =
+            c.effusion_grade_ml.iter().position(|&e| ml < f64::from(e)).unwrap_or(c.effusion_grade_ml.len());
         c.effusion_grades.get(i).cloned().unwrap_or_default()
     }
 
     fn effusion_sides(&self, lesions: &[Lesion]) -> Vec<SideVolume> {
         let mut out = Vec::new();
         for side in ["right", "left"] {
-            let on: Vec<&Lesion> = lesions.iter().filter(|l| l.location.side.as_deref() == Some(side)).collect();
+            let on: Vec<&Lesion> =
+                lesions.iter().filter(|l| l.location.side.as_deref() == Some(side)).collect();
             if on.is_empty() {
                 continue;
             }
             let ml: f64 = on.iter().map(|l| l.volume_ml).sum();
-            out.push(SideVolume { side: side.into(), count: on.len(), volume_ml: ml, grade: self.effusion_grade(ml) });
+            out.push(SideVolume {
+                side: side.into(),
+                count: on.len(),
+                volume_ml: ml,
+                grade: self.effusion_grade(ml),
+            });
         }
         out
     }

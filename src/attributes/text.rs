@@ -102,11 +102,18 @@ impl Render<'_> {
         let mut lines = vec![c.header.clone()];
         lines.push(fill(
             &t.lungs,
-            &[("total", self.organ("lungs")), ("right", self.organ("lung_right")), ("left", self.organ("lung_left"))],
+            &[
+                ("total", self.organ("lungs")),
+                ("right", self.organ("lung_right")),
+                ("left", self.organ("lung_left")),
+            ],
         ));
         lines.push(fill(&t.heart, &[("volume", self.organ("heart"))]));
         lines.push(fill(&t.liver, &[("volume", self.organ("liver"))]));
-        lines.push(fill(&t.kidneys, &[("right", self.organ("kidney_right")), ("left", self.organ("kidney_left"))]));
+        lines.push(fill(
+            &t.kidneys,
+            &[("right", self.organ("kidney_right")), ("left", self.organ("kidney_left"))],
+        ));
         let findings = |key: &str, build: &dyn Fn(&LesionFinding) -> Vec<String>| match kind(key) {
             Some(f) => self.findings(f, build(f)),
             None => t.not_assessed.clone(),
@@ -114,7 +121,10 @@ impl Render<'_> {
         let nodules = findings("lung_nodule", &|f| {
             self.listed(f, |i, l| {
                 let template = if i == 0 { &t.first_nodule } else { &t.nodule };
-                fill(template, &[("diameter", self.mm(l.longest_diameter_mm)), ("location", self.location(l))])
+                fill(
+                    template,
+                    &[("diameter", self.mm(l.longest_diameter_mm)), ("location", self.location(l))],
+                )
             })
         });
         lines.push(fill(&t.nodules, &[("findings", nodules)]));
@@ -124,7 +134,11 @@ impl Render<'_> {
                 .map(|s| {
                     fill(
                         &t.effusion_side,
-                        &[("side", self.side(Some(&s.side))), ("volume", self.ml(s.volume_ml)), ("grade", s.grade.clone())],
+                        &[
+                            ("side", self.side(Some(&s.side))),
+                            ("volume", self.ml(s.volume_ml)),
+                            ("grade", s.grade.clone()),
+                        ],
                     )
                 })
                 .collect()
@@ -132,7 +146,13 @@ impl Render<'_> {
         lines.push(fill(&t.effusion, &[("findings", effusion)]));
         let cysts = findings("kidney_cyst", &|f| {
             self.listed(f, |_, l| {
-                fill(&t.cyst, &[("diameter", self.mm(l.longest_diameter_mm)), ("side", self.side(l.location.side.as_deref()))])
+                fill(
+                    &t.cyst,
+                    &[
+                        ("diameter", self.mm(l.longest_diameter_mm)),
+                        ("side", self.side(l.location.side.as_deref())),
+                    ],
+                )
             })
         });
         lines.push(fill(&t.cysts, &[("findings", cysts)]));

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod attributes;
 mod convert;
 mod eval;
 mod info;
@@ -32,6 +33,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Describe a CT volume (NIfTI-1 / NRRD): dims, spacing, affine, orientation, HU range.
     VolumeInfo(volume_info::Args),
+    /// Patient-specific attributes from a label map: organ volumes, lesions (no model needed).
+    Attributes(attributes::Args),
     /// Score generated reports against references (BLEU-1..4, ROUGE-L, METEOR).
     Eval(eval::Args),
 }
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::VolumeInfo(args) => volume_info::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Attributes(args) => attributes::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
