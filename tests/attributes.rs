@@ -619,3 +619,80 @@ fn pyradiomics_tumours_match_the_independent_reference() {
         }
     }
 }
+
+fn medregion(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medregion"))
+        .args(args)
+        .output()
+        .expect("run medregion");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_prints_the_text_and_writes_the_json() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("attributes-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let table = dir.join("labels.json");
+    std::fs::write(&table, r#"{"table":[{"id":1,"name":"lung_nodules"}]}"#).unwrap();
+    let json = dir.join("lung1.json");
+    let _ = std::fs::remove_file(&json);
+    let ct = testdata::testdata("pyradiomics", "data/lung1_image.nrrd");
+    let masks = testdata::testdata("pyradiomics", "data/lung1_label.nrrd");
+    let other = testdata::testdata("pyradiomics", "data/lung2_label.nrrd");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let (ok, out, err) = medregion(&[
+        &os("attributes"),
+        &os("--ct"),
+        ct.as_os_str(),
+        &os("--masks"),
+        masks.as_os_str(),
+        &os("--labels"),
+        table.as_os_str(),
+        &os("--json"),
+        json.as_os_str(),
+    ]);
+    assert!(ok, "{err}");
+    let want = reference()["cases"]["lung1"]["lesions"][0]["longest_diameter_mm"].as_f64().unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Patient-specific attributes:");
+    assert_eq!(
+        lines[5],
+        format!("- Lung nodules: 1 detected; largest {want:.1} mm (location not assessed).")
+    );
+    assert_eq!(lines[3], "- Liver volume: not assessed.");
+    let doc: Attributes = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc.schema_version, 1);
+    assert_eq!(doc.text, out.trim_end());
+    // RadGenome regions have no nodule class: not assessed, never "none detected".
+    let (ok, out, err) = medregion(&[
+        &os("attributes"),
+        &os("--ct"),
+        ct.as_os_str(),
+        &os("--masks"),
+        masks.as_os_str(),
+        &os("--labels"),
+        &os("radgenome"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("- Lung nodules: not assessed."), "{out}");
+    // A label map of another CT: refused, both geometries named.
+    let (ok, _, err) =
+        medregion(&[&os("attributes"), &os("--ct"), ct.as_os_str(), &os("--masks"), other.as_os_str()]);
+    assert!(!ok);
+    assert!(err.starts_with("medregion: error: label map: geometry must match the CT"), "{err}");
+    assert!(err.contains("512x512x48") && err.contains("512x512x61"), "{err}");
+    let (ok, _, err) = medregion(&[
+        &os("attributes"),
+        &os("--ct"),
+        ct.as_os_str(),
+        &os("--masks"),
+        masks.as_os_str(),
+        &os("--labels"),
+        &os("nope.json"),
+    ]);
+    assert!(!ok && err.contains("nope.json"), "{err}");
+}
