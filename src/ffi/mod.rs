@@ -30,3 +30,6 @@ pub use self::status::*;
 
 mod volume;
 pub use self::volume::*;
+
+mod attributes;
+pub use self::attributes::*;
