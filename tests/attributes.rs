@@ -122,20 +122,23 @@ fn spheres_and_ellipsoids_match_the_analytic_solids() {
     assert_eq!((f.components, f.count), (3, 3));
     let ell_volume = 4.0 / 3.0 * PI * 12.0 * 6.0 * 8.0;
     let sphere_volume = 4.0 / 3.0 * PI * r1.powi(3);
-    // Sorted by volume: the sphere (4189 mm³) first, then the two ellipsoids (2413 mm³).
+    // Sorted by longest diameter: the two ellipsoids (24 mm) first, then the sphere (20 mm),
+    // although the sphere has the larger volume (4189 vs 2413 mm³).
     let n = nodules(&doc);
     assert_eq!(n.iter().map(|l| l.rank).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(n.windows(2).all(|w| w[0].longest_diameter_mm >= w[1].longest_diameter_mm));
+    let (ellipsoids, sphere) = (&n[..2], &n[2]);
     let rel = |got: f64, want: f64| (got - want).abs() / want;
-    assert!(rel(n[0].volume_mm3, sphere_volume) < 0.02, "sphere {} vs {sphere_volume}", n[0].volume_mm3);
-    for l in &n[1..] {
+    assert!(rel(sphere.volume_mm3, sphere_volume) < 0.02, "sphere {} vs {sphere_volume}", sphere.volume_mm3);
+    for l in ellipsoids {
         assert!(rel(l.volume_mm3, ell_volume) < 0.02, "ellipsoid {} vs {ell_volume}", l.volume_mm3);
         assert!((l.volume_ml - l.volume_mm3 / 1000.0).abs() < 1e-12);
     }
-    let d = n[0].longest_diameter_mm;
+    let d = sphere.longest_diameter_mm;
     let want = chord(r1, r1, c1[2]);
     assert!((d - want).abs() <= DIAG_2D, "sphere diameter {d} vs {want}");
-    assert!((n[0].perpendicular_diameter_mm - want).abs() <= DIAG_2D);
-    for l in &n[1..] {
+    assert!((sphere.perpendicular_diameter_mm - want).abs() <= DIAG_2D);
+    for l in ellipsoids {
         let cz = l.centroid_voxel[2] * S[2];
         let (long, short) = (chord(12.0, 8.0, cz), chord(6.0, 8.0, cz));
         assert!((l.longest_diameter_mm - long).abs() <= DIAG_2D, "{} vs {long}", l.longest_diameter_mm);
@@ -146,7 +149,7 @@ fn spheres_and_ellipsoids_match_the_analytic_solids() {
         );
     }
     // Centroids: the analytic centres, within a fraction of a voxel.
-    for (l, c) in [(&n[0], c1)] {
+    for (l, c) in [(sphere, c1)] {
         for i in 0..3 {
             assert!(
                 (l.centroid_voxel[i] * S[i] - c[i]).abs() < 0.1 * S[i],

@@ -37,8 +37,9 @@
 //! * **Category.** Nodules: "mass" above `mass_diameter_mm` (longest diameter), else the
 //!   Fleischner bin of `fleischner_diameter` (default the mean of long and perpendicular axes;
 //!   bins `< 6`, `6-8` (both ends included), `> 8` mm). Effusions: a grade per side by volume.
-//! * **Order.** Lesions are sorted by volume, then longest diameter, then raster order of their
-//!   first voxel: the output is a pure function of the input.
+//! * **Order.** Nodules and cysts are sorted by longest diameter (their size in a report, so
+//!   "largest" in the text is the longest), then volume; effusions by volume, then diameter;
+//!   then raster order of the first voxel: the output is a pure function of the input.
 //! * **Bad input** (stated behaviour, tested in `tests/attributes.rs`): another geometry →
 //!   [`Error::Shape`] naming both; zero/negative spacing or a non-invertible affine →
 //!   [`Error::InvalidArgument`] (readers already refuse them); non-integer or negative labels →
@@ -375,11 +376,14 @@ impl<'a> Measure<'a> {
             keyed[k].push((lesion, c));
         }
         for (k, list) in keyed.iter_mut().enumerate() {
+            // Nodules and cysts by longest diameter (their size in a report), effusions by
+            // volume; then the other measure, then raster order of the first voxel.
+            let by_diameter = Kind::ALL[k] != Kind::Effusion;
             list.sort_by(|(a, ca), (b, cb)| {
-                b.voxels
-                    .cmp(&a.voxels)
-                    .then(b.longest_diameter_mm.total_cmp(&a.longest_diameter_mm))
-                    .then(ca.cmp(cb))
+                let volume = b.voxels.cmp(&a.voxels);
+                let diameter = b.longest_diameter_mm.total_cmp(&a.longest_diameter_mm);
+                let first = if by_diameter { diameter.then(volume) } else { volume.then(diameter) };
+                first.then(ca.cmp(cb))
             });
             let f = &mut findings[k];
             f.lesions = list

@@ -99,7 +99,8 @@ pub struct LesionFinding {
     pub dropped_by_erosion: usize,
     /// For effusions: volume per side (right first), empty otherwise.
     pub sides: Vec<SideVolume>,
-    /// Largest first (volume, then longest diameter, then raster order of the first voxel).
+    /// Largest first: nodules and cysts by longest diameter then volume, effusions by volume
+    /// then longest diameter; ties by raster order of the first voxel.
     pub lesions: Vec<Lesion>,
 }
 
