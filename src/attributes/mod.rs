@@ -537,14 +537,7 @@ impl<'a> Measure<'a> {
             FleischnerDiameter::Longest => longest,
         };
         let edges: Vec<f64> = c.fleischner_bins_mm.iter().map(|&v| f64::from(v)).collect();
-        let fmt = |v: f64| format!("{v}");
-        match edges.iter().position(|&e| d <= e) {
-            _ if edges.is_empty() => "any size".into(),
-            Some(0) if d < edges[0] => format!("<{} mm", fmt(edges[0])),
-            Some(0) => format!("{}-{} mm", fmt(edges[0]), fmt(edges.get(1).copied().unwrap_or(edges[0]))),
-            Some(i) => format!("{}-{} mm", fmt(edges[i - 1]), fmt(edges[i])),
-            None => format!(">{} mm", fmt(edges[edges.len() - 1])),
-        }
+        fleischner_bin(d, &edges)
     }
 
     fn effusion_grade(&self, ml: f64) -> String {
@@ -574,9 +567,42 @@ impl<'a> Measure<'a> {
     }
 }
 
+/// The Fleischner bin of diameter `d` for increasing `edges` `[e0, e1, ...]`: `<e0` below e0,
+/// `e(k-1)-e(k)` from e(k-1) up to and including e(k), `>e(last)` above the last edge (with a
+/// single edge, `>=e0` from e0 on). Fleischner's `<6`, `6-8`, `>8` for `[6, 8]`. Edges come
+/// from f32 config values and are printed as such (6.5, not 6.5000000001).
+fn fleischner_bin(d: f64, edges: &[f64]) -> String {
+    let Some(&first) = edges.first() else { return "any size".into() };
+    if d < first {
+        return format!("<{} mm", first as f32);
+    }
+    if edges.len() == 1 {
+        return format!(">={} mm", first as f32);
+    }
+    match edges.windows(2).find(|w| d <= w[1]) {
+        Some(w) => format!("{}-{} mm", w[0] as f32, w[1] as f32),
+        None => format!(">{} mm", edges[edges.len() - 1] as f32),
+    }
+}
+
 /// Reusable buffers for [`Measure::lesion`].
 #[derive(Default)]
 struct LesionScratch {
     segments: Vec<Segment>,
     hull: HullScratch,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fleischner_bin;
+
+    #[test]
+    fn fleischner_bins_include_both_ends_of_the_middle_bin() {
+        let e = [6.0, 8.0];
+        let bins: Vec<String> = [5.99, 6.0, 7.0, 8.0, 8.01].iter().map(|&d| fleischner_bin(d, &e)).collect();
+        assert_eq!(bins, ["<6 mm", "6-8 mm", "6-8 mm", "6-8 mm", ">8 mm"]);
+        assert_eq!(fleischner_bin(6.0, &[6.0]), ">=6 mm");
+        assert_eq!(fleischner_bin(1.0, &[]), "any size");
+        assert_eq!(fleischner_bin(5.0, &[4.0, 6.0, 8.0]), "4-6 mm");
+    }
 }
