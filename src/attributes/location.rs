@@ -99,8 +99,8 @@ impl Measure<'_> {
         for z in lo[2]..=hi[2] {
             for y in lo[1]..=hi[1] {
                 let row = &self.labels[nx * (y + ny * z)..][..nx];
-                for x in lo[0]..=hi[0] {
-                    let lobe = self.lobe_of[row[x] as usize];
+                for (x, &label) in row.iter().enumerate().take(hi[0] + 1).skip(lo[0]) {
+                    let lobe = self.lobe_of[label as usize];
                     if lobe == 0 {
                         continue;
                     }
