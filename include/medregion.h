@@ -62,6 +62,11 @@
 #define MR_ABI_VERSION 1
 
 /**
+ * Measured attributes (opaque, immutable, thread-safe); free with `mr_attributes_free`.
+ */
+typedef struct mr_attributes mr_attributes;
+
+/**
  * A loaded model package (opaque). Immutable; thread-safe; free with `mr_model_free`.
  */
 typedef struct mr_model mr_model;
@@ -381,6 +386,35 @@ typedef struct mr_generate_result {
 typedef int32_t (*mr_token_callback)(void *user, uint32_t token, const char *piece, size_t len);
 
 /**
+ * Which label table a label map uses.
+ */
+typedef uint32_t mr_label_table;
+
+/**
+ * How to measure. Fill with `mr_attributes_params_default`, then change fields.
+ */
+typedef struct mr_attributes_params {
+  /**
+   * `sizeof(mr_attributes_params)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * One of `MR_LABELS_*` (default `MR_LABELS_TOTALSEG`).
+   */
+  mr_label_table label_table;
+  /**
+   * With `MR_LABELS_JSON`: the label configuration, NUL-terminated UTF-8 JSON, e.g.
+   * `{"table": [{"id": 1, "name": "lung_nodules"}]}`. Otherwise NULL.
+   */
+  const char *label_table_json;
+  /**
+   * Attribute settings as JSON (thresholds, text templates; the `attributes` section of a
+   * model config), or NULL (the default) for the built-in defaults.
+   */
+  const char *config_json;
+} mr_attributes_params;
+
+/**
  * The host CPU (always listed first, always available).
  */
 #define MR_DEVICE_CPU 0
@@ -569,6 +603,21 @@ typedef int32_t (*mr_token_callback)(void *user, uint32_t token, const char *pie
  * `mr_session_cancel` was called (the call returns `MR_ERR_CANCELLED`).
  */
 #define MR_STOP_CANCELLED 4
+
+/**
+ * TotalSegmentator v2 `total` ids (plus the lesion subtasks at 118..; see README).
+ */
+#define MR_LABELS_TOTALSEG 0
+
+/**
+ * RadGenome-ChestCT regions merged into one map, ids 1..=10.
+ */
+#define MR_LABELS_RADGENOME 1
+
+/**
+ * A JSON label configuration given in `label_table_json`.
+ */
+#define MR_LABELS_JSON 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -936,6 +985,57 @@ mr_status mr_session_next_token(struct mr_session *session, const struct mr_gene
  * `result` NULL or writable with `struct_size` set; `on_token` callable with `user`.
  */
 mr_status mr_session_generate(struct mr_session *session, const char *prompt, const struct mr_generate_params *params, mr_token_callback on_token, void *user, struct mr_generate_result *result);
+
+/**
+ * Fills `*out` with the defaults (TotalSegmentator table, default settings) and the right
+ * `struct_size`.
+ *
+ * # Safety
+ * `out` must be NULL or point to writable memory for one `mr_attributes_params`.
+ */
+mr_status mr_attributes_params_default(struct mr_attributes_params *out);
+
+/**
+ * Measures the label map `labels` (integral, non-negative values on `ct`'s grid) of the CT
+ * `ct`: organ volumes, lesions, locations (see the README section "Patient-specific
+ * attributes"). `params` may be NULL (defaults). On success `*out` receives the result; on
+ * failure `*out` is untouched (`MR_ERR_SHAPE`: another grid than the CT's, both described;
+ * `MR_ERR_FORMAT`: a non-integral or negative label, or bad JSON in the params;
+ * `MR_ERR_INVALID_ARGUMENT`: bad params). Works with no model loaded. Thread-safe.
+ *
+ * # Safety
+ * `ct`, `labels` NULL or live volumes; `params` NULL or a readable `mr_attributes_params`;
+ * `out` NULL or writable.
+ */
+mr_status mr_attributes_compute(const struct mr_volume *ct, const struct mr_volume *labels, const struct mr_attributes_params *params, struct mr_attributes **out);
+
+/**
+ * Copies the JSON document (schema version 1) into `buf`, NUL-terminated. `*out_needed` (if
+ * not NULL) receives the size needed including the NUL, also when `buf` is too small;
+ * `buf == NULL && buf_len == 0` only queries the size. Thread-safe.
+ *
+ * # Safety
+ * `attributes` a live result; `buf` NULL or writable for `buf_len` bytes; `out_needed` NULL or
+ * writable.
+ */
+mr_status mr_attributes_json(const struct mr_attributes *attributes, char *buf, size_t buf_len, size_t *out_needed);
+
+/**
+ * Copies the prompt text block into `buf`, NUL-terminated (same size convention as
+ * `mr_attributes_json`). Thread-safe.
+ *
+ * # Safety
+ * As `mr_attributes_json`.
+ */
+mr_status mr_attributes_text(const struct mr_attributes *attributes, char *buf, size_t buf_len, size_t *out_needed);
+
+/**
+ * Frees a result. NULL is a no-op.
+ *
+ * # Safety
+ * `attributes` NULL or a pointer from `mr_attributes_compute` not yet freed.
+ */
+void mr_attributes_free(struct mr_attributes *attributes);
 
 #ifdef __cplusplus
 }  // extern "C"

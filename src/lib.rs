@@ -9,6 +9,7 @@
 //!
 //! See `README.md` for the conventions and `../shared/DESIGN.md` for the architecture.
 
+pub mod attributes;
 pub mod backend;
 pub mod error;
 pub mod eval;

@@ -33,3 +33,5 @@ pub use self::volume::*;
 
 mod session;
 pub use self::session::*;
+mod attributes;
+pub use self::attributes::*;

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+mod attributes;
 mod decoder;
 mod labels;
 mod mask;
@@ -39,9 +40,10 @@ mod preprocess;
 mod text;
 mod vision;
 
+pub use attributes::{AttributeConfig, AttributeText, FleischnerDiameter};
 pub use decoder::{DecoderActivation, DecoderConfig, LoraInfo, RopeScaling, RopeType};
 pub use labels::{
-    default_regions, default_slots, AttributeConfig, ClassGroup, LabelConfig, LabelEntry, LobeName,
+    default_regions, default_slots, radgenome_labels, ClassGroup, LabelConfig, LabelEntry, LobeName,
     RegionConfig, SlotConfig,
 };
 pub use mask::{LevelNorm, MaskExtractorConfig, SpatialInput};

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod attributes;
 mod convert;
 mod encode;
 mod eval;
@@ -41,6 +42,8 @@ enum Command {
     Generate(generate::Args),
     /// Preprocess a CT and run the vision encoder; dump every intermediate as safetensors.
     Encode(encode::Args),
+    /// Patient-specific attributes from a label map: organ volumes, lesions (no model needed).
+    Attributes(attributes::Args),
     /// Score generated reports against references (BLEU-1..4, ROUGE-L, METEOR).
     Eval(eval::Args),
 }
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Encode(args) => encode::run(args),
+        Command::Attributes(args) => attributes::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

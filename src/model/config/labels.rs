@@ -310,85 +310,62 @@ impl Default for LabelConfig {
     }
 }
 
-/// Deterministic measurements from the masks (SPEC §7, after RadGPT `CreateAAReports.py`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AttributeConfig {
-    /// Isotropic grid the masks are resampled to, in mm [CONFIRMED RadGPT: 1].
-    pub resample_mm: f32,
-    /// Connected-component neighbourhood: 6, 18 or 26 [CONFIRMED RadGPT: 26].
-    pub connectivity: u32,
-    /// Components smaller than this are dropped, mm³ [CONFIRMED RadGPT `th`: 10].
-    pub min_lesion_volume_mm3: f32,
-    /// Drop components that vanish after one binary erosion [CONFIRMED RadGPT `erode`;
-    /// INFERRED on by default].
-    pub denoise_erosion: bool,
-    /// A nodule above this longest diameter is called a mass, mm [INFERRED: 30].
-    pub mass_diameter_mm: f32,
-    /// Fleischner size-bin edges, mm [INFERRED: < 6, 6-8, > 8].
-    pub fleischner_bins_mm: Vec<f32>,
-    /// Effusion grade edges small/moderate/large, mL [INFERRED: 500, 1000].
-    pub effusion_grade_ml: Vec<f32>,
-    /// Lesions listed individually per kind, largest first [INFERRED: 3].
-    pub max_lesions_listed: usize,
-    /// Decimals of volumes in mL [CONFIRMED RadGPT: 1].
-    pub volume_decimals: u32,
-    /// Decimals of diameters in mm [INFERRED: 1].
-    pub diameter_decimals: u32,
-    /// First line of the attribute text [INFERRED].
-    pub header: String,
-    /// Text for an absent finding [INFERRED].
-    pub none_text: String,
-}
-
-impl Default for AttributeConfig {
-    fn default() -> Self {
-        AttributeConfig {
-            resample_mm: 1.0,
-            connectivity: 26,
-            min_lesion_volume_mm3: 10.0,
-            denoise_erosion: true,
-            mass_diameter_mm: 30.0,
-            fleischner_bins_mm: vec![6.0, 8.0],
-            effusion_grade_ml: vec![500.0, 1000.0],
-            max_lesions_listed: 3,
-            volume_decimals: 1,
-            diameter_decimals: 1,
-            header: "Patient-specific attributes:".to_string(),
-            none_text: "none detected".to_string(),
+/// A label table for RadGenome-ChestCT region masks merged into one label map [INFERRED ids:
+/// the ten first-level regions in the order of SPEC §8.1, 1..=10]. It has no lobes, kidneys,
+/// liver or lesion classes, so those attributes come out "not assessed"; the lungs and the
+/// heart are measured from the `lung` and `heart` regions.
+pub fn radgenome_labels() -> LabelConfig {
+    let names = [
+        "abdomen",
+        "bone",
+        "breast",
+        "esophagus",
+        "heart",
+        "lung",
+        "mediastinum",
+        "pleura",
+        "thyroid",
+        "trachea and bronchie",
+    ];
+    let table = names.iter().enumerate().map(|(i, n)| LabelEntry { id: i as u32 + 1, name: n.to_string() }).collect();
+    let mut slots = default_slot_groups();
+    for g in &mut slots {
+        let classes: &[&str] = match g.key.as_str() {
+            "lung" => &["lung", "pleura"],
+            "large_airways" => &["trachea and bronchie"],
+            "mediastinum" => &["mediastinum", "esophagus", "thyroid"],
+            "heart_great_vessels" => &["heart"],
+            "osseous" => &["bone"],
+            "upper_abdomen" => &["abdomen"],
+            _ => continue, // lesion slots keep their TotalSegmentator classes: absent here
+        };
+        *g = group(&g.key, classes, &[]);
+    }
+    let mut organs = default_organ_groups();
+    for g in &mut organs {
+        match g.key.as_str() {
+            "lungs" => *g = group("lungs", &["lung"], &[]),
+            "heart" => *g = group("heart", &["heart"], &[]),
+            _ => {}
         }
     }
+    LabelConfig { table, slots, organs, lobes: default_lobes() }
 }
 
-fn check_increasing(field: &str, values: &[f32]) -> Result<()> {
-    for (i, v) in values.iter().enumerate() {
-        check(v.is_finite() && *v > 0.0, || format!("{field}[{i}] ({v}) must be positive"))?;
-        if i > 0 {
-            check(values[i - 1] < *v, || format!("{field} must be strictly increasing"))?;
-        }
+impl LabelConfig {
+    /// Parses a label configuration (strict; missing fields take the TotalSegmentator
+    /// defaults, so `{"table": [{"id": 1, "name": "lung_nodules"}]}` is a complete file) and
+    /// checks the table: ids unique and non-zero, names unique.
+    pub fn from_json(json: &str) -> Result<LabelConfig> {
+        let c: LabelConfig = serde_json::from_str(json)
+            .map_err(|e| crate::Error::format("label table", format!("invalid JSON: {e}")))?;
+        validate(&default_regions(), &default_slots(), &c)?;
+        Ok(c)
     }
-    Ok(())
-}
 
-impl AttributeConfig {
-    pub(super) fn validate(&self) -> Result<()> {
-        check(self.resample_mm > 0.0 && self.resample_mm.is_finite(), || {
-            format!("attributes.resample_mm ({}) must be positive", self.resample_mm)
-        })?;
-        check(matches!(self.connectivity, 6 | 18 | 26), || {
-            format!("attributes.connectivity ({}) must be 6, 18 or 26", self.connectivity)
-        })?;
-        check(self.min_lesion_volume_mm3 >= 0.0 && self.min_lesion_volume_mm3.is_finite(), || {
-            format!("attributes.min_lesion_volume_mm3 ({}) must be >= 0", self.min_lesion_volume_mm3)
-        })?;
-        check(self.mass_diameter_mm > 0.0 && self.mass_diameter_mm.is_finite(), || {
-            format!("attributes.mass_diameter_mm ({}) must be positive", self.mass_diameter_mm)
-        })?;
-        check_increasing("attributes.fleischner_bins_mm", &self.fleischner_bins_mm)?;
-        check_increasing("attributes.effusion_grade_ml", &self.effusion_grade_ml)?;
-        check(self.volume_decimals <= 6 && self.diameter_decimals <= 6, || {
-            "attributes.volume_decimals and attributes.diameter_decimals must be at most 6".to_string()
-        })
+    /// The id of a class name in the table.
+    pub fn id_of(&self, name: &str) -> Option<u32> {
+        self.table.iter().find(|e| e.name == name).map(|e| e.id)
     }
 }
 
