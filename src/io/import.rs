@@ -163,7 +163,7 @@ pub fn import(opts: &ImportOptions) -> Result<Imported> {
         let specials = gguf_specials(&json);
         tokenizer = Some((TokenizerKind::Gguf, json.to_bytes(), specials));
         source_types = gguf_storage_types(&g, opts.kquant_fallback, &mut notes)?;
-        src.gguf = Some(GgufSource::new(g, &config.decoder)?);
+        src.gguf = Some(GgufSource::new(g, &config.decoder, opts.kquant_fallback)?);
     } else if let Some(dir) = &opts.llm_hf {
         let (hf, tensors) = load_llama(dir, opts.lora.as_deref())?;
         config.decoder = decoder_from_hf(&hf, &config.decoder)?;
@@ -500,7 +500,7 @@ fn gguf_storage_types(g: &GgufFile, fallback: WeightType, notes: &mut Vec<String
         out.push((format!("llm.{hf}"), ty));
     }
     if converted > 0 {
-        notes.push(format!("{converted} GGUF tensors in types without a lossless copy were dequantized and re-stored as {fallback} (errors reported per tensor while writing)"));
+        notes.push(format!("{converted} GGUF tensors in types without a lossless copy are dequantized and re-stored as {fallback}; the error of each is reported after writing"));
     }
     Ok(out)
 }
@@ -511,24 +511,62 @@ pub struct GgufSource {
     by_name: HashMap<String, String>,
     n_heads: usize,
     n_kv_heads: usize,
+    /// Storage type of tensors that cannot be copied losslessly.
+    fallback: WeightType,
+    /// `(canonical name, GGUF type, stored as, error)` of every such tensor.
+    converted: Vec<ConversionError>,
+}
+
+/// How far a GGUF tensor without a lossless copy (a K-quant, Q5_x, ...) moved when re-stored:
+/// the error of `fallback(dequantized)` against the dequantized GGUF values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConversionError {
+    pub name: String,
+    pub gguf_type: String,
+    pub stored_as: WeightType,
+    /// ‖stored − source‖₂ / ‖source‖₂.
+    pub rel_rms: f64,
+    /// max |stored − source|.
+    pub max_abs: f64,
+}
+
+/// The error of storing `values` (a `[rows, cols]` weight) as `ty`; f32 is exact.
+pub fn storage_error(values: &[f32], ty: WeightType) -> Result<(f64, f64)> {
+    let stored: Vec<f32> = match ty {
+        WeightType::F32 => return Ok((0.0, 0.0)),
+        WeightType::F16 => values.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
+        WeightType::Bf16 => values.iter().map(|&v| bf16::from_f32(v).to_f32()).collect(),
+        WeightType::Q8_0 | WeightType::Q4_0 | WeightType::Q4_1 => {
+            let q = ty.quant().ok_or_else(|| Error::Internal(format!("{ty} is not a quantized type")))?;
+            quant::quantize(q, values)?.dequantize()?
+        }
+    };
+    let (mut num, mut den, mut max) = (0f64, 0f64, 0f64);
+    for (&a, &b) in stored.iter().zip(values) {
+        let d = f64::from(a) - f64::from(b);
+        num += d * d;
+        den += f64::from(b) * f64::from(b);
+        max = max.max(d.abs());
+    }
+    Ok((if den > 0.0 { (num / den).sqrt() } else { num.sqrt() }, max))
 }
 
 impl GgufSource {
-    fn new(file: GgufFile, d: &DecoderConfig) -> Result<GgufSource> {
+    fn new(file: GgufFile, d: &DecoderConfig, fallback: WeightType) -> Result<GgufSource> {
         let mut by_name = HashMap::new();
         for t in file.tensors() {
             if let Some(hf) = hf_tensor_name(&t.name) {
                 by_name.insert(format!("llm.{hf}"), t.name.clone());
             }
         }
-        Ok(GgufSource { file, by_name, n_heads: d.n_heads, n_kv_heads: d.n_kv_heads })
+        Ok(GgufSource { file, by_name, n_heads: d.n_heads, n_kv_heads: d.n_kv_heads, fallback, converted: Vec::new() })
     }
 
     fn info(&self, name: &str) -> Option<&GgufTensorInfo> {
         self.by_name.get(name).and_then(|g| self.file.tensor(g))
     }
 
-    fn tensor(&self, name: &str, shape: &[usize]) -> Result<SourceTensor> {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<SourceTensor> {
         let t = self.info(name).ok_or_else(|| Error::NotFound(format!("tensor `{name}` in {}", self.file.what())))?;
         let found = t.shape();
         if found.len() != shape.len() || found.iter().zip(shape).any(|(&a, &b)| a != b as u64) {
@@ -582,7 +620,14 @@ impl GgufSource {
             };
             return Ok(SourceTensor::Quant(q));
         }
-        Ok(SourceTensor::F32(permute(self.file.tensor_f32(&t.name)?)?))
+        // No lossless copy: dequantize; the writer stores it as `fallback` (2-D, cols % 32 == 0)
+        // or f32. Measure what that costs.
+        let gguf_type = t.ggml_type.name().to_string();
+        let values = permute(self.file.tensor_f32(&t.name)?)?;
+        let stored_as = if shape.len() == 2 && shape[1] % QK == 0 { self.fallback } else { WeightType::F32 };
+        let (rel_rms, max_abs) = storage_error(&values, stored_as)?;
+        self.converted.push(ConversionError { name: name.to_string(), gguf_type, stored_as, rel_rms, max_abs });
+        Ok(SourceTensor::F32(values))
     }
 }
 
@@ -600,12 +645,18 @@ pub struct ImportSource {
 }
 
 impl ImportSource {
+    /// The GGUF tensors that were not copied losslessly, with the error of their new storage
+    /// type (filled while the package is written).
+    pub fn conversion_errors(&self) -> &[ConversionError] {
+        self.gguf.as_ref().map_or(&[], |g| &g.converted)
+    }
+
     fn component_source(&mut self, name: &str, shape: &[usize]) -> Result<SourceTensor> {
         match Component::of(name) {
-            Some(Component::Llm) if self.gguf.is_some() => self.gguf.as_ref().map_or_else(
-                || Err(Error::NotFound(name.to_string())),
-                |g| g.tensor(name, shape),
-            ),
+            Some(Component::Llm) if self.gguf.is_some() => match self.gguf.as_mut() {
+                Some(g) => g.tensor(name, shape),
+                None => Err(Error::NotFound(name.to_string())),
+            },
             Some(Component::Llm | Component::Vit) if self.hf.contains_key(name) || self.has_hf(name) => {
                 let t = self
                     .hf
@@ -712,4 +763,22 @@ fn check_heads(set: &SafetensorsSet, config: &ModelConfig) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_error_is_measured_per_type() {
+        let values: Vec<f32> = (0..64 * 32).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        assert_eq!(storage_error(&values, WeightType::F32).unwrap(), (0.0, 0.0));
+        let (q8, q8_max) = storage_error(&values, WeightType::Q8_0).unwrap();
+        let (q4, q4_max) = storage_error(&values, WeightType::Q4_0).unwrap();
+        let (h, _) = storage_error(&values, WeightType::F16).unwrap();
+        // Q8_0 rounds to 1/127 of each block's max, Q4_0 to 1/8: ordered and bounded.
+        assert!(h < q8 && q8 < q4, "f16 {h}, q8_0 {q8}, q4_0 {q4}");
+        assert!(q8 > 0.0 && q8 < 0.01 && q8_max <= 1.0 / 127.0 * 0.51 + 1e-6, "q8_0 {q8} {q8_max}");
+        assert!(q4 < 0.2 && q4_max <= 1.0 / 8.0 * 0.51 + 1e-6 + 1.0 / 16.0, "q4_0 {q4} {q4_max}");
+    }
 }

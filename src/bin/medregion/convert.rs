@@ -212,6 +212,12 @@ fn run_import(args: Args) -> Result<()> {
     }
     let mut source = imported.source;
     let report = write_package(&builder, &args.output, &mut source)?;
+    for e in source.conversion_errors() {
+        eprintln!(
+            "note: {} ({} in the GGUF) stored as {}: relative RMS error {:.2e}, max abs error {:.2e}",
+            e.name, e.gguf_type, e.stored_as, e.rel_rms, e.max_abs
+        );
+    }
     println!(
         "wrote {} ({}, {} parameters, {})",
         report.path.display(),
