@@ -64,8 +64,10 @@ fn bench(c: &mut Criterion) {
             g.bench_function("batch6_generate8_after_prefix8", |b| {
                 b.iter(|| {
                     black_box(
-                        s.generate_batch(Input::Tokens(&prompt[..8]), &refs, &gen, None, &mut |_, _, _| ControlFlow::Continue(()))
-                            .unwrap(),
+                        s.generate_batch(Input::Tokens(&prompt[..8]), &refs, &gen, None, &mut |_, _, _| {
+                            ControlFlow::Continue(())
+                        })
+                        .unwrap(),
                     )
                 })
             });

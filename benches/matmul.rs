@@ -60,7 +60,9 @@ fn weights(rows: usize, cols: usize, types: &[&'static str]) -> Vec<(&'static st
             let owned = match t {
                 "f32" => Owned::F32(src.clone()),
                 "f16" => Owned::F16(src.iter().map(|&v| f16::from_f32(v)).collect()),
-                q => Owned::Quant(quant::quantize(QuantType::parse(q).expect("known type"), &src).expect("quantize")),
+                q => Owned::Quant(
+                    quant::quantize(QuantType::parse(q).expect("known type"), &src).expect("quantize"),
+                ),
             };
             let bytes = match &owned {
                 Owned::F32(d) => d.len() * 4,
@@ -73,10 +75,17 @@ fn weights(rows: usize, cols: usize, types: &[&'static str]) -> Vec<(&'static st
 }
 
 fn gemv(c: &mut Criterion, pools: &[ThreadPool]) {
-    let shapes = [("llama3-8b 4096x4096", 4096, 4096), ("smollm2 1536x576", 1536, 576), ("smollm2 576x1536", 576, 1536), ("llama3.2-1b 2048x8192", 2048, 8192)];
+    let shapes = [
+        ("llama3-8b 4096x4096", 4096, 4096),
+        ("smollm2 1536x576", 1536, 576),
+        ("smollm2 576x1536", 576, 1536),
+        ("llama3.2-1b 2048x8192", 2048, 8192),
+    ];
     for (name, rows, cols) in shapes {
         let mut g = c.benchmark_group(format!("gemv {name}"));
-        g.sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
+        g.sample_size(20)
+            .warm_up_time(std::time::Duration::from_millis(300))
+            .measurement_time(std::time::Duration::from_secs(1));
         let shape = [rows, cols];
         for (t, owned, bytes) in weights(rows, cols, &["q8_0", "q4_0", "q4_1", "f16", "f32"]) {
             let w = owned.view(&shape);
@@ -88,7 +97,10 @@ fn gemv(c: &mut Criterion, pools: &[ThreadPool]) {
                 for pool in pools {
                     let id = BenchmarkId::new(format!("{t} n={n}"), format!("{}t", pool.threads()));
                     g.bench_function(id, |b| {
-                        b.iter(|| ops::matmul_into(black_box(&x), n, &w, &mut out, &mut scratch, pool).expect("matmul"))
+                        b.iter(|| {
+                            ops::matmul_into(black_box(&x), n, &w, &mut out, &mut scratch, pool)
+                                .expect("matmul")
+                        })
                     });
                 }
             }
@@ -101,7 +113,9 @@ fn gemm(c: &mut Criterion, pools: &[ThreadPool]) {
     let n = 512;
     for (k, rows) in [(768, 768), (768, 3072)] {
         let mut g = c.benchmark_group(format!("gemm vit-b n=512 {k}->{rows}"));
-        g.sample_size(10).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(2));
+        g.sample_size(10)
+            .warm_up_time(std::time::Duration::from_millis(300))
+            .measurement_time(std::time::Duration::from_secs(2));
         g.throughput(Throughput::Elements((n * k * rows) as u64));
         let shape = [rows, k];
         let x = random(n * k, 3);

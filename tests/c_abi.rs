@@ -41,7 +41,8 @@ fn readme_minimal_example() {
         "README.md must contain examples/c/minimal.c verbatim in a ```c block"
     );
     check_all("cc", "c99", &[root().join("examples/c/minimal.c")], "minimal", &[]);
-    let out = run(&compile("cc", "c99", &[root().join("examples/c/minimal.c")], Link::Shared, "minimal-out"), &[]);
+    let out =
+        run(&compile("cc", "c99", &[root().join("examples/c/minimal.c")], Link::Shared, "minimal-out"), &[]);
     assert!(out.contains("medregion ") && out.contains("cpu 0:"), "unexpected output:\n{out}");
 }
 

@@ -39,8 +39,10 @@ fn read_npy(path: &Path) -> (usize, usize, Vec<f32>) {
     let header = std::str::from_utf8(&b[10..10 + hlen]).unwrap();
     assert!(header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"), "{header}");
     let shape = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let dims: Vec<usize> = shape.split(',').map(|s| s.trim()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
-    let data: Vec<f32> = b[10 + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let dims: Vec<usize> =
+        shape.split(',').map(|s| s.trim()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+    let data: Vec<f32> =
+        b[10 + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(data.len(), dims[0] * dims[1]);
     (dims[0], dims[1], data)
 }
@@ -52,8 +54,29 @@ fn generate_is_deterministic_and_dumps_the_librarys_logits() {
     write_synthetic(&pkg, Preset::Tiny, 11, QuantPolicy::all(WeightType::Q8_0)).unwrap();
     let pkg_s = pkg.to_str().unwrap();
     let dump = dir.0.join("logits.npy");
-    let sampled = ["--temperature", "0.9", "--top-k", "40", "--top-p", "0.95", "--repetition-penalty", "1.1", "--seed", "7"];
-    let mut args = vec!["generate", "--model", pkg_s, "--prompt", "The lungs are", "--max-new-tokens", "24", "--threads", "2"];
+    let sampled = [
+        "--temperature",
+        "0.9",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.95",
+        "--repetition-penalty",
+        "1.1",
+        "--seed",
+        "7",
+    ];
+    let mut args = vec![
+        "generate",
+        "--model",
+        pkg_s,
+        "--prompt",
+        "The lungs are",
+        "--max-new-tokens",
+        "24",
+        "--threads",
+        "2",
+    ];
     args.extend_from_slice(&sampled);
     let (ok, first, err) = medregion(&args);
     assert!(ok, "{err}");
@@ -61,7 +84,8 @@ fn generate_is_deterministic_and_dumps_the_librarys_logits() {
     let (ok, second, _) = medregion(&args);
     assert!(ok);
     assert_eq!(first, second, "same seed, same output");
-    let (ok, one_thread, _) = medregion(&[&args[..args.len() - sampled.len() - 2], &["--threads", "1"], &sampled[..]].concat());
+    let (ok, one_thread, _) =
+        medregion(&[&args[..args.len() - sampled.len() - 2], &["--threads", "1"], &sampled[..]].concat());
     assert!(ok);
     assert_eq!(first, one_thread, "the thread count does not change the output");
 
@@ -74,16 +98,28 @@ fn generate_is_deterministic_and_dumps_the_librarys_logits() {
     let model = Model::load(&pkg, &LoadOptions::default()).unwrap();
     let tok = Tokenizer::from_package(&model).unwrap();
     let ids = tok.encode("The lungs are", true).unwrap();
-    let mut s = Session::new(&model, &SessionOptions { context: 64, threads: 1, ..Default::default() }).unwrap();
+    let mut s =
+        Session::new(&model, &SessionOptions { context: 64, threads: 1, ..Default::default() }).unwrap();
     let opts = GenerateOptions {
         max_new_tokens: 24,
-        sampling: SamplingParams { temperature: 0.9, top_k: 40, top_p: 0.95, repetition_penalty: 1.1, seed: 7 },
+        sampling: SamplingParams {
+            temperature: 0.9,
+            top_k: 40,
+            top_p: 0.95,
+            repetition_penalty: 1.1,
+            seed: 7,
+        },
         keep_logits: true,
         ..Default::default()
     };
-    let out = s.generate(Input::Tokens(&ids), &opts, Some(&tok), &mut |_, _| ControlFlow::Continue(())).unwrap();
+    let out =
+        s.generate(Input::Tokens(&ids), &opts, Some(&tok), &mut |_, _| ControlFlow::Continue(())).unwrap();
     assert_eq!(cols, model.config().decoder.vocab_size);
-    assert_eq!(rows, ids.len() + out.tokens.len() - 1 + usize::from(!matches!(out.stop, medregion::llm::StopReason::MaxTokens)));
+    assert_eq!(
+        rows,
+        ids.len() + out.tokens.len() - 1
+            + usize::from(!matches!(out.stop, medregion::llm::StopReason::MaxTokens))
+    );
     assert_eq!(data, out.logits);
     assert_eq!(String::from_utf8_lossy(&first).trim_end_matches('\n'), out.text);
     // The prompt rows also equal an independent prefill.
@@ -131,12 +167,29 @@ fn bench_llm_reports_every_figure() {
     let pkg = dir.0.join("tiny.mrpk");
     write_synthetic(&pkg, Preset::Tiny, 2, QuantPolicy::all(WeightType::Q4_0)).unwrap();
     let (ok, out, err) = medregion(&[
-        "bench", "llm", "--model", pkg.to_str().unwrap(), "--threads", "1", "--batch", "3", "--prompt-len", "8",
-        "--steps", "4", "--json",
+        "bench",
+        "llm",
+        "--model",
+        pkg.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--batch",
+        "3",
+        "--prompt-len",
+        "8",
+        "--steps",
+        "4",
+        "--json",
     ]);
     assert!(ok, "{err}");
     let doc: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
-    for key in ["prefill_tokens_per_s", "decode_tokens_per_s", "decode_gb_per_s", "batch_decode_tokens_per_s", "batch_vs_sequential"] {
+    for key in [
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "decode_gb_per_s",
+        "batch_decode_tokens_per_s",
+        "batch_vs_sequential",
+    ] {
         assert!(doc[key].as_f64().is_some_and(|v| v > 0.0 && v.is_finite()), "{key}: {doc}");
     }
     assert_eq!(doc["batch"], 3);

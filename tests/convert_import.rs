@@ -30,11 +30,7 @@ fn medregion(args: &[&str]) -> Output {
 
 fn ok(args: &[&str]) -> String {
     let out = medregion(args);
-    assert!(
-        out.status.success(),
-        "medregion {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "medregion {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
@@ -94,15 +90,17 @@ fn smollm2_gguf_converts_losslessly() {
     let model = Model::load(&out, &LoadOptions { verify_checksum: true, ..LoadOptions::default() }).unwrap();
     let d = &model.config().decoder;
     assert_eq!((d.n_layers, d.hidden_size, d.n_heads, d.n_kv_heads, d.head_dim), (30, 576, 9, 3, 64));
-    assert_eq!((d.vocab_size, d.image_token_id, d.mask_token_id, d.pos_token_id), (49155, 49152, 49153, 49154));
+    assert_eq!(
+        (d.vocab_size, d.image_token_id, d.mask_token_id, d.pos_token_id),
+        (49155, 49152, 49153, 49154)
+    );
     assert_eq!(d.eos_token_ids, [2, 0], "GGUF eos plus the <|endoftext|> control token");
     assert!(d.tie_word_embeddings && d.rope_scaling.is_none());
     assert_eq!(d.rope_theta, 100_000.0);
 
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("quant/smollm2_tensors.json")).unwrap(),
-    )
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("quant/smollm2_tensors.json")).unwrap())
+            .unwrap();
     let mut checked = 0;
     for e in json["tensors"].as_array().unwrap() {
         let gname = e["name"].as_str().unwrap();
@@ -122,7 +120,11 @@ fn smollm2_gguf_converts_losslessly() {
         } else if name.ends_with("k_proj.weight") {
             values = permute_qk(&values, rows, 3).unwrap();
         }
-        assert_eq!(sha256_f32(&values), e["sha256"].as_str().unwrap(), "{name}: dequantized values differ from gguf-py's");
+        assert_eq!(
+            sha256_f32(&values),
+            e["sha256"].as_str().unwrap(),
+            "{name}: dequantized values differ from gguf-py's"
+        );
         checked += 1;
     }
     assert_eq!(checked, 272);
@@ -164,7 +166,8 @@ fn read_reference(path: &str) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
         .into_iter()
         .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
         .map(|(name, v)| {
-            let data = v.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let data =
+                v.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
             (name, (v.shape().to_vec(), data))
         })
         .collect()
@@ -195,7 +198,10 @@ fn hf_llama_lora_and_dinov2_convert_through_the_cli() {
         "-o",
         &out,
     ]);
-    assert!(log.contains("synthetic weights") && log.contains("mask, proj") && !log.contains("vit,"), "{log}");
+    assert!(
+        log.contains("synthetic weights") && log.contains("mask, proj") && !log.contains("vit,"),
+        "{log}"
+    );
     let model = Model::load(&out, &LoadOptions::default()).unwrap();
     let c = model.config();
     assert_eq!((c.decoder.hidden_size, c.decoder.n_kv_heads, c.decoder.vocab_size), (64, 2, 259));
@@ -234,7 +240,10 @@ fn hf_llama_lora_and_dinov2_convert_through_the_cli() {
     let ckpt = read_reference(&fixture("hf/dinov2/model.safetensors"));
     let q = &ckpt["encoder.layer.1.attention.attention.query.weight"].1;
     let got = model.weight("vit.encoder.layer.1.attention.attention.query.weight").unwrap().to_f32().unwrap();
-    assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), q.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        q.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -255,7 +264,12 @@ fn heads_file_is_copied_exactly_and_checked() {
     let write = |path: &str, items: &[(String, Vec<usize>, Vec<u8>)]| {
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = items
             .iter()
-            .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+            .map(|(n, s, b)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
+                )
+            })
             .collect();
         safetensors::serialize_to_file(views, None, Path::new(path)).unwrap();
     };
@@ -263,8 +277,16 @@ fn heads_file_is_copied_exactly_and_checked() {
     write(&heads_path, &heads);
     let out = dir.path("with-heads.safetensors");
     let log = ok(&[
-        "convert", "--llm-hf", &fixture("hf/llama"), "--byte-tokenizer", "--heads", &heads_path, "--quant", "f32",
-        "-o", &out,
+        "convert",
+        "--llm-hf",
+        &fixture("hf/llama"),
+        "--byte-tokenizer",
+        "--heads",
+        &heads_path,
+        "--quant",
+        "f32",
+        "-o",
+        &out,
     ]);
     assert!(log.contains("seed 0) for: vit\n"), "{log}");
     // The llama fixture's width (64) equals the tiny preset's, so the tiny heads fit.
@@ -288,7 +310,16 @@ fn heads_file_is_copied_exactly_and_checked() {
     let extra_path = dir.path("extra.safetensors");
     write(&extra_path, &extra);
     fails(
-        &["convert", "--llm-hf", &fixture("hf/llama"), "--byte-tokenizer", "--heads", &extra_path, "-o", &out],
+        &[
+            "convert",
+            "--llm-hf",
+            &fixture("hf/llama"),
+            "--byte-tokenizer",
+            "--heads",
+            &extra_path,
+            "-o",
+            &out,
+        ],
         "mask.bogus.weight",
     );
     let mut wrong = heads.clone();
@@ -298,7 +329,16 @@ fn heads_file_is_copied_exactly_and_checked() {
     let wrong_path = dir.path("wrong.safetensors");
     write(&wrong_path, &wrong);
     fails(
-        &["convert", "--llm-hf", &fixture("hf/llama"), "--byte-tokenizer", "--heads", &wrong_path, "-o", &out],
+        &[
+            "convert",
+            "--llm-hf",
+            &fixture("hf/llama"),
+            "--byte-tokenizer",
+            "--heads",
+            &wrong_path,
+            "-o",
+            &out,
+        ],
         &heads[last].0,
     );
 }

@@ -18,7 +18,8 @@ fn fuzz_targets_find_nothing_in_a_smoke_run() {
         eprintln!("SKIP: MEDREGION_FUZZ_SECONDS=0");
         return;
     }
-    let have_fuzz = Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    let have_fuzz =
+        Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
     if !have_fuzz {
         assert!(std::env::var_os("CI").is_none(), "cargo-fuzz is required under CI (.ci/run installs it)");
         eprintln!("SKIP: cargo-fuzz is not installed (cargo install cargo-fuzz --locked)");
@@ -36,7 +37,11 @@ fn fuzz_targets_find_nothing_in_a_smoke_run() {
         .expect("run scripts/fuzz-smoke.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let summary: Vec<&str> = stdout.lines().chain(stderr.lines()).filter(|l| l.starts_with("==") || l.contains("stat::number_of_executed_units")).collect();
+    let summary: Vec<&str> = stdout
+        .lines()
+        .chain(stderr.lines())
+        .filter(|l| l.starts_with("==") || l.contains("stat::number_of_executed_units"))
+        .collect();
     eprintln!("{}", summary.join("\n"));
     let lines: Vec<&str> = stderr.lines().collect();
     let tail = lines[lines.len().saturating_sub(80)..].join("\n");

@@ -43,7 +43,8 @@ fn inspect(path: &Path, json: bool) -> String {
 /// Checks `inspect` of a package written from `preset`'s config.
 fn check(path: &Path, preset: Preset) {
     let config = preset.config();
-    let weights: Vec<_> = expected_tensors(&config).into_iter().filter(|t| t.role == TensorRole::Weight).collect();
+    let weights: Vec<_> =
+        expected_tensors(&config).into_iter().filter(|t| t.role == TensorRole::Weight).collect();
     let params: u64 = weights.iter().map(|t| t.shape.iter().product::<usize>() as u64).sum();
 
     let j: serde_json::Value = serde_json::from_str(&inspect(path, true)).unwrap();
@@ -53,10 +54,16 @@ fn check(path: &Path, preset: Preset) {
     assert_eq!(j["model_name"], config.name.as_str());
     let file_bytes = std::fs::metadata(path).unwrap().len();
     assert_eq!(j["file_bytes"].as_u64(), Some(file_bytes));
-    let comp_bytes: u64 = j["components"].as_array().unwrap().iter().map(|c| c["bytes"].as_u64().unwrap()).sum();
+    let comp_bytes: u64 =
+        j["components"].as_array().unwrap().iter().map(|c| c["bytes"].as_u64().unwrap()).sum();
     let data = j["data_offset"].as_u64().unwrap() + j["padding_bytes"].as_u64().unwrap();
-    assert!(comp_bytes + data <= file_bytes && file_bytes - comp_bytes - data < 64 * 1024, "{}: sizes add up", preset.name());
-    let names: Vec<&str> = j["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(
+        comp_bytes + data <= file_bytes && file_bytes - comp_bytes - data < 64 * 1024,
+        "{}: sizes add up",
+        preset.name()
+    );
+    let names: Vec<&str> =
+        j["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     for c in ["vit", "mask", "proj", "llm", "tokenizer"] {
         assert!(names.contains(&c), "{}: component {c} listed", preset.name());
     }

@@ -23,7 +23,9 @@ thread_local! {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::SeqCst);
-        if IS_TEST_THREAD.with(|c| c.get()) { MAIN_ALLOCS.fetch_add(1, Ordering::SeqCst); }
+        if IS_TEST_THREAD.with(|c| c.get()) {
+            MAIN_ALLOCS.fetch_add(1, Ordering::SeqCst);
+        }
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -51,9 +53,11 @@ fn decode_step_and_sampling_allocate_nothing() {
         write_synthetic(&path, Preset::Tiny, 3, QuantPolicy::all(t)).unwrap();
         let model = Model::load(&path, &LoadOptions::default()).unwrap();
         for threads in [1, 2] {
-            let mut s = Session::new(&model, &SessionOptions { context: 128, threads, ..Default::default() }).unwrap();
+            let mut s = Session::new(&model, &SessionOptions { context: 128, threads, ..Default::default() })
+                .unwrap();
             let greedy = SamplingParams::greedy();
-            let full = SamplingParams { temperature: 0.7, top_k: 20, top_p: 0.9, repetition_penalty: 1.2, seed: 4 };
+            let full =
+                SamplingParams { temperature: 0.7, top_k: 20, top_p: 0.9, repetition_penalty: 1.2, seed: 4 };
             for params in [greedy, full] {
                 let mut sampler = Sampler::new(&params, s.vocab_size()).unwrap();
                 s.reset();
@@ -69,7 +73,10 @@ fn decode_step_and_sampling_allocate_nothing() {
                 }
                 let during = ALLOCS.load(Ordering::SeqCst) - before;
                 eprintln!("main {}", MAIN_ALLOCS.load(Ordering::SeqCst) - mb);
-                assert_eq!(during, 0, "{t:?}, {threads} threads, {params:?}: {during} allocations in 40 steps");
+                assert_eq!(
+                    during, 0,
+                    "{t:?}, {threads} threads, {params:?}: {during} allocations in 40 steps"
+                );
                 assert_eq!(s.len(), prompt.len() + 40);
             }
         }

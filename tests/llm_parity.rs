@@ -72,7 +72,11 @@ fn reference_of(name: &str) -> Reference {
 fn config(hf: &HfLlamaConfig) -> ModelConfig {
     let mut c = Preset::Tiny.config();
     let d = &mut c.decoder;
-    assert_eq!((hf.vocab_size, hf.hidden_size), (d.vocab_size, d.hidden_size), "fixture must keep the tiny shapes");
+    assert_eq!(
+        (hf.vocab_size, hf.hidden_size),
+        (d.vocab_size, d.hidden_size),
+        "fixture must keep the tiny shapes"
+    );
     d.intermediate_size = hf.intermediate_size;
     d.n_layers = hf.num_hidden_layers;
     d.n_heads = hf.num_attention_heads;
@@ -113,7 +117,11 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new() -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!("medregion-llm-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let p = std::env::temp_dir().join(format!(
+            "medregion-llm-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }
@@ -217,7 +225,11 @@ fn f32_logits_and_greedy_tokens_match_transformers() {
         assert!(err <= TOL_F32, "{err}");
 
         s.reset();
-        let out = s.generate(Input::Tokens(&r.prompt), &greedy(r.tokens.len()), None, &mut |_, _| ControlFlow::Continue(())).unwrap();
+        let out = s
+            .generate(Input::Tokens(&r.prompt), &greedy(r.tokens.len()), None, &mut |_, _| {
+                ControlFlow::Continue(())
+            })
+            .unwrap();
         assert_eq!(out.tokens, r.tokens);
         assert_eq!(out.stop, StopReason::MaxTokens);
     }
@@ -238,7 +250,11 @@ fn tied_head_and_plain_rope_match_transformers() {
     eprintln!("tied f32 vs transformers: {err:.3e}");
     assert!(err <= TOL_F32, "{err}");
     s.reset();
-    let out = s.generate(Input::Tokens(&r.prompt), &greedy(r.tokens.len()), None, &mut |_, _| ControlFlow::Continue(())).unwrap();
+    let out = s
+        .generate(Input::Tokens(&r.prompt), &greedy(r.tokens.len()), None, &mut |_, _| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
     assert_eq!(out.tokens, r.tokens);
 }
 
@@ -259,7 +275,9 @@ fn prefill_at_once_equals_token_by_token() {
     // Same rows through the same kernels: bit-identical (see crate::ops).
     assert_eq!(at_once, one_by_one);
     // Chunked prefill (3 rows per call) and input embeddings give the same again.
-    let mut small = Session::new(&model, &SessionOptions { context: 64, threads: 1, chunk: 3, ..Default::default() }).unwrap();
+    let mut small =
+        Session::new(&model, &SessionOptions { context: 64, threads: 1, chunk: 3, ..Default::default() })
+            .unwrap();
     let mut chunked = vec![0.0; r.prompt.len() * v];
     small.prefill_all_logits(Input::Tokens(&r.prompt), &mut chunked).unwrap();
     assert_eq!(at_once, chunked);
@@ -286,7 +304,10 @@ fn stored_types_match_their_dequantized_weights() {
         let (l2, top1) = rel_l2_and_top1(&got, &want, model.config().decoder.vocab_size);
         eprintln!("{t:?}: vs dequantized f32 {err:.3e} (rel L2 {l2:.3e}, top-1 agreement {top1:.3}), vs transformers f32 weights {vs_ref:.3e}");
         assert!(err <= tol.0 && l2 <= tol.1 && top1 >= tol.2, "{t:?}: {err}, {l2}, {top1} vs bounds {tol:?}");
-        assert!(err > 0.0 || matches!(t, WeightType::F16 | WeightType::Bf16), "{t:?} identical to f32: not quantized?");
+        assert!(
+            err > 0.0 || matches!(t, WeightType::F16 | WeightType::Bf16),
+            "{t:?} identical to f32: not quantized?"
+        );
     }
 }
 
@@ -299,8 +320,16 @@ fn batch_with_shared_prefix_equals_each_alone() {
     let v = s.vocab_size();
     let prefix = &r.prompt[..6];
     let suffixes: [&[u32]; 4] = [&r.prompt[6..], &[17, 99, 3], &[], &[200]];
-    for sampling in [SamplingParams::greedy(), SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, repetition_penalty: 1.1, seed: 9 }] {
-        let opts = GenerateOptions { max_new_tokens: 12, keep_logits: true, sampling: sampling.clone(), ..greedy(12) };
+    for sampling in [
+        SamplingParams::greedy(),
+        SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, repetition_penalty: 1.1, seed: 9 },
+    ] {
+        let opts = GenerateOptions {
+            max_new_tokens: 12,
+            keep_logits: true,
+            sampling: sampling.clone(),
+            ..greedy(12)
+        };
         let mut streamed = vec![Vec::new(); suffixes.len()];
         let batch = s
             .generate_batch(Input::Tokens(prefix), &suffixes, &opts, None, &mut |i, id, _| {
@@ -313,7 +342,9 @@ fn batch_with_shared_prefix_equals_each_alone() {
             let mut emb = vec![0.0; prefix.len() * s.config().hidden_size];
             s.embed(prefix, &mut emb).unwrap();
             let by_emb = s
-                .generate_batch(Input::Embeddings(&emb), &suffixes, &opts, None, &mut |_, _, _| ControlFlow::Continue(()))
+                .generate_batch(Input::Embeddings(&emb), &suffixes, &opts, None, &mut |_, _, _| {
+                    ControlFlow::Continue(())
+                })
                 .unwrap();
             for (a, b) in by_emb.iter().zip(&batch) {
                 assert_eq!((&a.tokens, &a.logits), (&b.tokens, &b.logits));
@@ -326,7 +357,9 @@ fn batch_with_shared_prefix_equals_each_alone() {
                 ..opts.clone()
             };
             s.reset();
-            let alone = s.generate(Input::Tokens(&prompt), &alone_opts, None, &mut |_, _| ControlFlow::Continue(())).unwrap();
+            let alone = s
+                .generate(Input::Tokens(&prompt), &alone_opts, None, &mut |_, _| ControlFlow::Continue(()))
+                .unwrap();
             assert_eq!(batch[i].tokens, alone.tokens, "sequence {i} ({sampling:?})");
             assert_eq!(streamed[i], batch[i].tokens);
             assert_eq!(batch[i].prompt_tokens, prompt.len());
@@ -352,7 +385,14 @@ fn stops_cancel_and_bad_input() {
     // Stop id: the first occurrence of greedy token 5 ends the sequence before it.
     let stop = r.tokens[5];
     let first = r.tokens.iter().position(|&t| t == stop).unwrap();
-    let out = s.generate(Input::Tokens(&r.prompt), &GenerateOptions { stop_ids: Some(vec![stop]), ..greedy(30) }, None, nop).unwrap();
+    let out = s
+        .generate(
+            Input::Tokens(&r.prompt),
+            &GenerateOptions { stop_ids: Some(vec![stop]), ..greedy(30) },
+            None,
+            nop,
+        )
+        .unwrap();
     assert_eq!(out.stop, StopReason::StopToken(stop));
     assert_eq!(out.tokens, r.tokens[..first]);
 
@@ -376,7 +416,8 @@ fn stops_cancel_and_bad_input() {
 
     // Callback stop and cancel flag.
     s.reset();
-    let out = s.generate(Input::Tokens(&r.prompt), &greedy(30), None, &mut |_, _| ControlFlow::Break(())).unwrap();
+    let out =
+        s.generate(Input::Tokens(&r.prompt), &greedy(30), None, &mut |_, _| ControlFlow::Break(())).unwrap();
     assert_eq!((out.stop, out.tokens.len()), (StopReason::Callback, 1));
     s.reset();
     s.cancel_flag().store(true, Ordering::SeqCst);
@@ -385,7 +426,8 @@ fn stops_cancel_and_bad_input() {
     assert!(!s.cancel_flag().load(Ordering::SeqCst), "a cancel is consumed");
 
     // Context full ends generation; a prompt that does not fit is an error.
-    let mut small = Session::new(&model, &SessionOptions { context: 16, threads: 1, ..Default::default() }).unwrap();
+    let mut small =
+        Session::new(&model, &SessionOptions { context: 16, threads: 1, ..Default::default() }).unwrap();
     let out = small.generate(Input::Tokens(&r.prompt), &greedy(30), None, nop).unwrap();
     assert_eq!((out.stop, out.tokens.len()), (StopReason::ContextFull, 16 - r.prompt.len() + 1));
     small.reset();
@@ -396,24 +438,40 @@ fn stops_cancel_and_bad_input() {
 
     let bad = |opts: GenerateOptions, s: &mut Session<'_>| {
         s.reset();
-        let e = s.generate(Input::Tokens(&r.prompt), &opts, None, &mut |_, _| ControlFlow::Continue(())).unwrap_err();
+        let e = s
+            .generate(Input::Tokens(&r.prompt), &opts, None, &mut |_, _| ControlFlow::Continue(()))
+            .unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
         e.to_string()
     };
     assert!(bad(greedy(0), &mut s).contains("max_new_tokens"));
     let with = |p: SamplingParams| GenerateOptions { sampling: p, ..greedy(4) };
-    assert!(bad(with(SamplingParams { temperature: f32::NAN, ..Default::default() }), &mut s).contains("temperature"));
-    assert!(bad(with(SamplingParams { temperature: -1.0, ..Default::default() }), &mut s).contains("temperature"));
-    assert!(bad(with(SamplingParams { top_p: 0.0, temperature: 1.0, ..Default::default() }), &mut s).contains("top_p"));
+    assert!(bad(with(SamplingParams { temperature: f32::NAN, ..Default::default() }), &mut s)
+        .contains("temperature"));
+    assert!(
+        bad(with(SamplingParams { temperature: -1.0, ..Default::default() }), &mut s).contains("temperature")
+    );
+    assert!(bad(with(SamplingParams { top_p: 0.0, temperature: 1.0, ..Default::default() }), &mut s)
+        .contains("top_p"));
     assert!(bad(with(SamplingParams { top_p: 1.01, ..Default::default() }), &mut s).contains("top_p"));
-    assert!(bad(GenerateOptions { stop_strings: vec!["x".into()], ..greedy(4) }, &mut s).contains("tokenizer"));
+    assert!(
+        bad(GenerateOptions { stop_strings: vec!["x".into()], ..greedy(4) }, &mut s).contains("tokenizer")
+    );
     let e = s.prefill(Input::Tokens(&[1, 264])).unwrap_err();
     assert!(e.to_string().contains("264") && e.to_string().contains("vocabulary"), "{e}");
     assert!(s.prefill(Input::Tokens(&[])).is_err());
     assert!(s.prefill(Input::Embeddings(&[0.0; 65])).is_err());
     assert!(s.prefill(Input::Embeddings(&[f32::NAN; 64])).is_err());
     assert!(s.step(1000).is_err());
-    assert!(s.generate_batch(Input::Tokens(&r.prompt), &[], &greedy(3), None, &mut |_, _, _| ControlFlow::Continue(())).is_err());
+    assert!(s
+        .generate_batch(
+            Input::Tokens(&r.prompt),
+            &[],
+            &greedy(3),
+            None,
+            &mut |_, _, _| ControlFlow::Continue(())
+        )
+        .is_err());
     let e = Session::new(&model, &SessionOptions { context: 5000, ..Default::default() }).unwrap_err();
     assert!(e.to_string().contains("max_position_embeddings"), "{e}");
 }

@@ -60,13 +60,15 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 fn smollm2_matches_llama_cpp_and_transformers() {
     let path = package();
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
-    let fixture: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(FIXTURE)).unwrap())
-            .unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(FIXTURE)).unwrap(),
+    )
+    .unwrap();
     let eog = ids(&fixture["eog_token_ids"]);
     let max_new = fixture["max_new_tokens"].as_u64().unwrap() as usize;
     let base_vocab = 49152;
-    let mut session = Session::new(&model, &SessionOptions { context: 512, ..SessionOptions::default() }).unwrap();
+    let mut session =
+        Session::new(&model, &SessionOptions { context: 512, ..SessionOptions::default() }).unwrap();
 
     let mut report = Vec::new();
     let (mut agree, mut total, mut agree_m, mut total_m) = (0usize, 0usize, 0usize, 0usize);
@@ -86,8 +88,14 @@ fn smollm2_matches_llama_cpp_and_transformers() {
 
         // Greedy continuation.
         session.reset();
-        let opts = GenerateOptions { max_new_tokens: max_new, stop_ids: Some(eog.clone()), ..GenerateOptions::default() };
-        let g = session.generate(Input::Tokens(&prompt), &opts, None, &mut |_, _| ControlFlow::Continue(())).unwrap();
+        let opts = GenerateOptions {
+            max_new_tokens: max_new,
+            stop_ids: Some(eog.clone()),
+            ..GenerateOptions::default()
+        };
+        let g = session
+            .generate(Input::Tokens(&prompt), &opts, None, &mut |_, _| ControlFlow::Continue(()))
+            .unwrap();
         let mut ours = g.tokens.clone();
         if let StopReason::StopToken(t) = g.stop {
             ours.push(t);
@@ -97,8 +105,12 @@ fn smollm2_matches_llama_cpp_and_transformers() {
             "{name}: {same}/{} tokens identical (llama.cpp's own runs agree on the first {llama_runs_agree_until})",
             want.len()
         ));
-        let margins: Vec<f64> =
-            case["llama_cpp"]["top2_margin"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+        let margins: Vec<f64> = case["llama_cpp"]["top2_margin"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
         if same == want.len() {
             identical += 1;
         } else if margins[same] >= NEAR_TIE {
@@ -109,14 +121,18 @@ fn smollm2_matches_llama_cpp_and_transformers() {
                 &want[same..(same + 4).min(want.len())]
             ));
         } else {
-            report.last_mut().unwrap().push_str(&format!("; leaves it at a near-tie (llama.cpp margin {:.3})", margins[same]));
+            report
+                .last_mut()
+                .unwrap()
+                .push_str(&format!("; leaves it at a near-tie (llama.cpp margin {:.3})", margins[same]));
         }
 
         // Teacher-forced top-1 against transformers.
         let mut seq = prompt.clone();
         seq.extend(&want);
         let tf = ids(&case["transformers"]["argmax"]);
-        let margin: Vec<f64> = case["transformers"]["margin"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+        let margin: Vec<f64> =
+            case["transformers"]["margin"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
         assert_eq!(tf.len(), seq.len(), "{name}: transformers rows");
         session.reset();
         let v = session.vocab_size();

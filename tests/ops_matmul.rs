@@ -86,7 +86,15 @@ fn is_quant(wt: WeightType) -> bool {
 }
 
 /// One product on every path; checks tolerances and bit-identity; returns the Op::Matmul errors.
-fn check_case(wt: WeightType, n: usize, rows: usize, k: usize, seed: u64, bell: bool, pools: &[ThreadPool]) -> ErrorStats {
+fn check_case(
+    wt: WeightType,
+    n: usize,
+    rows: usize,
+    k: usize,
+    seed: u64,
+    bell: bool,
+    pools: &[ThreadPool],
+) -> ErrorStats {
     let src = random(rows * k, seed, bell);
     let x = random(n * k, seed ^ 0xABCD, bell);
     let owned = Owned::new(wt, &src);
@@ -114,7 +122,11 @@ fn check_case(wt: WeightType, n: usize, rows: usize, k: usize, seed: u64, bell: 
         for pool in pools {
             let mut other = vec![f32::NAN; n * rows];
             ops::matmul_with_isa(&x, n, &w, &mut other, &mut scratch, pool, isa).unwrap();
-            assert_bits_eq(&got, &other, &format!("{wt:?} n={n} rows={rows} k={k} {isa:?} threads={}", pool.threads()));
+            assert_bits_eq(
+                &got,
+                &other,
+                &format!("{wt:?} n={n} rows={rows} k={k} {isa:?} threads={}", pool.threads()),
+            );
         }
     }
     // A batch equals its rows one at a time.
@@ -122,7 +134,11 @@ fn check_case(wt: WeightType, n: usize, rows: usize, k: usize, seed: u64, bell: 
         for i in [0, n / 2, n - 1] {
             let mut one = vec![f32::NAN; rows];
             ops::matmul_into(&x[i * k..(i + 1) * k], 1, &w, &mut one, &mut scratch, &pools[0]).unwrap();
-            assert_bits_eq(&got[i * rows..(i + 1) * rows], &one, &format!("{wt:?} row {i} of {n}, rows={rows} k={k}"));
+            assert_bits_eq(
+                &got[i * rows..(i + 1) * rows],
+                &one,
+                &format!("{wt:?} row {i} of {n}, rows={rows} k={k}"),
+            );
         }
     }
     stats
@@ -153,7 +169,12 @@ fn every_type_every_batch_size_matches_reference() {
                 worst.max_rel_abs = worst.max_rel_abs.max(e.max_rel_abs);
             }
         }
-        eprintln!("{:>5}: worst rel_l2 {:.2e}, worst max_rel_abs {:.2e}", wt.name(), worst.rel_l2, worst.max_rel_abs);
+        eprintln!(
+            "{:>5}: worst rel_l2 {:.2e}, worst max_rel_abs {:.2e}",
+            wt.name(),
+            worst.rel_l2,
+            worst.max_rel_abs
+        );
     }
 }
 
@@ -176,7 +197,12 @@ fn long_rows_stay_within_tolerance() {
     for wt in WeightType::ALL {
         for (n, rows, k) in [(6, 9, 4096), (1, 3, 14336)] {
             let e = check_case(wt, n, rows, k, 7 + k as u64, true, &pools[..2]);
-            eprintln!("{:>5} n={n} rows={rows} k={k}: rel_l2 {:.2e}, max_rel_abs {:.2e}", wt.name(), e.rel_l2, e.max_rel_abs);
+            eprintln!(
+                "{:>5} n={n} rows={rows} k={k}: rel_l2 {:.2e}, max_rel_abs {:.2e}",
+                wt.name(),
+                e.rel_l2,
+                e.max_rel_abs
+            );
         }
     }
 }
@@ -237,20 +263,42 @@ fn bad_shapes_are_errors() {
     shape_err(ops::matmul(&x, 2, &bad, &mut out, &pool));
     // Quantized weights need whole blocks of k.
     let odd_shape = [8usize, 32 + 16];
-    let odd = Weight::Quant(QuantWeight { shape: &odd_shape, ..match good {
-        Weight::Quant(g) => g,
-        _ => unreachable!(),
-    } });
+    let odd = Weight::Quant(QuantWeight {
+        shape: &odd_shape,
+        ..match good {
+            Weight::Quant(g) => g,
+            _ => unreachable!(),
+        }
+    });
     shape_err(ops::matmul(&random(48, 3, false), 1, &odd, &mut [0.0; 8], &pool));
     // Dense weights: rank and data length.
     let w = random(24, 4, false);
     let rank3 = [2usize, 3, 4];
-    shape_err(ops::matmul(&random(4, 5, false), 1, &Weight::F32(Dense { name: "w", shape: &rank3, data: &w }), &mut [0.0; 6], &pool));
+    shape_err(ops::matmul(
+        &random(4, 5, false),
+        1,
+        &Weight::F32(Dense { name: "w", shape: &rank3, data: &w }),
+        &mut [0.0; 6],
+        &pool,
+    ));
     let short = [6usize, 5];
-    shape_err(ops::matmul(&random(5, 5, false), 1, &Weight::F16(Dense { name: "w", shape: &short, data: &[f16::ONE; 24] }), &mut [0.0; 6], &pool));
+    shape_err(ops::matmul(
+        &random(5, 5, false),
+        1,
+        &Weight::F16(Dense { name: "w", shape: &short, data: &[f16::ONE; 24] }),
+        &mut [0.0; 6],
+        &pool,
+    ));
     // Overflowing shapes are errors, not panics.
     let huge = [usize::MAX, 2];
-    assert!(ops::matmul(&[1.0, 2.0], 1, &Weight::F32(Dense { name: "w", shape: &huge, data: &w }), &mut [0.0; 1], &pool).is_err());
+    assert!(ops::matmul(
+        &[1.0, 2.0],
+        1,
+        &Weight::F32(Dense { name: "w", shape: &huge, data: &w }),
+        &mut [0.0; 1],
+        &pool
+    )
+    .is_err());
 }
 
 #[test]
@@ -259,11 +307,21 @@ fn scratch_must_be_large_enough() {
     let src = random(2 * 64, 9, false);
     let q = quant::quantize(QuantType::Q8_0, &src).unwrap();
     let shape = [2usize, 64];
-    let w = Weight::Quant(QuantWeight { name: "w", qtype: q.qtype, shape: &shape, values: &q.values, scales: &q.scales, mins: &[] });
+    let w = Weight::Quant(QuantWeight {
+        name: "w",
+        qtype: q.qtype,
+        shape: &shape,
+        values: &q.values,
+        scales: &q.scales,
+        mins: &[],
+    });
     let x = random(3 * 64, 10, false);
     let mut out = vec![0.0f32; 6];
     let mut small = MatmulScratch::with_capacity(2, 64).unwrap();
-    assert!(matches!(ops::matmul_into(&x, 3, &w, &mut out, &mut small, &pool), Err(Error::BufferTooSmall { .. })));
+    assert!(matches!(
+        ops::matmul_into(&x, 3, &w, &mut out, &mut small, &pool),
+        Err(Error::BufferTooSmall { .. })
+    ));
     small.reserve(3, 64).unwrap();
     ops::matmul_into(&x, 3, &w, &mut out, &mut small, &pool).unwrap();
     // Float weights need no scratch at all.

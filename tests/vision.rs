@@ -254,7 +254,8 @@ fn work_dir() -> PathBuf {
 fn hf_dir(layers: usize) -> &'static Path {
     static DIRS: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
     DIRS[usize::from(layers != 2)].get_or_init(|| {
-        let done = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dinov2-vitb-{layers}layer-seed{SEED}"));
+        let done =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dinov2-vitb-{layers}layer-seed{SEED}"));
         if done.join("config.json").exists() {
             return done;
         }

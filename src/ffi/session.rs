@@ -119,14 +119,20 @@ pub struct mr_generate_result {
 
 /// Called once per generated token with its id and the text it completes (`piece`, `len`
 /// bytes, not NUL-terminated, possibly empty). Return 0 to go on, non-zero to stop.
-pub type mr_token_callback = Option<unsafe extern "C" fn(user: *mut c_void, token: u32, piece: *const c_char, len: usize) -> i32>;
+pub type mr_token_callback =
+    Option<unsafe extern "C" fn(user: *mut c_void, token: u32, piece: *const c_char, len: usize) -> i32>;
 
 const _: () = assert!(std::mem::size_of::<mr_session_params>() == 16);
 const _: () = assert!(std::mem::size_of::<mr_generate_params>() == 40);
 const _: () = assert!(std::mem::size_of::<mr_generate_result>() == 32);
 
 fn default_session_params() -> mr_session_params {
-    mr_session_params { struct_size: std::mem::size_of::<mr_session_params>() as u32, context: 0, threads: 0, max_batch: 8 }
+    mr_session_params {
+        struct_size: std::mem::size_of::<mr_session_params>() as u32,
+        context: 0,
+        threads: 0,
+        max_batch: 8,
+    }
 }
 
 fn default_generate_params() -> mr_generate_params {
@@ -153,7 +159,10 @@ unsafe fn read_params<T: Copy>(p: *const T, name: &str, default: T) -> Result<T>
     let size = unsafe { *p.cast::<u32>() };
     let need = std::mem::size_of::<T>() as u32;
     if size < need {
-        return Err(Error::invalid(format!("{name}->struct_size"), format!("is {size}, at least {need} needed (call the *_default function first)")));
+        return Err(Error::invalid(
+            format!("{name}->struct_size"),
+            format!("is {size}, at least {need} needed (call the *_default function first)"),
+        ));
     }
     // SAFETY: size checked above.
     Ok(unsafe { *p })
@@ -189,7 +198,11 @@ impl<'a> BusyGuard<'a> {
     fn take(flag: &'a AtomicBool) -> Result<BusyGuard<'a>> {
         flag.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .map(|_| BusyGuard(flag))
-            .map_err(|_| Error::Busy("the session is in use by another call (sessions are one thread at a time)".into()))
+            .map_err(|_| {
+                Error::Busy(
+                    "the session is in use by another call (sessions are one thread at a time)".into(),
+                )
+            })
     }
 }
 
@@ -359,7 +372,11 @@ pub unsafe extern "C" fn mr_session_cancel(session: *const mr_session) -> mr_sta
 /// # Safety
 /// `session` from `mr_session_create`; the out pointers NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn mr_session_length(session: *mut mr_session, len: *mut u32, capacity: *mut u32) -> mr_status {
+pub unsafe extern "C" fn mr_session_length(
+    session: *mut mr_session,
+    len: *mut u32,
+    capacity: *mut u32,
+) -> mr_status {
     status_call("mr_session_length", || {
         // SAFETY: forwarded caller contract.
         let (l, c) = unsafe { with_session(session, |s| Ok((s.session.len(), s.session.context()))) }?;
@@ -401,14 +418,22 @@ pub unsafe extern "C" fn mr_tokenize(
         // SAFETY: forwarded caller contract.
         let n_out = unsafe { non_null_mut(n_ids, "n_ids") }?;
         let tok = m.tokenizer()?;
-        let opts = EncodeOptions { add_bos: add_bos != 0, allow_special: allow_special != 0, ..EncodeOptions::default() };
+        let opts = EncodeOptions {
+            add_bos: add_bos != 0,
+            allow_special: allow_special != 0,
+            ..EncodeOptions::default()
+        };
         let out = tok.encode_with(text, &opts)?;
         *n_out = out.len();
         if ids.is_null() {
             return if capacity == 0 { Ok(()) } else { Err(Error::NullPointer("ids")) };
         }
         if capacity < out.len() {
-            return Err(Error::BufferTooSmall { what: "token ids".into(), needed: out.len(), given: capacity });
+            return Err(Error::BufferTooSmall {
+                what: "token ids".into(),
+                needed: out.len(),
+                given: capacity,
+            });
         }
         // SAFETY: `ids` writable for `capacity >= out.len()` values (caller contract).
         unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), ids, out.len()) };
@@ -454,7 +479,11 @@ pub unsafe extern "C" fn mr_detokenize(
 /// # Safety
 /// `session` from `mr_session_create`; `ids` readable for `n` values.
 #[no_mangle]
-pub unsafe extern "C" fn mr_session_prefill(session: *mut mr_session, ids: *const u32, n: usize) -> mr_status {
+pub unsafe extern "C" fn mr_session_prefill(
+    session: *mut mr_session,
+    ids: *const u32,
+    n: usize,
+) -> mr_status {
     status_call("mr_session_prefill", || {
         if n == 0 {
             return Err(Error::invalid("n", "no tokens to feed"));
@@ -486,7 +515,12 @@ pub unsafe extern "C" fn mr_session_prefill(session: *mut mr_session, ids: *cons
 /// `session` from `mr_session_create`; `out` NULL or writable for `capacity` floats; `vocab`
 /// NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn mr_session_logits(session: *mut mr_session, out: *mut f32, capacity: usize, vocab: *mut usize) -> mr_status {
+pub unsafe extern "C" fn mr_session_logits(
+    session: *mut mr_session,
+    out: *mut f32,
+    capacity: usize,
+    vocab: *mut usize,
+) -> mr_status {
     status_call("mr_session_logits", || {
         // SAFETY: forwarded caller contract.
         unsafe {
@@ -495,7 +529,9 @@ pub unsafe extern "C" fn mr_session_logits(session: *mut mr_session, out: *mut f
                 if !vocab.is_null() {
                     *vocab = v;
                 }
-                let logits = s.session.logits().ok_or_else(|| Error::invalid("session", "no logits yet: feed tokens first (mr_session_prefill)"))?;
+                let logits = s.session.logits().ok_or_else(|| {
+                    Error::invalid("session", "no logits yet: feed tokens first (mr_session_prefill)")
+                })?;
                 if out.is_null() {
                     return if capacity == 0 { Ok(()) } else { Err(Error::NullPointer("out")) };
                 }
@@ -515,7 +551,11 @@ pub unsafe extern "C" fn mr_session_logits(session: *mut mr_session, out: *mut f
 /// # Safety
 /// `session` from `mr_session_create`; `params` NULL or readable; `token` writable.
 #[no_mangle]
-pub unsafe extern "C" fn mr_session_next_token(session: *mut mr_session, params: *const mr_generate_params, token: *mut u32) -> mr_status {
+pub unsafe extern "C" fn mr_session_next_token(
+    session: *mut mr_session,
+    params: *const mr_generate_params,
+    token: *mut u32,
+) -> mr_status {
     status_call("mr_session_next_token", || {
         // SAFETY: forwarded caller contract.
         let token = unsafe { non_null_mut(token, "token") }?;
@@ -526,7 +566,10 @@ pub unsafe extern "C" fn mr_session_next_token(session: *mut mr_session, params:
         unsafe {
             with_session(session, |s| {
                 if s.session.len() >= s.session.context() {
-                    return Err(Error::invalid("session", format!("the context is full ({} positions)", s.session.context())));
+                    return Err(Error::invalid(
+                        "session",
+                        format!("the context is full ({} positions)", s.session.context()),
+                    ));
                 }
                 let vocab = s.session.vocab_size();
                 let fresh = !matches!(&s.sampler, Some((old, _)) if *old == sampling);
@@ -536,8 +579,12 @@ pub unsafe extern "C" fn mr_session_next_token(session: *mut mr_session, params:
                     sampler.observe(&s.history)?;
                     s.sampler = Some((sampling.clone(), sampler));
                 }
-                let logits = s.session.logits().ok_or_else(|| Error::invalid("session", "no logits yet: feed tokens first (mr_session_prefill)"))?;
-                let Some((_, sampler)) = &mut s.sampler else { return Err(Error::Internal("sampler missing".into())) };
+                let logits = s.session.logits().ok_or_else(|| {
+                    Error::invalid("session", "no logits yet: feed tokens first (mr_session_prefill)")
+                })?;
+                let Some((_, sampler)) = &mut s.sampler else {
+                    return Err(Error::Internal("sampler missing".into()));
+                };
                 let id = sampler.sample(logits)?;
                 s.session.step(id)?;
                 sampler.observe(std::slice::from_ref(&id))?;
@@ -577,39 +624,51 @@ pub unsafe extern "C" fn mr_session_generate(
             let size = unsafe { (*result).struct_size };
             let need = std::mem::size_of::<mr_generate_result>() as u32;
             if size < need {
-                return Err(Error::invalid("result->struct_size", format!("is {size}, at least {need} needed (call mr_generate_result_default first)")));
+                return Err(Error::invalid(
+                    "result->struct_size",
+                    format!("is {size}, at least {need} needed (call mr_generate_result_default first)"),
+                ));
             }
         }
         let run = |s: &mut mr_session| -> Result<crate::llm::Generation> {
-                let tok = s.tokenizer.clone();
-                let ids = if p.chat != 0 {
-                    let template = tok.chat_template().unwrap_or(ChatTemplate::Llama3);
-                    tok.encode_chat(template, None, prompt, p.allow_special != 0)?
-                } else {
-                    let add_bos = s.session.is_empty() && tok.bos_id().is_some();
-                    tok.encode_with(prompt, &EncodeOptions { add_bos, allow_special: p.allow_special != 0, ..EncodeOptions::default() })?
-                };
-                if ids.is_empty() {
-                    return Err(Error::invalid("prompt", "encodes to no tokens"));
-                }
-                let opts = GenerateOptions {
-                    max_new_tokens: p.max_new_tokens as usize,
-                    sampling: sampling_of(&p),
-                    ..GenerateOptions::default()
-                };
-                let mut cb = |id: u32, piece: &str| -> ControlFlow<()> {
-                    match on_token {
-                        // SAFETY: the caller's callback with the caller's user data; `piece`
-                        // is valid for the call.
-                        Some(f) if unsafe { f(user, id, piece.as_ptr().cast(), piece.len()) } != 0 => ControlFlow::Break(()),
-                        _ => ControlFlow::Continue(()),
+            let tok = s.tokenizer.clone();
+            let ids = if p.chat != 0 {
+                let template = tok.chat_template().unwrap_or(ChatTemplate::Llama3);
+                tok.encode_chat(template, None, prompt, p.allow_special != 0)?
+            } else {
+                let add_bos = s.session.is_empty() && tok.bos_id().is_some();
+                tok.encode_with(
+                    prompt,
+                    &EncodeOptions {
+                        add_bos,
+                        allow_special: p.allow_special != 0,
+                        ..EncodeOptions::default()
+                    },
+                )?
+            };
+            if ids.is_empty() {
+                return Err(Error::invalid("prompt", "encodes to no tokens"));
+            }
+            let opts = GenerateOptions {
+                max_new_tokens: p.max_new_tokens as usize,
+                sampling: sampling_of(&p),
+                ..GenerateOptions::default()
+            };
+            let mut cb = |id: u32, piece: &str| -> ControlFlow<()> {
+                match on_token {
+                    // SAFETY: the caller's callback with the caller's user data; `piece`
+                    // is valid for the call.
+                    Some(f) if unsafe { f(user, id, piece.as_ptr().cast(), piece.len()) } != 0 => {
+                        ControlFlow::Break(())
                     }
-                };
-                let g = s.session.generate(Input::Tokens(&ids), &opts, Some(&tok), &mut cb)?;
-                s.history.extend_from_slice(&ids);
-                s.history.extend_from_slice(&g.tokens);
-                s.sampler = None;
-                Ok(g)
+                    _ => ControlFlow::Continue(()),
+                }
+            };
+            let g = s.session.generate(Input::Tokens(&ids), &opts, Some(&tok), &mut cb)?;
+            s.history.extend_from_slice(&ids);
+            s.history.extend_from_slice(&g.tokens);
+            s.sampler = None;
+            Ok(g)
         };
         // SAFETY: forwarded caller contract.
         let generation = unsafe { with_session(session, run) }?;

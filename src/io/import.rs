@@ -201,7 +201,8 @@ pub fn import(opts: &ImportOptions) -> Result<Imported> {
             src.source_vocab = Some(base_vocab);
         }
         config.tokenizer.kind = kind;
-        config.tokenizer.pattern = (kind == TokenizerKind::Tiktoken).then(|| crate::model::config::LLAMA3_PATTERN.to_string());
+        config.tokenizer.pattern =
+            (kind == TokenizerKind::Tiktoken).then(|| crate::model::config::LLAMA3_PATTERN.to_string());
         config.tokenizer.special_tokens = specials;
         tokenizer = Some((kind, bytes, Vec::new()));
     }
@@ -236,7 +237,13 @@ pub fn import(opts: &ImportOptions) -> Result<Imported> {
 
     if !synthetic.is_empty() {
         let names: Vec<&str> = synthetic.iter().map(|c| c.name()).collect();
-        config.name = format!("{} (synthetic {}: {} seed {})", config.name, names.join(","), opts.fill.name(), opts.seed);
+        config.name = format!(
+            "{} (synthetic {}: {} seed {})",
+            config.name,
+            names.join(","),
+            opts.fill.name(),
+            opts.seed
+        );
         if config.name.len() > 256 {
             config.name.truncate(256);
         }
@@ -288,12 +295,15 @@ fn decoder_from_gguf(g: &GgufFile, path: &Path) -> Result<DecoderConfig> {
         )));
     }
     let t = g.tokenizer()?;
-    let bos = t.bos_token_id.ok_or_else(|| Error::format(what.to_string(), "tokenizer.ggml.bos_token_id is missing"))?;
+    let bos = t
+        .bos_token_id
+        .ok_or_else(|| Error::format(what.to_string(), "tokenizer.ggml.bos_token_id is missing"))?;
     let mut eos: Vec<u32> = t.eos_token_id.into_iter().chain(t.eot_token_id).collect();
     // Chat models end a turn with a control token the GGUF may not declare as EOS; like
     // llama.cpp, stop at the well-known end-of-text / end-of-turn control tokens too.
     for (i, text) in t.tokens.iter().enumerate() {
-        let control = t.token_types.get(i).is_none_or(|&ty| ty == crate::tokenizer::gguf::token_type::CONTROL);
+        let control =
+            t.token_types.get(i).is_none_or(|&ty| ty == crate::tokenizer::gguf::token_type::CONTROL);
         if control && EOG_TEXTS.contains(&text.as_str()) && !eos.contains(&(i as u32)) {
             eos.push(i as u32);
         }
@@ -326,7 +336,15 @@ fn decoder_from_gguf(g: &GgufFile, path: &Path) -> Result<DecoderConfig> {
 }
 
 /// Control tokens that end generation wherever they appear in a GGUF vocabulary.
-const EOG_TEXTS: &[&str] = &["<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", "<|end|>", "<end_of_turn>"];
+const EOG_TEXTS: &[&str] = &[
+    "<|endoftext|>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|eom_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+];
 
 fn decoder_from_hf(hf: &HfLlamaConfig, fill: &DecoderConfig) -> Result<DecoderConfig> {
     let rope_scaling = hf.rope_scaling.as_ref().map(|s| RopeScaling {
@@ -377,7 +395,12 @@ fn vision_from_hf(config: &mut ModelConfig, hf: &HfDinov2Config) {
 
 /// Appends `<im_patch>`, `<mask>`, `<pos>` after the vocabulary unless the tokenizer already
 /// has them, and points the decoder's ids at them.
-fn add_medregion_tokens(config: &mut ModelConfig, kind: TokenizerKind, specials: &mut Vec<SpecialToken>, notes: &mut Vec<String>) {
+fn add_medregion_tokens(
+    config: &mut ModelConfig,
+    kind: TokenizerKind,
+    specials: &mut Vec<SpecialToken>,
+    notes: &mut Vec<String>,
+) {
     let d = &mut config.decoder;
     let find = |s: &[SpecialToken], text: &str| s.iter().find(|t| t.text == text).map(|t| t.id);
     if kind == TokenizerKind::Tiktoken && specials.is_empty() {
@@ -478,7 +501,11 @@ fn find_tokenizer_in_dir(dir: &Path) -> Result<Option<(TokenizerKind, Vec<u8>, V
 // ---------------------------------------------------------------------------------------------
 // GGUF tensors
 
-fn gguf_storage_types(g: &GgufFile, fallback: WeightType, notes: &mut Vec<String>) -> Result<Vec<(String, WeightType)>> {
+fn gguf_storage_types(
+    g: &GgufFile,
+    fallback: WeightType,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(String, WeightType)>> {
     let mut out = Vec::new();
     let mut converted = 0usize;
     for t in g.tensors() {
@@ -493,7 +520,11 @@ fn gguf_storage_types(g: &GgufFile, fallback: WeightType, notes: &mut Vec<String
                 Some(QuantType::Q4_1) => WeightType::Q4_1,
                 None => {
                     converted += 1;
-                    if t.dims.len() == 2 && t.dims[0] % QK as u64 == 0 { fallback } else { WeightType::F32 }
+                    if t.dims.len() == 2 && t.dims[0] % QK as u64 == 0 {
+                        fallback
+                    } else {
+                        WeightType::F32
+                    }
                 }
             },
         };
@@ -559,7 +590,14 @@ impl GgufSource {
                 by_name.insert(format!("llm.{hf}"), t.name.clone());
             }
         }
-        Ok(GgufSource { file, by_name, n_heads: d.n_heads, n_kv_heads: d.n_kv_heads, fallback, converted: Vec::new() })
+        Ok(GgufSource {
+            file,
+            by_name,
+            n_heads: d.n_heads,
+            n_kv_heads: d.n_kv_heads,
+            fallback,
+            converted: Vec::new(),
+        })
     }
 
     fn info(&self, name: &str) -> Option<&GgufTensorInfo> {
@@ -567,7 +605,9 @@ impl GgufSource {
     }
 
     fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<SourceTensor> {
-        let t = self.info(name).ok_or_else(|| Error::NotFound(format!("tensor `{name}` in {}", self.file.what())))?;
+        let t = self
+            .info(name)
+            .ok_or_else(|| Error::NotFound(format!("tensor `{name}` in {}", self.file.what())))?;
         let found = t.shape();
         if found.len() != shape.len() || found.iter().zip(shape).any(|(&a, &b)| a != b as u64) {
             return Err(Error::Shape {
@@ -626,7 +666,13 @@ impl GgufSource {
         let values = permute(self.file.tensor_f32(&t.name)?)?;
         let stored_as = if shape.len() == 2 && shape[1] % QK == 0 { self.fallback } else { WeightType::F32 };
         let (rel_rms, max_abs) = storage_error(&values, stored_as)?;
-        self.converted.push(ConversionError { name: name.to_string(), gguf_type, stored_as, rel_rms, max_abs });
+        self.converted.push(ConversionError {
+            name: name.to_string(),
+            gguf_type,
+            stored_as,
+            rel_rms,
+            max_abs,
+        });
         Ok(SourceTensor::F32(values))
     }
 }
@@ -658,10 +704,9 @@ impl ImportSource {
                 None => Err(Error::NotFound(name.to_string())),
             },
             Some(Component::Llm | Component::Vit) if self.hf.contains_key(name) || self.has_hf(name) => {
-                let t = self
-                    .hf
-                    .remove(name)
-                    .ok_or_else(|| Error::NotFound(format!("tensor `{name}` in the Hugging Face checkpoint")))?;
+                let t = self.hf.remove(name).ok_or_else(|| {
+                    Error::NotFound(format!("tensor `{name}` in the Hugging Face checkpoint"))
+                })?;
                 if t.shape != shape {
                     return Err(Error::Shape {
                         what: format!("imported tensor `{name}`"),
@@ -751,7 +796,11 @@ fn check_heads(set: &SafetensorsSet, config: &ModelConfig) -> Result<()> {
     for t in &expected {
         match set.shape(&t.name) {
             None => {
-                return Err(Error::NotFound(format!("tensor `{}` in the heads file {}", t.name, set.origin())))
+                return Err(Error::NotFound(format!(
+                    "tensor `{}` in the heads file {}",
+                    t.name,
+                    set.origin()
+                )))
             }
             Some(shape) => crate::io::hf::safetensors_in::check_shape(&t.name, &t.shape, shape)?,
         }

@@ -49,7 +49,10 @@ impl KvCache {
         let alloc = |what: &str| -> Result<Vec<f32>> {
             let mut v = Vec::new();
             v.try_reserve_exact(n).map_err(|_| {
-                Error::OutOfMemory(format!("KV cache {what}: {capacity} positions need {} MiB", (n * 4) >> 20))
+                Error::OutOfMemory(format!(
+                    "KV cache {what}: {capacity} positions need {} MiB",
+                    (n * 4) >> 20
+                ))
             })?;
             v.resize(n, 0.0);
             Ok(v)
@@ -175,7 +178,10 @@ pub(crate) fn forward(
     for r in rows {
         let slot_ok = r.pos >= base && caches.get(r.seq).is_some_and(|c| r.pos - base < c.capacity);
         if !slot_ok {
-            return Err(Error::Internal(format!("row at position {} does not fit sequence {}'s cache", r.pos, r.seq)));
+            return Err(Error::Internal(format!(
+                "row at position {} does not fit sequence {}'s cache",
+                r.pos, r.seq
+            )));
         }
     }
     for (i, r) in rows.iter().enumerate() {
@@ -268,11 +274,13 @@ pub(crate) fn forward(
         Logits::Last => {
             let last = &s.x[(n - 1) * d..n * d];
             rms_norm(last, &w.norm, cfg.rms_norm_eps, &mut s.h[..d]);
-            matmul_into(&s.h[..d], 1, &w.head, &mut s.logits[..v], &mut s.mm, pool)?; // [1, V]
+            matmul_into(&s.h[..d], 1, &w.head, &mut s.logits[..v], &mut s.mm, pool)?;
+            // [1, V]
         }
         Logits::All => {
             rms_norm(&s.x[..n * d], &w.norm, cfg.rms_norm_eps, &mut s.h[..n * d]);
-            matmul_into(&s.h[..n * d], n, &w.head, &mut s.logits[..n * v], &mut s.mm, pool)?; // [n, V]
+            matmul_into(&s.h[..n * d], n, &w.head, &mut s.logits[..n * v], &mut s.mm, pool)?;
+            // [n, V]
         }
     }
     Ok(())

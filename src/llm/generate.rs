@@ -99,7 +99,10 @@ impl GenerateOptions {
         self.sampling.validate()?;
         if let Some(ids) = &self.stop_ids {
             if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-                return Err(Error::invalid("stop_ids", format!("{id} is outside the vocabulary (0..{vocab})")));
+                return Err(Error::invalid(
+                    "stop_ids",
+                    format!("{id} is outside the vocabulary (0..{vocab})"),
+                ));
             }
         }
         if !self.stop_strings.is_empty() && tokenizer.is_none() {
@@ -126,7 +129,13 @@ struct SeqState<'t> {
 }
 
 impl<'t> SeqState<'t> {
-    fn new(opts: &GenerateOptions, seed: u64, tokenizer: Option<&'t Tokenizer>, vocab: usize, banned: &[u32]) -> Result<Self> {
+    fn new(
+        opts: &GenerateOptions,
+        seed: u64,
+        tokenizer: Option<&'t Tokenizer>,
+        vocab: usize,
+        banned: &[u32],
+    ) -> Result<Self> {
         let params = SamplingParams { seed, ..opts.sampling.clone() };
         let mut sampler = Sampler::new(&params, vocab)?;
         sampler.ban(banned);
@@ -193,7 +202,8 @@ impl<'t> SeqState<'t> {
     /// At the end: completes pending UTF-8 and streams what was held back (as an empty-id
     /// callback only if there is text left; its return value no longer matters).
     fn flush(&mut self, on_token: &mut dyn FnMut(u32, &str) -> ControlFlow<()>) -> Result<()> {
-        if let (Some(dec), false) = (&mut self.decoder, matches!(self.stop, Some(StopReason::StopString(_)))) {
+        if let (Some(dec), false) = (&mut self.decoder, matches!(self.stop, Some(StopReason::StopString(_))))
+        {
             dec.finish(&mut self.text);
         }
         if self.emitted < self.text.len() {
@@ -323,7 +333,10 @@ impl Session<'_> {
         let (v, d) = (self.cfg.vocab_size, self.cfg.hidden_size);
         let n = suffixes.len();
         if n == 0 || n > self.max_batch {
-            return Err(Error::invalid("suffixes", format!("{n} sequences; this session batches 1..={}", self.max_batch)));
+            return Err(Error::invalid(
+                "suffixes",
+                format!("{n} sequences; this session batches 1..={}", self.max_batch),
+            ));
         }
         opts.validate(tokenizer, v)?;
         let plen = match prefix {
@@ -341,12 +354,24 @@ impl Session<'_> {
             if plen + s.len() > self.context() {
                 return Err(Error::invalid(
                     format!("suffixes[{i}]"),
-                    format!("prefix {plen} + suffix {} tokens exceed the context of {} positions", s.len(), self.context()),
+                    format!(
+                        "prefix {plen} + suffix {} tokens exceed the context of {} positions",
+                        s.len(),
+                        self.context()
+                    ),
                 ));
             }
         }
         let mut seqs = (0..n)
-            .map(|i| SeqState::new(opts, opts.sampling.seed.wrapping_add(i as u64), tokenizer, v, &self.input_only_ids()))
+            .map(|i| {
+                SeqState::new(
+                    opts,
+                    opts.sampling.seed.wrapping_add(i as u64),
+                    tokenizer,
+                    v,
+                    &self.input_only_ids(),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let t0 = Instant::now();
         self.reset();
@@ -384,8 +409,24 @@ impl Session<'_> {
                     self.weights.embed.rows_to_f32(id, 1, &mut self.scratch.x[j * d..(j + 1) * d])?;
                     rows[j] = Row { seq: i, pos: plen + done + j };
                 }
-                let want = if opts.keep_logits { Logits::All } else if done + m == suffix.len() { Logits::Last } else { Logits::None };
-                forward(&self.cfg, &self.weights, &self.rope, &mut self.scratch, &self.pool, &rows[..m], Some(&self.cache), &mut self.batch_caches, want)?;
+                let want = if opts.keep_logits {
+                    Logits::All
+                } else if done + m == suffix.len() {
+                    Logits::Last
+                } else {
+                    Logits::None
+                };
+                forward(
+                    &self.cfg,
+                    &self.weights,
+                    &self.rope,
+                    &mut self.scratch,
+                    &self.pool,
+                    &rows[..m],
+                    Some(&self.cache),
+                    &mut self.batch_caches,
+                    want,
+                )?;
                 if opts.keep_logits {
                     seqs[i].logits.extend_from_slice(&self.scratch.logits[..m * v]);
                     if done + m == suffix.len() {
@@ -431,7 +472,17 @@ impl Session<'_> {
                 self.weights.embed.rows_to_f32(id, 1, &mut self.scratch.x[j * d..(j + 1) * d])?;
                 rows[j] = Row { seq: i, pos: plen + self.batch_caches[i].len };
             }
-            forward(&self.cfg, &self.weights, &self.rope, &mut self.scratch, &self.pool, &rows[..m], Some(&self.cache), &mut self.batch_caches, Logits::All)?;
+            forward(
+                &self.cfg,
+                &self.weights,
+                &self.rope,
+                &mut self.scratch,
+                &self.pool,
+                &rows[..m],
+                Some(&self.cache),
+                &mut self.batch_caches,
+                Logits::All,
+            )?;
             for (j, &i) in live[..m].iter().enumerate() {
                 let logits = &self.scratch.logits[j * v..(j + 1) * v];
                 let mut cb = |id: u32, text: &str| on_token(i, id, text);

@@ -61,7 +61,10 @@ impl SamplingParams {
             ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::invalid("top_p", format!("{} is outside (0, 1] (1 turns it off)", self.top_p)));
+            return Err(Error::invalid(
+                "top_p",
+                format!("{} is outside (0, 1] (1 turns it off)", self.top_p),
+            ));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             return Err(Error::invalid(
@@ -137,7 +140,10 @@ impl Sampler {
         let vocab = self.seen_mask.len();
         for &id in ids {
             let Some(seen) = self.seen_mask.get_mut(id as usize) else {
-                return Err(Error::invalid("token id", format!("{id} is outside the vocabulary (0..{vocab})")));
+                return Err(Error::invalid(
+                    "token id",
+                    format!("{id} is outside the vocabulary (0..{vocab})"),
+                ));
             };
             if !*seen {
                 *seen = true;
@@ -152,7 +158,11 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
         let vocab = self.work.len();
         if logits.len() != vocab {
-            return Err(Error::Shape { what: "logits".into(), expected: vocab.to_string(), found: logits.len().to_string() });
+            return Err(Error::Shape {
+                what: "logits".into(),
+                expected: vocab.to_string(),
+                found: logits.len().to_string(),
+            });
         }
         if let Some(i) = logits.iter().position(|l| !l.is_finite()) {
             return Err(Error::Internal(format!("logit of id {i} is {} (not finite)", logits[i])));
@@ -321,7 +331,15 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_errors() {
-        for (t, p, r) in [(f32::NAN, 1.0, 1.0), (-0.5, 1.0, 1.0), (1.0, 0.0, 1.0), (1.0, 1.5, 1.0), (1.0, 1.0, 0.0), (1.0, f32::NAN, 1.0), (f32::INFINITY, 1.0, 1.0)] {
+        for (t, p, r) in [
+            (f32::NAN, 1.0, 1.0),
+            (-0.5, 1.0, 1.0),
+            (1.0, 0.0, 1.0),
+            (1.0, 1.5, 1.0),
+            (1.0, 1.0, 0.0),
+            (1.0, f32::NAN, 1.0),
+            (f32::INFINITY, 1.0, 1.0),
+        ] {
             let sp = SamplingParams { temperature: t, top_k: 0, top_p: p, repetition_penalty: r, seed: 0 };
             assert!(matches!(Sampler::new(&sp, 4), Err(Error::InvalidArgument { .. })), "{sp:?}");
         }

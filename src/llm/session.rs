@@ -77,7 +77,10 @@ pub struct Session<'m> {
 
 impl std::fmt::Debug for Session<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("context", &self.cache.capacity()).field("len", &self.cache.len).finish()
+        f.debug_struct("Session")
+            .field("context", &self.cache.capacity())
+            .field("len", &self.cache.len)
+            .finish()
     }
 }
 
@@ -161,7 +164,10 @@ impl<'m> Session<'m> {
     /// current length is an error.
     pub fn truncate(&mut self, len: usize) -> Result<()> {
         if len > self.cache.len {
-            return Err(Error::invalid("len", format!("{len} is beyond the {} positions held", self.cache.len)));
+            return Err(Error::invalid(
+                "len",
+                format!("{len} is beyond the {} positions held", self.cache.len),
+            ));
         }
         self.cache.len = len;
         self.has_logits = false;
@@ -200,7 +206,10 @@ impl<'m> Session<'m> {
     pub(crate) fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let v = self.cfg.vocab_size;
         match ids.iter().position(|&id| id as usize >= v) {
-            Some(i) => Err(Error::invalid("token id", format!("{} at index {i} is outside the vocabulary (0..{v})", ids[i]))),
+            Some(i) => Err(Error::invalid(
+                "token id",
+                format!("{} at index {i} is outside the vocabulary (0..{v})", ids[i]),
+            )),
             None => Ok(()),
         }
     }
@@ -223,7 +232,10 @@ impl<'m> Session<'m> {
                     });
                 }
                 if let Some(i) = e.iter().position(|x| !x.is_finite()) {
-                    return Err(Error::invalid("input embeddings", format!("value {i} is {} (not finite)", e[i])));
+                    return Err(Error::invalid(
+                        "input embeddings",
+                        format!("value {i} is {} (not finite)", e[i]),
+                    ));
                 }
                 e.len() / d
             }
@@ -280,7 +292,11 @@ impl<'m> Session<'m> {
             match input {
                 Input::Tokens(ids) => {
                     for (j, &id) in ids[done..done + m].iter().enumerate() {
-                        self.weights.embed.rows_to_f32(id as usize, 1, &mut self.scratch.x[j * d..(j + 1) * d])?;
+                        self.weights.embed.rows_to_f32(
+                            id as usize,
+                            1,
+                            &mut self.scratch.x[j * d..(j + 1) * d],
+                        )?;
                     }
                 }
                 Input::Embeddings(e) => self.scratch.x[..m * d].copy_from_slice(&e[done * d..(done + m) * d]),

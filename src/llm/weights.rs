@@ -88,7 +88,9 @@ impl<'m> DecoderWeights<'m> {
         let layer: usize = self
             .layers
             .iter()
-            .map(|l| [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].iter().map(Weight::storage_bytes).sum::<usize>())
+            .map(|l| {
+                [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].iter().map(Weight::storage_bytes).sum::<usize>()
+            })
             .sum();
         layer + self.head.storage_bytes()
     }

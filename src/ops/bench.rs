@@ -150,7 +150,8 @@ pub fn bench_report(opts: &BenchOptions) -> Result<BenchReport> {
         let src = random(rows * cols, 0x5EED ^ rows as u64);
         for &wt in &opts.gemv_types {
             let one = Owned::new(wt, &src)?;
-            let copies: Vec<Owned> = (0..(opts.cold_bytes / one.bytes()).max(1)).map(|_| one.clone()).collect();
+            let copies: Vec<Owned> =
+                (0..(opts.cold_bytes / one.bytes()).max(1)).map(|_| one.clone()).collect();
             let shape = [rows, cols];
             let views: Vec<Weight<'_>> = copies.iter().map(|o| o.view(&shape)).collect();
             for pool in &pools {
@@ -425,7 +426,11 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
 fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("{model}, {cores} cores")
@@ -433,7 +438,8 @@ fn machine() -> String {
 
 /// Today's UTC date (civil-from-days, H. Hinnant's algorithm).
 fn today_utc() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let z = (secs / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

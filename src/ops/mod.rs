@@ -110,10 +110,16 @@ pub(crate) fn check(x: &[f32], n: usize, w: &Weight<'_>, out: &[f32]) -> Result<
         expected,
         found: found.to_string(),
     };
-    let numel = rows.checked_mul(k).ok_or_else(|| Error::invalid("weight", format!("`{name}` {} overflows", shape_string(shape))))?;
+    let numel = rows
+        .checked_mul(k)
+        .ok_or_else(|| Error::invalid("weight", format!("`{name}` {} overflows", shape_string(shape))))?;
     let data_len = |len: usize| -> Result<()> {
         if len != numel {
-            return Err(shape_err(format!("data of weight `{name}` {}", shape_string(shape)), format!("{numel} values"), len));
+            return Err(shape_err(
+                format!("data of weight `{name}` {}", shape_string(shape)),
+                format!("{numel} values"),
+                len,
+            ));
         }
         Ok(())
     };
@@ -123,28 +129,55 @@ pub(crate) fn check(x: &[f32], n: usize, w: &Weight<'_>, out: &[f32]) -> Result<
         Weight::BF16(d) => data_len(d.data.len())?,
         Weight::Quant(q) => {
             if k % QK != 0 {
-                return Err(shape_err(format!("columns of {} weight `{name}`", q.qtype), format!("a multiple of {QK}"), k));
+                return Err(shape_err(
+                    format!("columns of {} weight `{name}`", q.qtype),
+                    format!("a multiple of {QK}"),
+                    k,
+                ));
             }
             let blocks = numel / QK;
             let value_bytes = blocks * q.qtype.value_bytes_per_block();
             if q.values.len() != value_bytes {
-                return Err(shape_err(format!("{} values of `{name}` (bytes)", q.qtype), value_bytes.to_string(), q.values.len()));
+                return Err(shape_err(
+                    format!("{} values of `{name}` (bytes)", q.qtype),
+                    value_bytes.to_string(),
+                    q.values.len(),
+                ));
             }
             if q.scales.len() != blocks {
-                return Err(shape_err(format!("{} scales of `{name}`", q.qtype), blocks.to_string(), q.scales.len()));
+                return Err(shape_err(
+                    format!("{} scales of `{name}`", q.qtype),
+                    blocks.to_string(),
+                    q.scales.len(),
+                ));
             }
             if q.qtype.has_mins() && q.mins.len() != blocks {
-                return Err(shape_err(format!("{} mins of `{name}`", q.qtype), blocks.to_string(), q.mins.len()));
+                return Err(shape_err(
+                    format!("{} mins of `{name}`", q.qtype),
+                    blocks.to_string(),
+                    q.mins.len(),
+                ));
             }
         }
     }
-    let x_len = n.checked_mul(k).ok_or_else(|| Error::invalid("n", format!("{n} rows of {k} overflow usize")))?;
+    let x_len =
+        n.checked_mul(k).ok_or_else(|| Error::invalid("n", format!("{n} rows of {k} overflow usize")))?;
     if x.len() != x_len {
-        return Err(shape_err(format!("matmul input for `{name}`"), format!("[{n}, {k}] = {x_len} values"), x.len()));
+        return Err(shape_err(
+            format!("matmul input for `{name}`"),
+            format!("[{n}, {k}] = {x_len} values"),
+            x.len(),
+        ));
     }
-    let out_len = n.checked_mul(rows).ok_or_else(|| Error::invalid("n", format!("{n} rows of {rows} overflow usize")))?;
+    let out_len = n
+        .checked_mul(rows)
+        .ok_or_else(|| Error::invalid("n", format!("{n} rows of {rows} overflow usize")))?;
     if out.len() != out_len {
-        return Err(shape_err(format!("matmul output for `{name}`"), format!("[{n}, {rows}] = {out_len} values"), out.len()));
+        return Err(shape_err(
+            format!("matmul output for `{name}`"),
+            format!("[{n}, {rows}] = {out_len} values"),
+            out.len(),
+        ));
     }
     Ok((rows, k))
 }

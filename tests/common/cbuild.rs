@@ -90,7 +90,8 @@ pub fn compile(compiler: &str, std: &str, sources: &[PathBuf], link: Link, name:
 /// Runs `bin args...`, asserting success; returns stdout + stderr.
 pub fn run(bin: &Path, args: &[&Path]) -> String {
     let output = Command::new(bin).args(args).output().expect("run test binary");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{} failed:\n{text}", bin.display());
     text
 }

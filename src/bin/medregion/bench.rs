@@ -62,7 +62,8 @@ fn llm(a: LlmArgs) -> Result<()> {
         &SessionOptions { context, threads: a.threads, max_batch: a.batch, ..Default::default() },
     )?;
     // Deterministic pseudo-random prompt ids.
-    let prompt: Vec<u32> = (0..a.prompt_len).map(|i| ((i as u64 * 2_654_435_761 + 17) % vocab as u64) as u32).collect();
+    let prompt: Vec<u32> =
+        (0..a.prompt_len).map(|i| ((i as u64 * 2_654_435_761 + 17) % vocab as u64) as u32).collect();
     let bytes = s.weight_bytes_per_step() as f64;
 
     // Warm the page cache and the threads once.
@@ -84,8 +85,11 @@ fn llm(a: LlmArgs) -> Result<()> {
     let batch = if a.batch > 1 {
         let suffixes: Vec<Vec<u32>> = (0..a.batch).map(|i| vec![((i * 7919 + 3) % vocab) as u32]).collect();
         let refs: Vec<&[u32]> = suffixes.iter().map(Vec::as_slice).collect();
-        let opts = GenerateOptions { max_new_tokens: a.steps, stop_ids: Some(Vec::new()), ..Default::default() };
-        let out = s.generate_batch(Input::Tokens(&prompt), &refs, &opts, None, &mut |_, _, _| ControlFlow::Continue(()))?;
+        let opts =
+            GenerateOptions { max_new_tokens: a.steps, stop_ids: Some(Vec::new()), ..Default::default() };
+        let out = s.generate_batch(Input::Tokens(&prompt), &refs, &opts, None, &mut |_, _, _| {
+            ControlFlow::Continue(())
+        })?;
         // Each sequence samples `steps` tokens; the first comes from its suffix prefill, so the
         // lock-step loop runs `steps − 1` forward calls over the whole batch.
         let secs = out[0].decode_secs;
@@ -113,7 +117,10 @@ fn llm(a: LlmArgs) -> Result<()> {
     } else {
         println!("model {name}: {:.1} MB of weights per step, {} threads", bytes / 1e6, s.threads());
         println!("prefill  {:>5} tokens: {prefill_tps:>10.1} tokens/s", a.prompt_len);
-        println!("decode   {:>5} steps:  {decode_tps:>10.1} tokens/s  {decode_gbs:>7.2} GB/s effective", a.steps);
+        println!(
+            "decode   {:>5} steps:  {decode_tps:>10.1} tokens/s  {decode_gbs:>7.2} GB/s effective",
+            a.steps
+        );
         if let Some((tps, ratio, gbs)) = batch {
             println!(
                 "batch {:>2} decode:       {tps:>10.1} tokens/s  {gbs:>7.2} GB/s effective  ({ratio:.2}x decoding them one after another)",

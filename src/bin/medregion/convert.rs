@@ -119,11 +119,14 @@ pub fn policy(args: &Args) -> Result<QuantPolicy> {
 
 /// Whether `--quant` chose a type for the decoder (a single type, or `llm=`).
 fn quant_names_llm(args: &Args) -> bool {
-    args.quant.as_deref().is_some_and(|q| !q.contains('=') || q.split(',').any(|i| i.trim().starts_with("llm=")))
+    args.quant
+        .as_deref()
+        .is_some_and(|q| !q.contains('=') || q.split(',').any(|i| i.trim().starts_with("llm=")))
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let importing = args.gguf.is_some() || args.llm_hf.is_some() || args.vit_hf.is_some() || args.heads.is_some();
+    let importing =
+        args.gguf.is_some() || args.llm_hf.is_some() || args.vit_hf.is_some() || args.heads.is_some();
     if importing {
         if args.synthetic.is_some() {
             return Err(Error::invalid(
@@ -133,7 +136,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         return run_import(args);
     }
-    if args.lora.is_some() || args.tokenizer.is_some() || args.vit_image_size.is_some() || args.byte_tokenizer {
+    if args.lora.is_some() || args.tokenizer.is_some() || args.vit_image_size.is_some() || args.byte_tokenizer
+    {
         return Err(Error::invalid("source", "--lora, --tokenizer, --vit-image-size and --byte-tokenizer need an import source (--llm-hf, --gguf, --vit-hf)"));
     }
     let policy = policy(&args)?;

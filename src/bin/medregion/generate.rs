@@ -86,9 +86,9 @@ pub fn run(args: Args) -> Result<()> {
     let model = Model::load(&args.model, &LoadOptions::default())?;
     let tok = Tokenizer::from_package(&model)?;
     let ids = if args.chat {
-        let template = tok
-            .chat_template()
-            .ok_or_else(|| Error::Unsupported(format!("--chat: the {} tokenizer has no chat template", tok.kind().name())))?;
+        let template = tok.chat_template().ok_or_else(|| {
+            Error::Unsupported(format!("--chat: the {} tokenizer has no chat template", tok.kind().name()))
+        })?;
         tok.encode_chat(template, None, &args.prompt, false)?
     } else {
         tok.encode(&args.prompt, true)?
@@ -101,7 +101,8 @@ pub fn run(args: Args) -> Result<()> {
         ));
     }
     let context = (ids.len() + args.max_new_tokens).min(max_pos);
-    let mut session = Session::new(&model, &SessionOptions { context, threads: args.threads, ..Default::default() })?;
+    let mut session =
+        Session::new(&model, &SessionOptions { context, threads: args.threads, ..Default::default() })?;
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod bench;
 mod attributes;
+mod bench;
 mod convert;
 mod encode;
 mod eval;

@@ -327,7 +327,8 @@ pub fn radgenome_labels() -> LabelConfig {
         "thyroid",
         "trachea and bronchie",
     ];
-    let table = names.iter().enumerate().map(|(i, n)| LabelEntry { id: i as u32 + 1, name: n.to_string() }).collect();
+    let table =
+        names.iter().enumerate().map(|(i, n)| LabelEntry { id: i as u32 + 1, name: n.to_string() }).collect();
     let mut slots = default_slot_groups();
     for g in &mut slots {
         let classes: &[&str] = match g.key.as_str() {

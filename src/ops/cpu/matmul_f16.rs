@@ -53,7 +53,10 @@ mod tests {
     fn conversions_are_exact() {
         let vals = [0.0f32, -0.0, 1.0, -2.5, 65504.0, 6.1e-5, 5.96e-8, 3.0e38, -1.0e-40];
         for v in vals {
-            assert_eq!(FloatWeight::to_f32(bf16::from_f32(v)).to_bits(), bf16::from_f32(v).to_f32().to_bits());
+            assert_eq!(
+                FloatWeight::to_f32(bf16::from_f32(v)).to_bits(),
+                bf16::from_f32(v).to_f32().to_bits()
+            );
             assert_eq!(FloatWeight::to_f32(f16::from_f32(v)).to_bits(), f16::from_f32(v).to_f32().to_bits());
         }
     }

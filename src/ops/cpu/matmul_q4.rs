@@ -24,7 +24,9 @@ fn nibble_dot(values: &[u8], x: &[i8; QK], offset: i32) -> i32 {
     values
         .iter()
         .zip(lo.iter().zip(hi))
-        .map(|(&b, (&xl, &xh))| ((b & 0x0F) as i32 - offset) * xl as i32 + ((b >> 4) as i32 - offset) * xh as i32)
+        .map(|(&b, (&xl, &xh))| {
+            ((b & 0x0F) as i32 - offset) * xl as i32 + ((b >> 4) as i32 - offset) * xh as i32
+        })
         .sum()
 }
 

@@ -217,7 +217,13 @@ mod avx2 {
     /// As [`tile`] with `MR = mr`.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn match_mr<F: QuantFormat, const N: usize>(mr: usize, w: [WRow; N], x: Panel, out: OutPtr, ldo: usize) {
+    unsafe fn match_mr<F: QuantFormat, const N: usize>(
+        mr: usize,
+        w: [WRow; N],
+        x: Panel,
+        out: OutPtr,
+        ldo: usize,
+    ) {
         // SAFETY: forwarded contract.
         unsafe {
             match mr {
@@ -345,7 +351,14 @@ mod avx2 {
     /// Adds one group of 8 block sums `s` to `acc` (lane l = block l of the group).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    fn accumulate<F: QuantFormat>(acc: __m256, s: __m256i, dw: __m256, mw: __m256, xd: __m256, xs: __m256i) -> __m256 {
+    fn accumulate<F: QuantFormat>(
+        acc: __m256,
+        s: __m256i,
+        dw: __m256,
+        mw: __m256,
+        xd: __m256,
+        xs: __m256i,
+    ) -> __m256 {
         let s = if F::OFFSET8 { _mm256_sub_epi32(s, _mm256_slli_epi32::<3>(xs)) } else { s };
         let acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, xd), _mm256_cvtepi32_ps(s), acc);
         if F::HAS_MIN {

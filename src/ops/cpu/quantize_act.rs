@@ -55,9 +55,9 @@ impl MatmulScratch {
 
     /// Grows the scratch to hold `n` rows of `k` activations (allocates when it grows).
     pub fn reserve(&mut self, n: usize, k: usize) -> Result<()> {
-        let elements = n.checked_mul(k).ok_or_else(|| {
-            Error::invalid("n", format!("{n} rows of {k} activations overflow usize"))
-        })?;
+        let elements = n
+            .checked_mul(k)
+            .ok_or_else(|| Error::invalid("n", format!("{n} rows of {k} activations overflow usize")))?;
         let blocks = elements.div_ceil(QK);
         if self.qs.len() < blocks * QK {
             self.qs.resize(blocks * QK, 0);
@@ -74,11 +74,12 @@ impl MatmulScratch {
 
     /// Quantizes `n` rows of `k` values (`k % 32 == 0`) into this scratch.
     pub(crate) fn quantize(&mut self, x: &[f32], n: usize, k: usize, isa: Isa) -> Result<QActs<'_>> {
-        let elements = n.checked_mul(k).filter(|&e| e == x.len() && k % QK == 0).ok_or_else(|| Error::Shape {
-            what: "activations to quantize".into(),
-            expected: format!("{n} rows of {k} values, k a multiple of {QK}"),
-            found: format!("{} values", x.len()),
-        })?;
+        let elements =
+            n.checked_mul(k).filter(|&e| e == x.len() && k % QK == 0).ok_or_else(|| Error::Shape {
+                what: "activations to quantize".into(),
+                expected: format!("{n} rows of {k} values, k a multiple of {QK}"),
+                found: format!("{} values", x.len()),
+            })?;
         if self.qs.len() < elements {
             return Err(Error::BufferTooSmall {
                 what: "matmul activation scratch".into(),
@@ -157,7 +158,12 @@ mod avx2 {
         // SAFETY: the four unaligned loads read x[0..8], x[8..16], x[16..24] and x[24..32] of
         // a 32-element array.
         let v = unsafe {
-            [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))]
+            [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ]
         };
         let sign = _mm256_set1_ps(-0.0);
         let m01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));

@@ -54,7 +54,9 @@ pub(crate) mod avx2 {
     #[inline]
     pub(crate) fn reduce8_i32(v: &[__m256i; 8]) -> __m256i {
         // Per 128-bit half: [a0 + a2, b0 + b2, a1 + a3, b1 + b3].
-        let pair = |a: __m256i, b: __m256i| _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+        let pair = |a: __m256i, b: __m256i| {
+            _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+        };
         let (t0, t1, t2, t3) = (pair(v[0], v[1]), pair(v[2], v[3]), pair(v[4], v[5]), pair(v[6], v[7]));
         // Per half: [Σ v0, Σ v1, Σ v2, Σ v3] over that half's 4 lanes (and v4..v7 in u1).
         let u0 = _mm256_add_epi32(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
@@ -69,9 +71,14 @@ pub(crate) mod avx2 {
     #[inline]
     pub(crate) fn reduce8_i16(v: &[__m256i; 8]) -> __m256i {
         // Each level halves the lanes per block; after three, a half holds one i16 per block.
-        let pair16 = |a: __m256i, b: __m256i| _mm256_add_epi16(_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
-        let (t0, t1, t2, t3) = (pair16(v[0], v[1]), pair16(v[2], v[3]), pair16(v[4], v[5]), pair16(v[6], v[7]));
-        let pair32 = |a: __m256i, b: __m256i| _mm256_add_epi16(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+        let pair16 = |a: __m256i, b: __m256i| {
+            _mm256_add_epi16(_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b))
+        };
+        let (t0, t1, t2, t3) =
+            (pair16(v[0], v[1]), pair16(v[2], v[3]), pair16(v[4], v[5]), pair16(v[6], v[7]));
+        let pair32 = |a: __m256i, b: __m256i| {
+            _mm256_add_epi16(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b))
+        };
         let (u0, u1) = (pair32(t0, t1), pair32(t2, t3));
         let r = _mm256_add_epi16(_mm256_unpacklo_epi64(u0, u1), _mm256_unpackhi_epi64(u0, u1));
         let lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(r));
@@ -95,8 +102,11 @@ pub(crate) mod avx2 {
                 return;
             }
             let a: [f32; 8] = [1e8, 1.0, -1e8, 3.5, 0.25, -7.0, 1e-3, 2.0];
-            let iv: [[i32; 8]; 8] = std::array::from_fn(|i| std::array::from_fn(|l| (i * 100 + l * 37) as i32 - 300));
-            let hv: [[i16; 16]; 8] = std::array::from_fn(|i| std::array::from_fn(|l| ((i * 7919 + l * 104_729) % 8191) as i16 - 4095));
+            let iv: [[i32; 8]; 8] =
+                std::array::from_fn(|i| std::array::from_fn(|l| (i * 100 + l * 37) as i32 - 300));
+            let hv: [[i16; 16]; 8] = std::array::from_fn(|i| {
+                std::array::from_fn(|l| ((i * 7919 + l * 104_729) % 8191) as i16 - 4095)
+            });
             // SAFETY: AVX2/FMA/F16C are available (checked above); every load reads exactly one
             // 32-byte array and the store writes one.
             unsafe {

@@ -153,7 +153,9 @@ impl Shared {
                 // epoch below (and does not wait): no lost wake-up.
                 let mut guard = self.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
                 self.sleepers.fetch_add(1, Ordering::SeqCst);
-                while unpack(self.tickets.load(Ordering::SeqCst)).0 == seen && !self.shutdown.load(Ordering::SeqCst) {
+                while unpack(self.tickets.load(Ordering::SeqCst)).0 == seen
+                    && !self.shutdown.load(Ordering::SeqCst)
+                {
                     guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
                 }
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
@@ -222,7 +224,12 @@ impl ThreadPool {
 
     /// A pool that runs everything on the calling thread (spawns nothing, cannot fail).
     pub fn single() -> ThreadPool {
-        ThreadPool { shared: Arc::new(Shared::new()), workers: Vec::new(), threads: 1, call_lock: Mutex::new(()) }
+        ThreadPool {
+            shared: Arc::new(Shared::new()),
+            workers: Vec::new(),
+            threads: 1,
+            call_lock: Mutex::new(()),
+        }
     }
 
     /// Threads that share the work of one call, the caller included.
@@ -259,7 +266,8 @@ impl ThreadPool {
         let shared = &*self.shared;
         // SAFETY: only the fat pointer's lifetime bound changes; the pointer is dereferenced
         // only by holders of this round's tickets, and we return after all of them finished.
-        let erased: JobPtr = unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), JobPtr>(job) };
+        let erased: JobPtr =
+            unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), JobPtr>(job) };
         // SAFETY: we hold `call_lock` and every task of the previous round finished (we waited
         // for `done`), so nobody reads the slot now; publishing the ticket word below makes
         // the write visible before any ticket of this round can be claimed.
