@@ -50,6 +50,7 @@ pub struct mr_session {
 
 /// How to create a session. Fill with `mr_session_params_default`, then change fields.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct mr_session_params {
     /// `sizeof(mr_session_params)` as the caller compiled it.
     pub struct_size: u32,
@@ -64,6 +65,7 @@ pub struct mr_session_params {
 /// Sampling and stopping for `mr_session_next_token` / `mr_session_generate`. Fill with
 /// `mr_generate_params_default` (greedy, 256 new tokens), then change fields.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct mr_generate_params {
     /// `sizeof(mr_generate_params)` as the caller compiled it.
     pub struct_size: u32,
@@ -167,19 +169,6 @@ unsafe fn read_params<T: Copy>(p: *const T, name: &str, default: T) -> Result<T>
     // SAFETY: size checked above.
     Ok(unsafe { *p })
 }
-
-impl Clone for mr_session_params {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl Copy for mr_session_params {}
-impl Clone for mr_generate_params {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl Copy for mr_generate_params {}
 
 fn sampling_of(p: &mr_generate_params) -> SamplingParams {
     SamplingParams {

@@ -147,6 +147,7 @@ pub fn import(opts: &ImportOptions) -> Result<Imported> {
         synthetic: SyntheticSource { seed: opts.seed, threads: opts.threads.max(1) },
         gguf: None,
         hf: HashMap::new(),
+        hf_components: Vec::new(),
         heads: None,
         source_vocab: None,
     };
@@ -176,6 +177,7 @@ pub fn import(opts: &ImportOptions) -> Result<Imported> {
             });
         }
         src.hf.extend(tensors.into_iter().map(|t| (t.name.clone(), t)));
+        src.hf_components.push(Component::Llm);
         tokenizer = find_tokenizer_in_dir(dir)?;
     } else {
         synthetic.push(Component::Llm);
@@ -213,6 +215,7 @@ pub fn import(opts: &ImportOptions) -> Result<Imported> {
         let (hf, tensors) = load_dinov2(dir, Some(target))?;
         vision_from_hf(&mut config, &hf);
         src.hf.extend(tensors.into_iter().map(|t| (t.name.clone(), t)));
+        src.hf_components.push(Component::Vit);
     } else {
         synthetic.push(Component::Vit);
     }
@@ -685,6 +688,8 @@ pub struct ImportSource {
     synthetic: SyntheticSource,
     gguf: Option<GgufSource>,
     hf: HashMap<String, NamedTensor>,
+    /// Components the Hugging Face tensors supply (every tensor of these must come from `hf`).
+    hf_components: Vec<Component>,
     heads: Option<SafetensorsSet>,
     /// The decoder's own vocabulary when the added tokens extend it.
     source_vocab: Option<usize>,
@@ -698,36 +703,32 @@ impl ImportSource {
     }
 
     fn component_source(&mut self, name: &str, shape: &[usize]) -> Result<SourceTensor> {
-        match Component::of(name) {
-            Some(Component::Llm) if self.gguf.is_some() => match self.gguf.as_mut() {
-                Some(g) => g.tensor(name, shape),
-                None => Err(Error::NotFound(name.to_string())),
-            },
-            Some(Component::Llm | Component::Vit) if self.hf.contains_key(name) || self.has_hf(name) => {
-                let t = self.hf.remove(name).ok_or_else(|| {
-                    Error::NotFound(format!("tensor `{name}` in the Hugging Face checkpoint"))
-                })?;
-                if t.shape != shape {
-                    return Err(Error::Shape {
-                        what: format!("imported tensor `{name}`"),
-                        expected: format!("{shape:?}"),
-                        found: format!("{:?}", t.shape),
-                    });
-                }
-                Ok(SourceTensor::F32(t.data))
+        let component = Component::of(name);
+        if component == Some(Component::Llm) {
+            if let Some(g) = self.gguf.as_mut() {
+                return g.tensor(name, shape);
             }
-            Some(Component::Mask | Component::Proj) if self.heads.is_some() => {
-                let heads = self.heads.as_ref().ok_or_else(|| Error::NotFound(name.to_string()))?;
-                let t = heads.read_named(name, name, shape)?;
-                Ok(SourceTensor::F32(t.data))
-            }
-            _ => self.synthetic.tensor(name, shape),
         }
-    }
-
-    fn has_hf(&self, name: &str) -> bool {
-        let prefix = if name.starts_with("llm.") { "llm." } else { "vit." };
-        self.hf.keys().any(|k| k.starts_with(prefix))
+        if component.is_some_and(|c| self.hf_components.contains(&c)) {
+            let t = self
+                .hf
+                .remove(name)
+                .ok_or_else(|| Error::NotFound(format!("tensor `{name}` in the Hugging Face checkpoint")))?;
+            if t.shape != shape {
+                return Err(Error::Shape {
+                    what: format!("imported tensor `{name}`"),
+                    expected: format!("{shape:?}"),
+                    found: format!("{:?}", t.shape),
+                });
+            }
+            return Ok(SourceTensor::F32(t.data));
+        }
+        if matches!(component, Some(Component::Mask | Component::Proj)) {
+            if let Some(heads) = &self.heads {
+                return Ok(SourceTensor::F32(heads.read_named(name, name, shape)?.data));
+            }
+        }
+        self.synthetic.tensor(name, shape)
     }
 }
 
