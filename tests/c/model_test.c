@@ -8,26 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures = 0;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                              \
-        }                                                                            \
-    } while (0)
-
-#define CHECK_STATUS(expr, want)                                                          \
-    do {                                                                                  \
-        mr_status s_ = (expr);                                                            \
-        if (s_ != (want)) {                                                               \
-            fprintf(stderr, "%s:%d: %s returned %s (%u), expected %s; last error: %s\n", \
-                    __FILE__, __LINE__, #expr, mr_status_name(s_), (unsigned)s_, #want,   \
-                    mr_last_error_message());                                             \
-            failures++;                                                                   \
-        }                                                                                 \
-    } while (0)
+#include "check.h"
 
 static unsigned char *read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
