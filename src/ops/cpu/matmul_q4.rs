@@ -69,67 +69,45 @@ mod avx2 {
     }
 }
 
-impl QuantFormat for Q4_0 {
-    const VALUE_BYTES: usize = q4_0::VALUE_BYTES;
-    const OFFSET8: bool = true;
-    const HAS_MIN: bool = false;
+/// The two 4-bit formats differ only in their constants and the scalar offset; the AVX2 path is
+/// shared (Q4_0's −8 is applied by `accumulate` from the activation sums).
+macro_rules! q4_format {
+    ($ty:ident, $module:ident, offset8: $offset8:expr, has_min: $has_min:expr, scalar_offset: $off:expr) => {
+        impl QuantFormat for $ty {
+            const VALUE_BYTES: usize = $module::VALUE_BYTES;
+            const OFFSET8: bool = $offset8;
+            const HAS_MIN: bool = $has_min;
 
-    #[inline]
-    fn block_dot_scalar(values: &[u8], x: &[i8; QK]) -> i32 {
-        nibble_dot(values, x, 8)
-    }
+            #[inline]
+            fn block_dot_scalar(values: &[u8], x: &[i8; QK]) -> i32 {
+                nibble_dot(values, x, $off)
+            }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn unpack(p: *const u8) -> super::matmul_quant::Unpacked {
-        // SAFETY: forwarded contract (16 readable bytes, AVX2 present).
-        unsafe { avx2::unpack(p) }
-    }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            unsafe fn unpack(p: *const u8) -> super::matmul_quant::Unpacked {
+                // SAFETY: forwarded contract (16 readable bytes, AVX2 present).
+                unsafe { avx2::unpack(p) }
+            }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn group_sums(
-        u: &[super::matmul_quant::Unpacked; 8],
-        x: *const i8,
-        blocks: usize,
-    ) -> std::arch::x86_64::__m256i {
-        // SAFETY: forwarded contract (`blocks` readable activation blocks, AVX2 present).
-        unsafe { avx2::group_sums(u, x, blocks) }
-    }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            unsafe fn group_sums(
+                u: &[super::matmul_quant::Unpacked; 8],
+                x: *const i8,
+                blocks: usize,
+            ) -> std::arch::x86_64::__m256i {
+                // SAFETY: forwarded contract (`blocks` readable activation blocks, AVX2 present).
+                unsafe { avx2::group_sums(u, x, blocks) }
+            }
+        }
+    };
 }
 
-impl QuantFormat for Q4_1 {
-    const VALUE_BYTES: usize = q4_1::VALUE_BYTES;
-    const OFFSET8: bool = false;
-    const HAS_MIN: bool = true;
-
-    #[inline]
-    fn block_dot_scalar(values: &[u8], x: &[i8; QK]) -> i32 {
-        nibble_dot(values, x, 0)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn unpack(p: *const u8) -> super::matmul_quant::Unpacked {
-        // SAFETY: forwarded contract (16 readable bytes, AVX2 present).
-        unsafe { avx2::unpack(p) }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn group_sums(
-        u: &[super::matmul_quant::Unpacked; 8],
-        x: *const i8,
-        blocks: usize,
-    ) -> std::arch::x86_64::__m256i {
-        // SAFETY: forwarded contract (`blocks` readable activation blocks, AVX2 present).
-        unsafe { avx2::group_sums(u, x, blocks) }
-    }
-}
+q4_format!(Q4_0, q4_0, offset8: true, has_min: false, scalar_offset: 8);
+q4_format!(Q4_1, q4_1, offset8: false, has_min: true, scalar_offset: 0);
 
 #[cfg(test)]
 mod tests {
