@@ -169,10 +169,12 @@ pub fn import(opts: &ImportOptions) -> Result<Imported> {
         let (hf, tensors) = load_llama(dir, opts.lora.as_deref())?;
         config.decoder = decoder_from_hf(&hf, &config.decoder)?;
         if let Some(lora_dir) = &opts.lora {
-            let adapter = crate::io::hf::LoraAdapter::open(lora_dir)?;
+            // `load_llama` has opened and merged the adapter; only its config is needed here.
+            let lora: crate::io::hf::LoraConfig =
+                crate::io::hf::safetensors_in::read_json(&lora_dir.join("adapter_config.json"))?;
             config.decoder.lora = Some(LoraInfo {
-                r: adapter.config.r,
-                alpha: adapter.config.lora_alpha,
+                r: lora.r,
+                alpha: lora.lora_alpha,
                 target_modules: Vec::new(),
             });
         }
