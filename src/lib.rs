@@ -21,6 +21,7 @@ pub mod model;
 pub mod ops;
 pub mod preprocess;
 pub mod quant;
+pub mod region;
 pub mod tensor;
 pub mod tokenizer;
 pub mod vision;
