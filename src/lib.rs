@@ -19,6 +19,7 @@ pub mod llm;
 pub mod log;
 pub mod model;
 pub mod ops;
+pub mod phantom;
 pub mod preprocess;
 pub mod quant;
 pub mod region;

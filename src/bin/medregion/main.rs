@@ -13,6 +13,7 @@ mod eval;
 mod generate;
 mod info;
 mod inspect;
+mod phantom;
 mod volume_info;
 
 #[derive(Parser)]
@@ -44,6 +45,8 @@ enum Command {
     Encode(encode::Args),
     /// Patient-specific attributes from a label map: organ volumes, lesions (no model needed).
     Attributes(attributes::Args),
+    /// Write the synthetic chest phantom (CT + label map) as NRRD files.
+    Phantom(phantom::Args),
     /// Score generated reports against references (BLEU-1..4, ROUGE-L, METEOR).
     Eval(eval::Args),
 }
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Encode(args) => encode::run(args),
         Command::Attributes(args) => attributes::run(args),
+        Command::Phantom(args) => phantom::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
