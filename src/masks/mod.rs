@@ -667,8 +667,8 @@ fn binary_source(volume: &Volume, stem: &str, origin: &str) -> Result<Source> {
                 return Err(Error::format(
                     origin,
                     format!(
-                        "a binary mask has one non-zero value, this file has {v} and {l} (at voxel ({}, {}, {})); \
-                         a label map goes in a file with a label table, not in a mask folder",
+                        "a binary mask has one non-zero value, this file has {v} and {l} (at voxel \
+                         ({}, {}, {})); a label map goes in a file with a label table, not in a mask folder",
                         i % nx,
                         (i / nx) % ny,
                         i / (nx * ny)
