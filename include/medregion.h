@@ -67,6 +67,11 @@
 typedef struct mr_attributes mr_attributes;
 
 /**
+ * Organ and lesion masks on one grid (opaque); free with `mr_masks_free`.
+ */
+typedef struct mr_masks mr_masks;
+
+/**
  * A loaded model package (opaque). Immutable; thread-safe; free with `mr_model_free`.
  */
 typedef struct mr_model mr_model;
@@ -415,6 +420,26 @@ typedef struct mr_attributes_params {
 } mr_attributes_params;
 
 /**
+ * Which label table masks use. Fill with `mr_masks_params_default`, then change fields.
+ */
+typedef struct mr_masks_params {
+  /**
+   * `sizeof(mr_masks_params)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * One of `MR_LABELS_*` (default `MR_LABELS_TOTALSEG`). For a folder of binary masks it
+   * gives the groups (slots, organs) the file names are matched against.
+   */
+  mr_label_table label_table;
+  /**
+   * With `MR_LABELS_JSON`: the label configuration, NUL-terminated UTF-8 JSON (read during
+   * the call only). Otherwise NULL.
+   */
+  const char *label_table_json;
+} mr_masks_params;
+
+/**
  * The host CPU (always listed first, always available).
  */
 #define MR_DEVICE_CPU 0
@@ -618,6 +643,22 @@ typedef struct mr_attributes_params {
  * A JSON label configuration given in `label_table_json`.
  */
 #define MR_LABELS_JSON 2
+
+/**
+ * TotalSegmentator v2 subtask `lung_nodules`: {1 lung, 2 lung_nodules}.
+ */
+#define MR_LABELS_TOTALSEG_LUNG_NODULES 3
+
+/**
+ * TotalSegmentator v2 subtask `pleural_pericard_effusion`: {1 lung_pleural, 2 pleural_effusion,
+ * 3 pericardial_effusion}.
+ */
+#define MR_LABELS_TOTALSEG_PLEURAL_PERICARD_EFFUSION 4
+
+/**
+ * TotalSegmentator v2 subtask `kidney_cysts`: {1 kidney_cyst_left, 2 kidney_cyst_right}.
+ */
+#define MR_LABELS_TOTALSEG_KIDNEY_CYSTS 5
 
 #ifdef __cplusplus
 extern "C" {
@@ -1036,6 +1077,79 @@ mr_status mr_attributes_text(const struct mr_attributes *attributes, char *buf, 
  * `attributes` NULL or a pointer from `mr_attributes_compute` not yet freed.
  */
 void mr_attributes_free(struct mr_attributes *attributes);
+
+/**
+ * Fills `*out` with the defaults (TotalSegmentator table) and the right `struct_size`.
+ *
+ * # Safety
+ * `out` must be NULL or point to writable memory for one `mr_masks_params`.
+ */
+mr_status mr_masks_params_default(struct mr_masks_params *out);
+
+/**
+ * Reads masks from `path` (UTF-8): a NIfTI/NRRD label map read with the params' table, or a
+ * folder of binary masks, one `<class>.nii.gz|.nii|.nrrd` per class. `params` may be NULL
+ * (TotalSegmentator). On failure `*out` is untouched (`MR_ERR_IO`, `MR_ERR_FORMAT`: unreadable
+ * or malformed file, non-integer labels, a mask folder without mask files, a table naming an
+ * unknown class; `MR_ERR_SHAPE`: mask files of different grids). Thread-safe.
+ *
+ * # Safety
+ * `path` NULL or NUL-terminated; `params` NULL or a readable `mr_masks_params`; `out` NULL or
+ * writable.
+ */
+mr_status mr_masks_load(const char *path, const struct mr_masks_params *params, struct mr_masks **out);
+
+/**
+ * Masks from a label map in caller memory (`labels`, as for `mr_volume_from_buffer`: copied,
+ * never retained) read with the params' table. On failure `*out` is untouched. Thread-safe.
+ *
+ * # Safety
+ * `labels` NULL or a readable `mr_volume_buffer` whose `data` is readable for `data_len`
+ * bytes; `params` NULL or a readable `mr_masks_params`; `out` NULL or writable.
+ */
+mr_status mr_masks_from_buffer(const struct mr_volume_buffer *labels, const struct mr_masks_params *params, struct mr_masks **out);
+
+/**
+ * Masks from a label map already loaded as a volume (`mr_volume_load` of a segmentation).
+ * On failure `*out` is untouched. Thread-safe.
+ *
+ * # Safety
+ * `labels` NULL or a live volume; `params` NULL or a readable `mr_masks_params`; `out` NULL or
+ * writable.
+ */
+mr_status mr_masks_from_volume(const struct mr_volume *labels, const struct mr_masks_params *params, struct mr_masks **out);
+
+/**
+ * Adds a label map on the same grid, read with the params' table (e.g.
+ * `MR_LABELS_TOTALSEG_LUNG_NODULES` for that subtask's output); slots and organs keep the
+ * groups of the first table. On failure (`MR_ERR_SHAPE`: another grid, both described;
+ * `MR_ERR_FORMAT`: non-integer labels) `masks` is unchanged. Not thread-safe on one `masks`.
+ *
+ * # Safety
+ * `masks` NULL or live and not used by another thread during the call; `labels` NULL or a
+ * live volume; `params` NULL or a readable `mr_masks_params`.
+ */
+mr_status mr_masks_add_label_map(struct mr_masks *masks, const struct mr_volume *labels, const struct mr_masks_params *params);
+
+/**
+ * Copies the masks report (JSON: sources, per slot and organ the classes found and missing,
+ * unused classes, unknown label values, `empty`) into `buf`, NUL-terminated, with the size
+ * convention of `mr_attributes_json`. Thread-safe.
+ *
+ * # Safety
+ * `masks` a live object; `buf` NULL or writable for `buf_len` bytes; `out_needed` NULL or
+ * writable.
+ */
+mr_status mr_masks_report_json(const struct mr_masks *masks, char *buf, size_t buf_len, size_t *out_needed);
+
+/**
+ * Frees masks. NULL is a no-op.
+ *
+ * # Safety
+ * `masks` NULL or a pointer from `mr_masks_load` / `mr_masks_from_buffer` /
+ * `mr_masks_from_volume` not yet freed.
+ */
+void mr_masks_free(struct mr_masks *masks);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -17,6 +17,7 @@ pub mod ffi;
 pub mod io;
 pub mod llm;
 pub mod log;
+pub mod masks;
 pub mod model;
 pub mod ops;
 pub mod phantom;

@@ -54,6 +54,9 @@ pub mod text;
 
 pub use schema::*;
 
+/// Label schemes live with the masks input; re-exported here for existing callers.
+pub use crate::masks::LabelScheme;
+
 use crate::error::{Error, Result};
 use crate::model::config::{AttributeConfig, FleischnerDiameter, LabelConfig};
 use crate::preprocess::labels_from_volume;
@@ -88,38 +91,6 @@ impl Kind {
             Kind::Nodule => "lung_nodule",
             Kind::Effusion => "pleural_effusion",
             Kind::Cyst => "kidney_cyst",
-        }
-    }
-}
-
-/// Which label table to use.
-#[derive(Clone, Debug)]
-pub struct LabelScheme {
-    /// Reported as `label_table` (`totalseg`, `radgenome`, a file name).
-    pub name: String,
-    pub labels: LabelConfig,
-}
-
-impl LabelScheme {
-    /// TotalSegmentator v2 ids (the default table, SPEC §8.3).
-    pub fn totalseg() -> LabelScheme {
-        LabelScheme { name: "totalseg".into(), labels: LabelConfig::default() }
-    }
-
-    /// RadGenome-ChestCT merged regions (see `radgenome_labels`).
-    pub fn radgenome() -> LabelScheme {
-        LabelScheme { name: "radgenome".into(), labels: crate::model::config::radgenome_labels() }
-    }
-
-    /// `totalseg`, `radgenome`, or a JSON label configuration file.
-    pub fn from_arg(arg: &str) -> Result<LabelScheme> {
-        match arg {
-            "totalseg" => Ok(LabelScheme::totalseg()),
-            "radgenome" => Ok(LabelScheme::radgenome()),
-            path => {
-                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-                Ok(LabelScheme { name: path.to_string(), labels: LabelConfig::from_json(&text)? })
-            }
         }
     }
 }

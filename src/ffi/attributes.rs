@@ -11,7 +11,7 @@ use super::util::{c_str, copy_out_str, non_null, non_null_mut};
 use super::volume::mr_volume;
 use crate::attributes::{compute_volumes, Attributes, LabelScheme};
 use crate::error::{Error, Result};
-use crate::model::config::{AttributeConfig, LabelConfig};
+use crate::model::config::AttributeConfig;
 
 /// Which label table a label map uses.
 pub type mr_label_table = u32;
@@ -21,6 +21,35 @@ pub const MR_LABELS_TOTALSEG: mr_label_table = 0;
 pub const MR_LABELS_RADGENOME: mr_label_table = 1;
 /// A JSON label configuration given in `label_table_json`.
 pub const MR_LABELS_JSON: mr_label_table = 2;
+/// TotalSegmentator v2 subtask `lung_nodules`: {1 lung, 2 lung_nodules}.
+pub const MR_LABELS_TOTALSEG_LUNG_NODULES: mr_label_table = 3;
+/// TotalSegmentator v2 subtask `pleural_pericard_effusion`: {1 lung_pleural, 2 pleural_effusion,
+/// 3 pericardial_effusion}.
+pub const MR_LABELS_TOTALSEG_PLEURAL_PERICARD_EFFUSION: mr_label_table = 4;
+/// TotalSegmentator v2 subtask `kidney_cysts`: {1 kidney_cyst_left, 2 kidney_cyst_right}.
+pub const MR_LABELS_TOTALSEG_KIDNEY_CYSTS: mr_label_table = 5;
+
+/// The scheme an `MR_LABELS_*` value selects (`json` read for `MR_LABELS_JSON`).
+///
+/// # Safety
+/// `json` NULL or NUL-terminated.
+pub(crate) unsafe fn label_scheme(label_table: mr_label_table, json: *const c_char) -> Result<LabelScheme> {
+    match label_table {
+        MR_LABELS_TOTALSEG => Ok(LabelScheme::totalseg()),
+        MR_LABELS_RADGENOME => Ok(LabelScheme::radgenome()),
+        MR_LABELS_JSON => {
+            // SAFETY: forwarded caller contract.
+            let json = unsafe { c_str(json, "params->label_table_json") }?;
+            LabelScheme::from_json("json", json)
+        }
+        MR_LABELS_TOTALSEG_LUNG_NODULES => LabelScheme::totalseg_subtask("lung_nodules"),
+        MR_LABELS_TOTALSEG_PLEURAL_PERICARD_EFFUSION => {
+            LabelScheme::totalseg_subtask("pleural_pericard_effusion")
+        }
+        MR_LABELS_TOTALSEG_KIDNEY_CYSTS => LabelScheme::totalseg_subtask("kidney_cysts"),
+        other => Err(Error::invalid("params->label_table", format!("{other} is not an MR_LABELS_* value"))),
+    }
+}
 
 /// How to measure. Fill with `mr_attributes_params_default`, then change fields.
 #[repr(C)]
@@ -87,18 +116,8 @@ unsafe fn read_params(params: *const mr_attributes_params) -> Result<(LabelSchem
         let p = unsafe { &*params };
         mr_attributes_params { ..*p }
     };
-    let scheme = match p.label_table {
-        MR_LABELS_TOTALSEG => LabelScheme::totalseg(),
-        MR_LABELS_RADGENOME => LabelScheme::radgenome(),
-        MR_LABELS_JSON => {
-            // SAFETY: forwarded caller contract.
-            let json = unsafe { c_str(p.label_table_json, "params->label_table_json") }?;
-            LabelScheme { name: "json".into(), labels: LabelConfig::from_json(json)? }
-        }
-        other => {
-            return Err(Error::invalid("params->label_table", format!("{other} is not an MR_LABELS_* value")))
-        }
-    };
+    // SAFETY: forwarded caller contract.
+    let scheme = unsafe { label_scheme(p.label_table, p.label_table_json) }?;
     let config = if p.config_json.is_null() {
         AttributeConfig::default()
     } else {

@@ -35,3 +35,5 @@ mod session;
 pub use self::session::*;
 mod attributes;
 pub use self::attributes::*;
+mod masks;
+pub use self::masks::*;

@@ -142,7 +142,7 @@ pub unsafe extern "C" fn mr_volume_load(path: *const c_char, out: *mut *mut mr_v
 /// # Safety
 /// `desc` non-NULL and readable for its `struct_size` bytes; `desc->data` readable for
 /// `desc->data_len` bytes.
-unsafe fn buffer_view<'a>(desc: *const mr_volume_buffer) -> Result<VoxelBuffer<'a>> {
+pub(crate) unsafe fn buffer_view<'a>(desc: *const mr_volume_buffer) -> Result<VoxelBuffer<'a>> {
     // SAFETY: `struct_size` is the first field of every version of the struct; read it alone
     // before trusting the caller's struct to be as large as ours.
     let size = unsafe { desc.cast::<u32>().read_unaligned() };

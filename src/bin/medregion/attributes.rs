@@ -1,4 +1,4 @@
-//! `medregion attributes --ct CT --masks SEG [--labels totalseg|radgenome|FILE] [--config FILE]
+//! `medregion attributes --ct CT --masks SEG [--labels totalseg[:SUBTASK]|radgenome|FILE] [--config FILE]
 //! [--json OUT]`: the patient-specific attributes of a study (organ volumes, lesion counts,
 //! diameters, locations), measured from a label map on the CT's grid. Prints the prompt text
 //! block; `--json` also writes the JSON document (schema in `medregion::attributes::schema`).
@@ -19,9 +19,10 @@ pub struct Args {
     /// Label map on the CT's grid (integral, non-negative values), NIfTI-1 or NRRD.
     #[arg(long)]
     masks: PathBuf,
-    /// Label table: `totalseg` (TotalSegmentator v2 ids), `radgenome` (merged RadGenome
-    /// regions 1..=10), or a JSON label configuration file (e.g. `{"table": [{"id": 1, "name":
-    /// "lung_nodules"}]}`).
+    /// Label table: `totalseg` (TotalSegmentator v2 ids), `totalseg:lung_nodules`,
+    /// `totalseg:pleural_pericard_effusion`, `totalseg:kidney_cysts` (a subtask's own map),
+    /// `radgenome` (merged RadGenome regions 1..=10), or a JSON label configuration file (e.g.
+    /// `{"table": [{"id": 1, "name": "lung_nodules"}]}`). See the README's "Masks input".
     #[arg(long, default_value = "totalseg")]
     labels: String,
     /// Attribute settings as JSON (the `attributes` section of a model config); defaults

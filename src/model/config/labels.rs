@@ -310,47 +310,20 @@ impl Default for LabelConfig {
     }
 }
 
+/// The RadGenome-ChestCT scheme as shipped (`data/labels/radgenome.json`).
+const RADGENOME_JSON: &str = include_str!("../../../data/labels/radgenome.json");
+
 /// A label table for RadGenome-ChestCT region masks merged into one label map [INFERRED ids:
-/// the ten first-level regions in the order of SPEC §8.1, 1..=10]. It has no lobes, kidneys,
-/// liver or lesion classes, so those attributes come out "not assessed"; the lungs and the
-/// heart are measured from the `lung` and `heart` regions.
+/// the ten first-level regions in the order of SPEC §8.1, 1..=10], read from
+/// `data/labels/radgenome.json`. It has no lobes, kidneys, liver or lesion classes, so those
+/// attributes come out "not assessed"; the lungs and the heart are measured from the `lung`
+/// and `heart` regions. Slots (SPEC §8.1): lung = lung + pleura, large airways = trachea and
+/// bronchie, mediastinum = mediastinum + esophagus + thyroid, heart = heart, osseous = bone,
+/// upper abdomen = abdomen; `breast` is in no slot; the lesion slots keep their
+/// TotalSegmentator classes (absent here).
 pub fn radgenome_labels() -> LabelConfig {
-    let names = [
-        "abdomen",
-        "bone",
-        "breast",
-        "esophagus",
-        "heart",
-        "lung",
-        "mediastinum",
-        "pleura",
-        "thyroid",
-        "trachea and bronchie",
-    ];
-    let table =
-        names.iter().enumerate().map(|(i, n)| LabelEntry { id: i as u32 + 1, name: n.to_string() }).collect();
-    let mut slots = default_slot_groups();
-    for g in &mut slots {
-        let classes: &[&str] = match g.key.as_str() {
-            "lung" => &["lung", "pleura"],
-            "large_airways" => &["trachea and bronchie"],
-            "mediastinum" => &["mediastinum", "esophagus", "thyroid"],
-            "heart_great_vessels" => &["heart"],
-            "osseous" => &["bone"],
-            "upper_abdomen" => &["abdomen"],
-            _ => continue, // lesion slots keep their TotalSegmentator classes: absent here
-        };
-        *g = group(&g.key, classes, &[]);
-    }
-    let mut organs = default_organ_groups();
-    for g in &mut organs {
-        match g.key.as_str() {
-            "lungs" => *g = group("lungs", &["lung"], &[]),
-            "heart" => *g = group("heart", &["heart"], &[]),
-            _ => {}
-        }
-    }
-    LabelConfig { table, slots, organs, lobes: default_lobes() }
+    // The file is checked by the unit test below, so parsing cannot fail.
+    LabelConfig::from_json(RADGENOME_JSON).unwrap_or_default()
 }
 
 impl LabelConfig {
@@ -410,4 +383,60 @@ pub(super) fn validate(regions: &[RegionConfig], slots: &[SlotConfig], labels: &
         check(!g.classes.is_empty(), || format!("labels.slots[{i}] (`{}`) lists no classes", g.key))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A label table for RadGenome-ChestCT region masks merged into one label map [INFERRED ids:
+    /// the ten first-level regions in the order of SPEC §8.1, 1..=10]. It has no lobes, kidneys,
+    /// liver or lesion classes, so those attributes come out "not assessed"; the lungs and the
+    /// heart are measured from the `lung` and `heart` regions.
+    fn radgenome_labels_in_code() -> LabelConfig {
+        let names = [
+            "abdomen",
+            "bone",
+            "breast",
+            "esophagus",
+            "heart",
+            "lung",
+            "mediastinum",
+            "pleura",
+            "thyroid",
+            "trachea and bronchie",
+        ];
+        let table = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| LabelEntry { id: i as u32 + 1, name: n.to_string() })
+            .collect();
+        let mut slots = default_slot_groups();
+        for g in &mut slots {
+            let classes: &[&str] = match g.key.as_str() {
+                "lung" => &["lung", "pleura"],
+                "large_airways" => &["trachea and bronchie"],
+                "mediastinum" => &["mediastinum", "esophagus", "thyroid"],
+                "heart_great_vessels" => &["heart"],
+                "osseous" => &["bone"],
+                "upper_abdomen" => &["abdomen"],
+                _ => continue, // lesion slots keep their TotalSegmentator classes: absent here
+            };
+            *g = group(&g.key, classes, &[]);
+        }
+        let mut organs = default_organ_groups();
+        for g in &mut organs {
+            match g.key.as_str() {
+                "lungs" => *g = group("lungs", &["lung"], &[]),
+                "heart" => *g = group("heart", &["heart"], &[]),
+                _ => {}
+            }
+        }
+        LabelConfig { table, slots, organs, lobes: default_lobes() }
+    }
+
+    #[test]
+    fn radgenome_json_is_the_in_code_table() {
+        assert_eq!(LabelConfig::from_json(RADGENOME_JSON).unwrap(), radgenome_labels_in_code());
+    }
 }
