@@ -24,6 +24,7 @@ pub mod phantom;
 pub mod preprocess;
 pub mod quant;
 pub mod region;
+pub mod report;
 pub mod tensor;
 pub mod tokenizer;
 pub mod vision;

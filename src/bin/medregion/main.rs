@@ -14,6 +14,7 @@ mod generate;
 mod info;
 mod inspect;
 mod phantom;
+mod tokens;
 mod volume_info;
 
 #[derive(Parser)]
@@ -43,6 +44,8 @@ enum Command {
     Generate(generate::Args),
     /// Preprocess a CT and run the vision encoder; dump every intermediate as safetensors.
     Encode(encode::Args),
+    /// Region tokens of a study (R² pooling, mask/spatial tokens, prompts) dumped as safetensors.
+    Tokens(tokens::Args),
     /// Patient-specific attributes from a label map: organ volumes, lesions (no model needed).
     Attributes(attributes::Args),
     /// Write the synthetic chest phantom (CT + label map) as NRRD files.
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Encode(args) => encode::run(args),
         Command::Attributes(args) => attributes::run(args),
         Command::Phantom(args) => phantom::run(args),
+        Command::Tokens(args) => tokens::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,289 @@
+//! The end-to-end pipeline: CT + masks → attributes → encoder → region tokens → one prompt per
+//! region → decoding → the region reports and the merged report (DESIGN §1–§2, SPEC §9.3).
+//!
+//! [`generate_report`] runs the stages in order, once per study: preprocessing, the attribute
+//! measurement (on the original grid), the encoder (all slices, the levels the mask extractor
+//! needs), the region tokens of every requested region, then for each region a fresh decoder
+//! context fed the region's spliced prompt embeddings and decoded greedily (the config's
+//! sampling defaults) up to `max_new_tokens` or a stop token.
+//!
+//! Choices made here:
+//! * **Decoding order.** Regions are decoded one after another in region order, each from an
+//!   empty context. With the default `per_region_topk` pooling each region's image tokens
+//!   differ, so only the system-prompt part of the prompts is common; batching the six regions
+//!   (one forward per step for all of them) is the next step of this pipeline.
+//! * **Determinism.** Greedy decoding with the same weights, inputs and options gives the same
+//!   bytes: every stage is deterministic, and the matmul and attention kernels give results
+//!   that do not depend on the thread count (tested).
+//! * **Merging.** Region texts are trimmed and joined with a blank line in region order; with
+//!   `generation.merge_headers` each is prefixed "Header: "; with `generation.drop_no_findings`
+//!   a region whose text equals `no_findings_text` is left out of the merged text (it stays in
+//!   `regions`).
+//! * **Events.** `on_event` sees each stage start (with counts) and every streamed token; a
+//!   `Break` from it cancels the run: the result is [`Error::Cancelled`], within one decode step.
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::attributes::{compute, Attributes};
+use crate::llm::{GenerateOptions, Input, Session, SessionOptions};
+use crate::masks::Masks;
+use crate::model::Model;
+use crate::ops::ThreadPool;
+use crate::preprocess::preprocess;
+use crate::region::{assemble, splice, MaskView, RegionHeads};
+use crate::tokenizer::Tokenizer;
+use crate::vision::{slices_from_volume, EncodeOptions, VisionEncoder};
+use crate::volume::Volume;
+use crate::{Error, Result};
+
+/// Version of the report JSON ([`Report`]); fields are only ever added.
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+/// What to run. `Default` = every region of the model, the config's token budget, all cores.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// Region keys to report, in the model's region order when `None`.
+    pub regions: Option<Vec<String>>,
+    /// New tokens per region; `None` = `generation.max_new_tokens`.
+    pub max_new_tokens: Option<usize>,
+    /// Threads (0 = one per core).
+    pub threads: usize,
+}
+
+/// A pipeline stage, reported when it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Preprocess,
+    Attributes,
+    Encoder,
+    Tokens,
+    /// Decoding region `index` (of `count`).
+    Region,
+}
+
+/// A progress event.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event<'a> {
+    /// A stage starts; `index`/`count` are the region (or the slices for the encoder).
+    Stage { stage: Stage, index: usize, count: usize, region: Option<&'a str> },
+    /// A region produced text.
+    Token { region: &'a str, index: usize, text: &'a str },
+}
+
+/// Per-stage wall time in seconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Timings {
+    pub preprocess: f64,
+    pub attributes: f64,
+    pub encoder: f64,
+    pub tokens: f64,
+    pub prefill: f64,
+    pub decode: f64,
+    pub total: f64,
+}
+
+/// One region's output.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RegionReport {
+    pub key: String,
+    pub header: String,
+    pub text: String,
+    /// Generated tokens (without the stop token).
+    pub tokens: usize,
+    pub prompt_tokens: usize,
+    /// Why decoding ended: `stop_token`, `max_tokens`, `context_full`, `stop_string`.
+    pub stop: String,
+    /// The representative slices and the rule that chose them.
+    pub slices: Vec<usize>,
+    pub slice_rule: String,
+}
+
+/// Input geometry.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Study {
+    pub ct_source: String,
+    pub ct_dims: [usize; 3],
+    pub ct_spacing_mm: [f64; 3],
+    pub ct_orientation: String,
+    /// `[D, H, W]` after preprocessing.
+    pub preprocessed_shape: [usize; 3],
+    /// Slot keys whose masks are empty or missing.
+    pub missing_structures: Vec<String>,
+}
+
+/// The report document (`schema_version` [`REPORT_SCHEMA_VERSION`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub engine_version: String,
+    pub model_name: String,
+    pub study: Study,
+    pub attributes: Attributes,
+    pub regions: Vec<RegionReport>,
+    /// The merged report.
+    pub text: String,
+    pub timings: Timings,
+}
+
+fn stage(on: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>, e: Event<'_>) -> Result<()> {
+    match on(&e) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(Error::Cancelled),
+    }
+}
+
+/// Runs the whole pipeline on one study (see the module doc).
+pub fn generate_report(
+    model: &Model<'_>,
+    ct: &Volume,
+    masks: &Masks,
+    options: &ReportOptions,
+    on_event: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>,
+) -> Result<Report> {
+    let t_start = Instant::now();
+    let config = model.config();
+    let regions: Vec<&crate::model::config::RegionConfig> = match &options.regions {
+        None => config.regions.iter().collect(),
+        Some(keys) => keys
+            .iter()
+            .map(|k| {
+                config.regions.iter().find(|r| &r.key == k).ok_or_else(|| {
+                    let all: Vec<&str> = config.regions.iter().map(|r| r.key.as_str()).collect();
+                    Error::invalid("regions", format!("`{k}` is not one of {all:?}"))
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    if regions.is_empty() {
+        return Err(Error::invalid("regions", "no region to report"));
+    }
+    let max_new_tokens = options.max_new_tokens.unwrap_or(config.generation.max_new_tokens);
+    if max_new_tokens == 0 {
+        return Err(Error::invalid("max_new_tokens", "must be at least 1"));
+    }
+    let mut timings = Timings::default();
+
+    stage(on_event, Event::Stage { stage: Stage::Preprocess, index: 0, count: 1, region: None })?;
+    let t = Instant::now();
+    let pre = preprocess(ct, &config.preprocess)?;
+    let slot = masks.slot_masks(&pre, config)?;
+    timings.preprocess = t.elapsed().as_secs_f64();
+
+    stage(on_event, Event::Stage { stage: Stage::Attributes, index: 0, count: 1, region: None })?;
+    let t = Instant::now();
+    let (labels, scheme) = masks.merged_labels()?;
+    let attributes = compute(ct.geometry(), masks.geometry(), &labels, &scheme, &config.attributes)?;
+    timings.attributes = t.elapsed().as_secs_f64();
+
+    let [depth, _, _] = pre.shape;
+    stage(on_event, Event::Stage { stage: Stage::Encoder, index: 0, count: depth, region: None })?;
+    let t = Instant::now();
+    let pool = ThreadPool::new(options.threads)?;
+    let heads = RegionHeads::new(model)?;
+    let encoder = VisionEncoder::new(model)?;
+    let slices = slices_from_volume(&pre.data, pre.shape, encoder.config())?;
+    let vision =
+        encoder.encode(&slices, depth, &EncodeOptions { levels: heads.levels(), batch: 0 }, &pool)?;
+    drop(slices);
+    timings.encoder = t.elapsed().as_secs_f64();
+
+    stage(on_event, Event::Stage { stage: Stage::Tokens, index: 0, count: regions.len(), region: None })?;
+    let t = Instant::now();
+    let keys: Vec<&str> = regions.iter().map(|r| r.key.as_str()).collect();
+    let view = MaskView { shape: slot.shape, keys: &slot.keys, masks: &slot.masks };
+    let tokens = heads.tokens(&vision, view, &keys, &pool)?;
+    drop(vision);
+    let tokenizer = Tokenizer::from_package(model)?;
+    let prompts = tokens
+        .iter()
+        .map(|tk| assemble(config, &tokenizer, &tk.region, &attributes.text))
+        .collect::<Result<Vec<_>>>()?;
+    timings.tokens = t.elapsed().as_secs_f64();
+
+    let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+    let context = (longest + max_new_tokens).min(config.decoder.max_position_embeddings);
+    let mut session = Session::new(
+        model,
+        &SessionOptions { context, threads: options.threads, ..SessionOptions::default() },
+    )?;
+    let dm = config.decoder.hidden_size;
+    let gen_opts = GenerateOptions { max_new_tokens, ..GenerateOptions::default() };
+    let mut outputs = Vec::with_capacity(regions.len());
+    for (i, ((region, tk), prompt)) in regions.iter().zip(&tokens).zip(&prompts).enumerate() {
+        stage(
+            on_event,
+            Event::Stage { stage: Stage::Region, index: i, count: regions.len(), region: Some(&region.key) },
+        )?;
+        let mut embeddings = vec![0.0f32; prompt.ids.len() * dm];
+        session.embed(&prompt.ids, &mut embeddings)?;
+        splice(prompt, tk, dm, &mut embeddings)?;
+        session.reset();
+        let mut cancelled = false;
+        let mut on_token = |_id: u32, text: &str| -> ControlFlow<()> {
+            if text.is_empty() {
+                return ControlFlow::Continue(());
+            }
+            let r = on_event(&Event::Token { region: &region.key, index: i, text });
+            cancelled |= r.is_break();
+            r
+        };
+        let g =
+            session.generate(Input::Embeddings(&embeddings), &gen_opts, Some(&tokenizer), &mut on_token)?;
+        if cancelled {
+            return Err(Error::Cancelled);
+        }
+        timings.prefill += g.prefill_secs;
+        timings.decode += g.decode_secs;
+        let stop = match g.stop {
+            crate::llm::StopReason::StopToken(_) => "stop_token",
+            crate::llm::StopReason::StopString(_) => "stop_string",
+            crate::llm::StopReason::MaxTokens => "max_tokens",
+            crate::llm::StopReason::ContextFull => "context_full",
+            crate::llm::StopReason::Callback | crate::llm::StopReason::Cancelled => {
+                return Err(Error::Cancelled)
+            }
+        };
+        outputs.push(RegionReport {
+            key: region.key.clone(),
+            header: region.header.clone(),
+            text: g.text.trim().to_string(),
+            tokens: g.tokens.len(),
+            prompt_tokens: g.prompt_tokens,
+            stop: stop.to_string(),
+            slices: tk.selection.slices.clone(),
+            slice_rule: tk.selection.rule.to_string(),
+        });
+    }
+    let gcfg = &config.generation;
+    let text = outputs
+        .iter()
+        .filter(|r| !(gcfg.drop_no_findings && r.text == gcfg.no_findings_text))
+        .map(|r| if gcfg.merge_headers { format!("{}: {}", r.header, r.text) } else { r.text.clone() })
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    timings.total = t_start.elapsed().as_secs_f64();
+    let missing_structures =
+        slot.keys.iter().zip(&slot.present).filter(|(_, &p)| !p).map(|(k, _)| k.clone()).collect();
+    Ok(Report {
+        schema_version: REPORT_SCHEMA_VERSION,
+        engine_version: env!("CARGO_PKG_VERSION").to_string(),
+        model_name: config.name.clone(),
+        study: Study {
+            ct_source: ct.source().to_string(),
+            ct_dims: ct.dims(),
+            ct_spacing_mm: ct.spacing(),
+            ct_orientation: ct.orientation_code(),
+            preprocessed_shape: pre.shape,
+            missing_structures,
+        },
+        attributes,
+        regions: outputs,
+        text,
+        timings,
+    })
+}
