@@ -161,7 +161,7 @@ fn totalseg_slot_masks_are_the_union_of_their_classes() {
         let (mask, present) = slot(&s, key);
         let want = direct(&labels, &scheme, key);
         assert!(present, "{key}");
-        assert!(want.iter().any(|&v| v == 1), "{key}: the phantom has voxels");
+        assert!(want.contains(&1), "{key}: the phantom has voxels");
         assert_eq!(mask, &want[..], "{key}");
     }
     // Spot checks against the SPEC §8.3 table.
@@ -249,7 +249,7 @@ fn mediastinum_excludes_the_heart_across_sources() {
     for i in 0..n() {
         assert_eq!(med[i] == 1, cavities[i] == 1 && total[i] != HEART, "voxel {i}");
     }
-    assert!(med.iter().any(|&v| v == 1));
+    assert!(med.contains(&1));
 }
 
 #[test]
@@ -436,7 +436,7 @@ fn missing_structures_are_reported_not_errors() {
     assert_eq!(s.present, [true, false, false, true, false, false, false, false, false]);
     for (mask, &present) in s.masks.iter().zip(&s.present) {
         assert_eq!(mask.len(), n());
-        assert_eq!(mask.iter().any(|&v| v == 1), present);
+        assert_eq!(mask.contains(&1), present);
     }
     let r = masks.report();
     let lung = r.slots.iter().find(|g| g.key == "lung").unwrap();
@@ -506,10 +506,14 @@ fn tables_naming_unknown_structures_are_refused() {
     let e = LabelScheme::from_json(
         "user.json",
         r#"{"table":[{"id":1,"name":"lung_nodules"}],
-            "slots":[{"key":"lung","classes":["lungs_typo"]},{"key":"large_airways","classes":["trachea"]},
-                     {"key":"mediastinum","classes":["mediastinum"]},{"key":"heart_great_vessels","classes":["heart"]},
-                     {"key":"osseous","classes":["sternum"]},{"key":"upper_abdomen","classes":["liver"]},
-                     {"key":"lung_nodule","classes":["lung_nodules"]},{"key":"pleural_effusion","classes":["pleural_effusion"]},
+            "slots":[{"key":"lung","classes":["lungs_typo"]},
+                     {"key":"large_airways","classes":["trachea"]},
+                     {"key":"mediastinum","classes":["mediastinum"]},
+                     {"key":"heart_great_vessels","classes":["heart"]},
+                     {"key":"osseous","classes":["sternum"]},
+                     {"key":"upper_abdomen","classes":["liver"]},
+                     {"key":"lung_nodule","classes":["lung_nodules"]},
+                     {"key":"pleural_effusion","classes":["pleural_effusion"]},
                      {"key":"kidney_cyst","classes":["kidney_cyst_left"]}]}"#,
     )
     .unwrap_err();

@@ -219,7 +219,7 @@ impl Source {
     /// Sets `buf[i] = value` where voxel `i`'s class is in `classes`.
     fn paint(&self, classes: &[String], buf: &mut [u8], value: u8) {
         let lut = self.lut(classes);
-        if !lut.iter().any(|&b| b) {
+        if !lut.contains(&true) {
             return;
         }
         match &self.data {
