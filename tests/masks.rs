@@ -410,6 +410,22 @@ fn radgenome_folder_equals_the_merged_label_map() {
         assert_eq!(organ_voxels(&from_folder, key), organ_voxels(&from_map, key), "{key}");
     }
     assert_eq!(organ_voxels(&from_folder, "lungs"), Some(map.iter().filter(|&&l| l == 6).count() as u64));
+
+    // `medregion attributes --masks FOLDER` measures the folder like the merged map.
+    let ct_path = dir.parent().unwrap().join("radgenome-ct.nrrd");
+    write_nrrd(&ct_path, DIMS, &ras_affine(), &ct().data().to_vec());
+    let cli = |masks: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_medregion"))
+            .args(["attributes", "--ct", ct_path.to_str().unwrap(), "--masks", masks.to_str().unwrap()])
+            .args(["--labels", "radgenome"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = cli(&dir);
+    assert_eq!(text, cli(&file));
+    assert!(text.contains("Lung volume"), "{text}");
 }
 
 #[test]

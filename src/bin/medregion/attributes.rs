@@ -6,7 +6,8 @@
 
 use std::path::PathBuf;
 
-use medregion::attributes::{compute_volumes, LabelScheme};
+use medregion::attributes::{compute, compute_volumes, LabelScheme};
+use medregion::masks::Masks;
 use medregion::model::config::AttributeConfig;
 use medregion::volume::Volume;
 use medregion::{Error, Result};
@@ -16,7 +17,8 @@ pub struct Args {
     /// CT volume: NIfTI-1 (.nii, .nii.gz) or NRRD (.nrrd).
     #[arg(long)]
     ct: PathBuf,
-    /// Label map on the CT's grid (integral, non-negative values), NIfTI-1 or NRRD.
+    /// Label map on the CT's grid (integral, non-negative values), NIfTI-1 or NRRD; or a folder
+    /// of binary masks named by class (`<class>.nii.gz`, the RadGenome layout).
     #[arg(long)]
     masks: PathBuf,
     /// Label table: `totalseg` (TotalSegmentator v2 ids), `totalseg:lung_nodules`,
@@ -43,8 +45,14 @@ pub fn run(args: Args) -> Result<()> {
     };
     let scheme = LabelScheme::from_arg(&args.labels)?;
     let ct = Volume::load(&args.ct)?;
-    let masks = Volume::load(&args.masks)?;
-    let doc = compute_volumes(&ct, &masks, &scheme, &config)?;
+    let doc = if args.masks.is_dir() {
+        // A folder of binary masks by class name (the RadGenome layout): merged into one map.
+        let masks = Masks::load(&args.masks, &scheme)?;
+        let (labels, merged) = masks.merged_labels()?;
+        compute(ct.geometry(), masks.geometry(), &labels, &merged, &config)?
+    } else {
+        compute_volumes(&ct, &Volume::load(&args.masks)?, &scheme, &config)?
+    };
     println!("{}", doc.text);
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?;
