@@ -14,6 +14,7 @@ mod generate;
 mod info;
 mod inspect;
 mod phantom;
+mod report;
 mod tokens;
 mod volume_info;
 
@@ -48,6 +49,8 @@ enum Command {
     Tokens(tokens::Args),
     /// Patient-specific attributes from a label map: organ volumes, lesions (no model needed).
     Attributes(attributes::Args),
+    /// The whole pipeline: CT + masks -> region reports (`--demo` needs no files).
+    Report(report::Args),
     /// Write the synthetic chest phantom (CT + label map) as NRRD files.
     Phantom(phantom::Args),
     /// Score generated reports against references (BLEU-1..4, ROUGE-L, METEOR).
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Encode(args) => encode::run(args),
         Command::Attributes(args) => attributes::run(args),
         Command::Phantom(args) => phantom::run(args),
+        Command::Report(args) => report::run(args),
         Command::Tokens(args) => tokens::run(args),
     };
     match result {
