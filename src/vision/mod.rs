@@ -38,7 +38,7 @@ pub mod reference;
 pub mod tolerance;
 
 pub use attention::{attention, AttentionShape};
-pub use encoder::{EncodeOptions, VisionEncoder, VisionOutput};
+pub use encoder::{EncodeOptions, EncodeProfile, EncoderFlops, VisionEncoder, VisionOutput, DEFAULT_BATCH};
 pub use layer_norm::layer_norm;
 
 use crate::model::config::VisionConfig;
