@@ -192,8 +192,13 @@ unsafe fn head_body<T: Tile>(
                 for r in 0..gr {
                     let (sr, mr, lr) = (&mut s[r], &mut m[g0 + r], &mut l[g0 + r]);
                     let mut mx = [f32::NEG_INFINITY; 8];
-                    for (j, &sj) in sr[..cols].iter().enumerate() {
-                        mx[j % 8] = mx[j % 8].max(sj);
+                    // Lane j % 8 keeps the max of keys j, j + 8, … (a compare-select rather
+                    // than `f32::max`, whose NaN rule keeps LLVM from vectorizing; scores are
+                    // finite).
+                    for chunk in sr[..cols].chunks(8) {
+                        for (mv, &sj) in mx.iter_mut().zip(chunk) {
+                            *mv = if sj > *mv { sj } else { *mv };
+                        }
                     }
                     let tile_max = ((mx[0].max(mx[4])).max(mx[2].max(mx[6])))
                         .max((mx[1].max(mx[5])).max(mx[3].max(mx[7])));
