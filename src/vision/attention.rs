@@ -6,21 +6,25 @@
 //!
 //! `q`, `k`, `v` and `out` are `[B·T, D]` row-major with head `h` in columns `h·hd..(h+1)·hd`
 //! (the layout the q/k/v projections produce, no transposes). One task per (sequence, head):
-//! it copies that head's keys transposed (`kᵀ` `[hd, T']`, `T'` = T rounded up to the key
-//! tile, zero-padded) and its values (`[T', hd]`) into task-local buffers that stay in L2, then
-//! walks query blocks of [`QUERY_BLOCK`] rows; for each key tile of [`KEY_BLOCK`] keys it forms
-//! the `QUERY_BLOCK × KEY_BLOCK` score tile, and folds it into a running maximum `m`, running
-//! denominator `l` and unnormalized output `o` (online softmax, Milakov & Gimelshein 2018;
-//! Dao et al. 2022):
+//! it packs that head's keys once, transposed in panels of [`KEY_PANEL`] keys (`[T'/16][hd][16]`,
+//! `T'` = T rounded up to 16, zero-padded), and copies its values (`[T, hd]`) into task-local
+//! buffers, then walks query blocks of [`QUERY_BLOCK`] rows; for each key tile of [`KEY_BLOCK`]
+//! keys (the last one cut to whole panels, so at most 15 padded keys per head) and each group
+//! of [`GROUP`] query rows it forms the `GROUP × KEY_BLOCK` score tile in AVX2 registers
+//! (`GROUP × 16` at a time, each loaded key vector serving 6 rows), and folds it into a
+//! running maximum `m`, running denominator `l` and unnormalized output `o` (online softmax,
+//! Milakov & Gimelshein 2018; Dao et al. 2022):
 //!
 //! ```text
 //! m' = max(m, max_j s_j);  c = e^{m − m'};  p_j = e^{s_j − m'}
 //! l  = c·l + Σ_j p_j;      o = c·o + Σ_j p_j · v_j;      finally out = o / l
 //! ```
 //!
-//! At most one score tile (32 × 64 floats) exists at a time. Every output is computed by one
-//! task in a fixed order, so results do not depend on the number of threads, and the AVX2 and
-//! portable builds agree bit for bit (explicit `mul_add`, lane-wise partial sums).
+//! At most one score tile (6 × 64 floats) exists at a time; the value update uses the same
+//! 6-row register tiles. Every output is computed by one task in a fixed order, so results do
+//! not depend on the number of threads, and the AVX2 and portable builds agree bit for bit
+//! (explicit `mul_add`, lane-wise partial sums). Per output value the FMAs are the same, in the
+//! same order, as in the earlier one-row kernel, so the outputs did not change either.
 
 use super::layer_norm::sum8;
 use super::math::exp;
