@@ -411,6 +411,8 @@ impl Avx2Tile {
                         *ai = _mm256_mul_ps(_mm256_loadu_ps(op.add(r * hd + x0 + 8 * i)), c);
                     }
                 }
+                // `j` indexes both the value rows (by pointer) and every row of `s`.
+                #[allow(clippy::needless_range_loop)]
                 for j in 0..cols {
                     let mut vv = [_mm256_setzero_ps(); NV];
                     for (i, x) in vv.iter_mut().enumerate() {
