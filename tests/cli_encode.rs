@@ -181,3 +181,95 @@ fn encode_bad_input_is_a_clean_error() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `medregion bench vision --json` on the tiny preset: every field present, FLOP counts equal to
+/// the formula for the shapes, rates consistent with the times (no timing thresholds).
+#[test]
+fn bench_vision_json_is_self_consistent() {
+    let out = medregion(&[
+        "bench",
+        "vision",
+        "--synthetic",
+        "tiny",
+        "--slices",
+        "3",
+        "--batch",
+        "2",
+        "--threads",
+        "1",
+        "--peak-size",
+        "32",
+        "--reps",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1e-30);
+    // The tiny preset's encoder: 56 px, patch 14 → 4×4 grid, T = 17, D = 32, 2 layers, MLP 64.
+    let cfg = medregion::model::synthetic::Preset::Tiny.config().vision;
+    let (g2, t, d, i, l) = (16.0, 17.0, 32.0, 64.0, 2.0);
+    assert_eq!(doc["image_size"], cfg.image_size);
+    assert_eq!(doc["tokens"], 17);
+    assert_eq!(doc["hidden_size"], cfg.hidden_size);
+    assert_eq!(doc["layers"], cfg.n_layers);
+    assert_eq!(doc["intermediate_size"], cfg.intermediate_size);
+    assert_eq!(
+        (doc["slices"].as_u64(), doc["batch"].as_u64(), doc["threads"].as_u64()),
+        (Some(3), Some(2), Some(1))
+    );
+    let fl = &doc["gflop_per_slice"];
+    let want = [
+        ("patch_embed", 2.0 * g2 * (3.0 * 14.0 * 14.0) * d),
+        ("qkv", l * 3.0 * 2.0 * t * d * d),
+        ("out", l * 2.0 * t * d * d),
+        ("fc1", l * 2.0 * t * d * i),
+        ("fc2", l * 2.0 * t * i * d),
+        ("attention", l * 2.0 * 2.0 * t * t * d),
+    ];
+    for (name, flops) in want {
+        assert!(close(num(&fl[name]) * 1e9, flops), "{name}: {} vs {flops}", fl[name]);
+    }
+    let total: f64 = want.iter().map(|w| w.1).sum();
+    assert!(close(num(&fl["total"]) * 1e9, total));
+    assert!(close(num(&fl["gemm"]) * 1e9, total - want[5].1));
+    let secs = num(&doc["seconds"]);
+    assert!(secs > 0.0 && secs.is_finite());
+    assert!(close(num(&doc["slices_per_s"]), 3.0 / secs));
+    assert!(close(num(&doc["gflop_per_s"]), 3.0 * total / 1e9 / secs));
+    let b = &doc["breakdown"];
+    let parts = [num(&b["gemm_s"]), num(&b["attention_s"]), num(&b["other_s"])];
+    assert!(parts.iter().all(|&p| p >= 0.0 && p.is_finite()), "{b}");
+    assert!(parts.iter().sum::<f64>() <= secs * 1.001 + 1e-4, "{b} vs {secs} s");
+    assert!(close(num(&b["attention_gflop_per_s"]), 3.0 * want[5].1 / 1e9 / parts[1]));
+    let peak = &doc["sgemm_peak"];
+    assert_eq!(peak["size"], 32);
+    let peak_rate = num(&peak["gflop_per_s"]);
+    assert!(close(peak_rate, 2.0 * 32f64.powi(3) / num(&peak["seconds"]) / 1e9));
+    let gemms = doc["gemms"].as_array().unwrap();
+    let names: Vec<&str> = gemms.iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["patch_embed", "qkv_out", "fc1", "fc2"]);
+    let shapes = [(2 * 16, 588, 32), (2 * 17, 32, 32), (2 * 17, 32, 64), (2 * 17, 64, 32)];
+    let mut big = (0.0, 0.0);
+    for (g, (m, k, n)) in gemms.iter().zip(shapes) {
+        assert_eq!((g["m"].as_u64(), g["k"].as_u64(), g["n"].as_u64()), (Some(m), Some(k), Some(n)), "{g}");
+        let flops = 2.0 * (m * k * n) as f64;
+        assert!(close(num(&g["gflop_per_s"]), flops / num(&g["seconds"]) / 1e9), "{g}");
+        assert!(close(num(&g["vs_peak"]), num(&g["gflop_per_s"]) / peak_rate), "{g}");
+        if g["name"] != "patch_embed" {
+            big = (big.0 + flops, big.1 + num(&g["seconds"]));
+        }
+    }
+    assert!(close(num(&doc["encoder_gemms_gflop_per_s"]), big.0 / big.1 / 1e9));
+    assert!(close(num(&doc["encoder_gemms_vs_peak"]), num(&doc["encoder_gemms_gflop_per_s"]) / peak_rate));
+    let a = &doc["attention_alone"];
+    assert!(close(num(&a["gflop"]) * 1e9, 4.0 * 2.0 * t * t * d));
+
+    // Bad arguments: one-line errors.
+    let out = medregion(&["bench", "vision", "--synthetic", "tiny", "--slices", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--slices"));
+    let out = medregion(&["bench", "vision", "--synthetic", "huge"]);
+    assert!(!out.status.success());
+}

@@ -6,21 +6,25 @@
 //!
 //! `q`, `k`, `v` and `out` are `[B·T, D]` row-major with head `h` in columns `h·hd..(h+1)·hd`
 //! (the layout the q/k/v projections produce, no transposes). One task per (sequence, head):
-//! it copies that head's keys transposed (`kᵀ` `[hd, T']`, `T'` = T rounded up to the key
-//! tile, zero-padded) and its values (`[T', hd]`) into task-local buffers that stay in L2, then
-//! walks query blocks of [`QUERY_BLOCK`] rows; for each key tile of [`KEY_BLOCK`] keys it forms
-//! the `QUERY_BLOCK × KEY_BLOCK` score tile, and folds it into a running maximum `m`, running
-//! denominator `l` and unnormalized output `o` (online softmax, Milakov & Gimelshein 2018;
-//! Dao et al. 2022):
+//! it packs that head's keys once, transposed in panels of [`KEY_PANEL`] keys (`[T'/16][hd][16]`,
+//! `T'` = T rounded up to 16, zero-padded), and copies its values (`[T, hd]`) into task-local
+//! buffers, then walks query blocks of [`QUERY_BLOCK`] rows; for each key tile of [`KEY_BLOCK`]
+//! keys (the last one cut to whole panels, so at most 15 padded keys per head) and each group
+//! of [`GROUP`] query rows it forms the `GROUP × KEY_BLOCK` score tile in AVX2 registers
+//! (`GROUP × 16` at a time, each loaded key vector serving 6 rows), and folds it into a
+//! running maximum `m`, running denominator `l` and unnormalized output `o` (online softmax,
+//! Milakov & Gimelshein 2018; Dao et al. 2022):
 //!
 //! ```text
 //! m' = max(m, max_j s_j);  c = e^{m − m'};  p_j = e^{s_j − m'}
 //! l  = c·l + Σ_j p_j;      o = c·o + Σ_j p_j · v_j;      finally out = o / l
 //! ```
 //!
-//! At most one score tile (32 × 64 floats) exists at a time. Every output is computed by one
-//! task in a fixed order, so results do not depend on the number of threads, and the AVX2 and
-//! portable builds agree bit for bit (explicit `mul_add`, lane-wise partial sums).
+//! At most one score tile (6 × 64 floats) exists at a time; the value update uses the same
+//! 6-row register tiles. Every output is computed by one task in a fixed order, so results do
+//! not depend on the number of threads, and the AVX2 and portable builds agree bit for bit
+//! (explicit `mul_add`, lane-wise partial sums). Per output value the FMAs are the same, in the
+//! same order, as in the earlier one-row kernel, so the outputs did not change either.
 
 use super::layer_norm::sum8;
 use super::math::exp;
@@ -28,10 +32,14 @@ use super::SyncPtr;
 use crate::ops::{Isa, ThreadPool};
 use crate::{Error, Result};
 
-/// Query rows per block (rows of the score tile).
-pub const QUERY_BLOCK: usize = 32;
-/// Keys per tile (columns of the score tile).
+/// Query rows per block (their running max, sum and output stay in task-local buffers).
+pub const QUERY_BLOCK: usize = 48;
+/// Keys per tile (columns of the score tile; the online-softmax step).
 pub const KEY_BLOCK: usize = 64;
+/// Query rows per register tile (rows of the score tile).
+pub const GROUP: usize = 6;
+/// Keys per packed panel of `kᵀ` (the key tile is cut to whole panels, not to `KEY_BLOCK`).
+pub const KEY_PANEL: usize = 16;
 
 /// The shape of one attention call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,25 +149,28 @@ unsafe fn head_body<T: Tile>(
     h: usize,
 ) {
     let (t, hd, d) = (shape.n_tokens, shape.head_dim, shape.width());
-    let t_pad = t.next_multiple_of(KEY_BLOCK);
+    let t_pad = t.next_multiple_of(KEY_PANEL);
     let row0 = b * t;
     let col0 = h * hd;
-    // kᵀ [hd, t_pad] and v [t_pad, hd] of this head, zero-padded.
-    let mut kt = vec![0.0f32; hd * t_pad];
-    let mut vh = vec![0.0f32; t_pad * hd];
+    // This head's keys packed in panels of KEY_PANEL keys (`kp[p][c][j]` = key `p·16 + j`,
+    // channel `c`; zero-padded to t_pad keys) and its values `[T, hd]`, both built once.
+    let mut kp = vec![0.0f32; hd * t_pad];
+    let mut vh = vec![0.0f32; t * hd];
     for j in 0..t {
         let src = (row0 + j) * d + col0;
+        let panel = &mut kp[(j / KEY_PANEL) * hd * KEY_PANEL..][..hd * KEY_PANEL];
         for (c, &x) in k[src..src + hd].iter().enumerate() {
-            kt[c * t_pad + j] = x;
+            panel[c * KEY_PANEL + j % KEY_PANEL] = x;
         }
         vh[j * hd..(j + 1) * hd].copy_from_slice(&v[src..src + hd]);
     }
     let scale = 1.0 / (hd as f32).sqrt();
     let mut qs = vec![0.0f32; QUERY_BLOCK * hd];
     let mut o = vec![0.0f32; QUERY_BLOCK * hd];
-    let mut s = [0.0f32; KEY_BLOCK];
+    let mut s: Scores = [[0.0f32; KEY_BLOCK]; GROUP];
     let mut m = [f32::NEG_INFINITY; QUERY_BLOCK];
     let mut l = [0.0f32; QUERY_BLOCK];
+    let mut corr = [0.0f32; GROUP];
     for i0 in (0..t).step_by(QUERY_BLOCK) {
         let rows = QUERY_BLOCK.min(t - i0);
         for r in 0..rows {
@@ -173,26 +184,40 @@ unsafe fn head_body<T: Tile>(
         l.fill(0.0);
         for j0 in (0..t).step_by(KEY_BLOCK) {
             let cols = KEY_BLOCK.min(t - j0);
-            for r in 0..rows {
-                // s = q_r · kᵀ[:, j0..j0 + KEY_BLOCK]
-                // SAFETY: the ISA of `T` is available (the dispatch in `attention_with_isa`).
-                unsafe { T::scores(&qs[r * hd..(r + 1) * hd], &kt, t_pad, j0, &mut s) };
-                let mut mx = [f32::NEG_INFINITY; 8];
-                for (j, &sj) in s[..cols].iter().enumerate() {
-                    mx[j % 8] = mx[j % 8].max(sj);
+            let panels = cols.div_ceil(KEY_PANEL);
+            let kt = &kp[j0 * hd..(j0 + panels * KEY_PANEL) * hd];
+            let vt = &vh[j0 * hd..(j0 + cols) * hd];
+            for g0 in (0..rows).step_by(GROUP) {
+                let gr = GROUP.min(rows - g0);
+                // s[r][j] = q_r · k_j for the group's rows and the tile's keys.
+                // SAFETY: the ISA of `T` is available (the dispatch in `attention_with_isa`);
+                // the lengths are those the trait documents.
+                unsafe { T::scores(&qs[g0 * hd..(g0 + gr) * hd], gr, hd, kt, panels, &mut s) };
+                for r in 0..gr {
+                    let (sr, mr, lr) = (&mut s[r], &mut m[g0 + r], &mut l[g0 + r]);
+                    let mut mx = [f32::NEG_INFINITY; 8];
+                    // Lane j % 8 keeps the max of keys j, j + 8, … (a compare-select rather
+                    // than `f32::max`, whose NaN rule keeps LLVM from vectorizing; scores are
+                    // finite).
+                    for chunk in sr[..cols].chunks(8) {
+                        for (mv, &sj) in mx.iter_mut().zip(chunk) {
+                            *mv = if sj > *mv { sj } else { *mv };
+                        }
+                    }
+                    let tile_max = ((mx[0].max(mx[4])).max(mx[2].max(mx[6])))
+                        .max((mx[1].max(mx[5])).max(mx[3].max(mx[7])));
+                    let m_new = mr.max(tile_max);
+                    corr[r] = exp(*mr - m_new);
+                    for sj in sr[..cols].iter_mut() {
+                        *sj = exp(*sj - m_new);
+                    }
+                    sr[cols..].fill(0.0);
+                    *lr = lr.mul_add(corr[r], sum8(sr));
+                    *mr = m_new;
                 }
-                let tile_max =
-                    ((mx[0].max(mx[4])).max(mx[2].max(mx[6]))).max((mx[1].max(mx[5])).max(mx[3].max(mx[7])));
-                let m_new = m[r].max(tile_max);
-                let corr = exp(m[r] - m_new);
-                for (j, sj) in s.iter_mut().enumerate() {
-                    *sj = if j < cols { exp(*sj - m_new) } else { 0.0 };
-                }
-                l[r] = l[r].mul_add(corr, sum8(&s));
-                m[r] = m_new;
-                // o_r = corr · o_r + Σ_j p_j · v_j
+                // o_r = corr_r · o_r + Σ_j p_rj · v_j
                 // SAFETY: as above.
-                unsafe { T::accumulate(&mut o[r * hd..(r + 1) * hd], corr, &s[..cols], &vh, j0) };
+                unsafe { T::accumulate(&mut o[g0 * hd..(g0 + gr) * hd], gr, hd, &corr, &s, cols, vt) };
             }
         }
         for r in 0..rows {
@@ -239,84 +264,173 @@ unsafe fn head_portable(
     unsafe { head_body::<PortableTile>(q, k, v, out, shape, b, h) }
 }
 
-/// The two inner products of a tile. Both implementations perform, per output lane, the same
-/// fused multiply-adds in the same order, so they give identical bits.
-trait Tile {
-    /// `s[j] = Σ_c q[c] · kt[c·t_pad + j0 + j]` for `j < KEY_BLOCK`, summed in order of `c`.
-    ///
-    /// # Safety
-    /// The implementation's ISA is available; `kt` holds `q.len()` rows of `t_pad ≥ j0 +
-    /// KEY_BLOCK` values.
-    unsafe fn scores(q: &[f32], kt: &[f32], t_pad: usize, j0: usize, s: &mut [f32; KEY_BLOCK]);
+/// The scores of one group of query rows against one key tile.
+type Scores = [[f32; KEY_BLOCK]; GROUP];
 
-    /// `o = o · corr`, then `o[d] = fma(p[j], v[(j0 + j)·hd + d], o[d])` for `j` in order, with
-    /// `hd = o.len()`.
+/// The two inner products of a tile, for a group of `rows ≤ GROUP` query rows. Both
+/// implementations perform, per output value, the same fused multiply-adds in the same order,
+/// so they give identical bits.
+trait Tile {
+    /// `s[r][j] = Σ_c q[r·hd + c] · k_j[c]`, summed in order of `c` from 0, for `r < rows` and
+    /// the `panels · KEY_PANEL` keys of `kp` (packed panels `[panels][hd][KEY_PANEL]`).
     ///
     /// # Safety
-    /// The implementation's ISA is available; `vh` holds rows `j0..j0 + p.len()` of `hd` values.
-    unsafe fn accumulate(o: &mut [f32], corr: f32, p: &[f32], vh: &[f32], j0: usize);
+    /// The implementation's ISA is available; `q.len() == rows · hd`, `rows ≤ GROUP`,
+    /// `kp.len() == panels · hd · KEY_PANEL`, `panels · KEY_PANEL ≤ KEY_BLOCK`.
+    unsafe fn scores(q: &[f32], rows: usize, hd: usize, kp: &[f32], panels: usize, s: &mut Scores);
+
+    /// For `r < rows`: `o_r = o_r · corr[r]`, then `o_r[x] = fma(s[r][j], v[j·hd + x], o_r[x])`
+    /// for `j < cols` in order.
+    ///
+    /// # Safety
+    /// The implementation's ISA is available; `o.len() == rows · hd`, `rows ≤ GROUP`,
+    /// `v.len() == cols · hd`, `cols ≤ KEY_BLOCK`.
+    unsafe fn accumulate(
+        o: &mut [f32],
+        rows: usize,
+        hd: usize,
+        corr: &[f32; GROUP],
+        s: &Scores,
+        cols: usize,
+        v: &[f32],
+    );
 }
 
 struct PortableTile;
 
 impl Tile for PortableTile {
     #[inline(always)]
-    unsafe fn scores(q: &[f32], kt: &[f32], t_pad: usize, j0: usize, s: &mut [f32; KEY_BLOCK]) {
-        s.fill(0.0);
-        for (c, &qv) in q.iter().enumerate() {
-            let krow = &kt[c * t_pad + j0..c * t_pad + j0 + KEY_BLOCK];
-            for (sj, &kj) in s.iter_mut().zip(krow) {
-                *sj = qv.mul_add(kj, *sj);
+    unsafe fn scores(q: &[f32], rows: usize, hd: usize, kp: &[f32], panels: usize, s: &mut Scores) {
+        for (r, sr) in s.iter_mut().enumerate().take(rows) {
+            let qr = &q[r * hd..(r + 1) * hd];
+            for p in 0..panels {
+                let acc = &mut sr[p * KEY_PANEL..(p + 1) * KEY_PANEL];
+                acc.fill(0.0);
+                for (c, &qv) in qr.iter().enumerate() {
+                    let krow = &kp[(p * hd + c) * KEY_PANEL..][..KEY_PANEL];
+                    for (a, &kv) in acc.iter_mut().zip(krow) {
+                        *a = qv.mul_add(kv, *a);
+                    }
+                }
             }
         }
     }
 
     #[inline(always)]
-    unsafe fn accumulate(o: &mut [f32], corr: f32, p: &[f32], vh: &[f32], j0: usize) {
-        let hd = o.len();
-        for x in o.iter_mut() {
-            *x *= corr;
-        }
-        for (j, &pj) in p.iter().enumerate() {
-            let vrow = &vh[(j0 + j) * hd..(j0 + j + 1) * hd];
-            for (x, &vv) in o.iter_mut().zip(vrow) {
-                *x = pj.mul_add(vv, *x);
+    unsafe fn accumulate(
+        o: &mut [f32],
+        rows: usize,
+        hd: usize,
+        corr: &[f32; GROUP],
+        s: &Scores,
+        cols: usize,
+        v: &[f32],
+    ) {
+        for r in 0..rows {
+            let or = &mut o[r * hd..(r + 1) * hd];
+            for x in or.iter_mut() {
+                *x *= corr[r];
+            }
+            for (j, &pj) in s[r][..cols].iter().enumerate() {
+                for (x, &vv) in or.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
+                    *x = pj.mul_add(vv, *x);
+                }
             }
         }
     }
 }
 
-/// AVX2 register tiles: the 64 scores of a row stay in 8 registers over the whole `c` loop,
-/// and an output row of `hd ≤ 64` (a multiple of 8) in `hd/8` registers over the whole key
-/// tile; other head widths use the portable loops.
+/// AVX2 register tiles of `R ≤ 6` query rows: scores `R × 16` keys (12 registers) over the
+/// whole channel loop, and the output `R × 8·NV` columns over the whole key tile, so each
+/// loaded key or value vector serves `R` rows. Head widths that are not a multiple of 8 use
+/// the portable update.
 #[cfg(target_arch = "x86_64")]
 struct Avx2Tile;
 
 #[cfg(target_arch = "x86_64")]
 impl Avx2Tile {
+    /// # Safety
+    /// AVX2/FMA; the contract of [`Tile::scores`] with `rows == R`.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn accumulate_n<const NV: usize>(o: &mut [f32], corr: f32, p: &[f32], vh: &[f32], j0: usize) {
+    unsafe fn scores_r<const R: usize>(q: &[f32], hd: usize, kp: &[f32], panels: usize, s: &mut Scores) {
         use std::arch::x86_64::*;
-        let hd = NV * 8;
-        debug_assert_eq!(o.len(), hd);
-        let c = _mm256_set1_ps(corr);
-        let mut acc = [_mm256_setzero_ps(); NV];
-        for (i, a) in acc.iter_mut().enumerate() {
-            // SAFETY: o has hd = 8·NV values.
-            *a = _mm256_mul_ps(unsafe { _mm256_loadu_ps(o.as_ptr().add(8 * i)) }, c);
-        }
-        for (j, &pj) in p.iter().enumerate() {
-            let b = _mm256_set1_ps(pj);
-            let row = &vh[(j0 + j) * hd..(j0 + j + 1) * hd];
-            for (i, a) in acc.iter_mut().enumerate() {
-                // SAFETY: row has hd = 8·NV values.
-                *a = _mm256_fmadd_ps(b, unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * i)) }, *a);
+        assert!(q.len() == R * hd && kp.len() == panels * hd * KEY_PANEL && panels * KEY_PANEL <= KEY_BLOCK);
+        let (qp, kp) = (q.as_ptr(), kp.as_ptr());
+        for p in 0..panels {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            // SAFETY (whole loop): c < hd, so panel row c is in bounds (asserted length) and
+            // q[r·hd + c] with r < R too.
+            unsafe {
+                let panel = kp.add(p * hd * KEY_PANEL);
+                for c in 0..hd {
+                    let k0 = _mm256_loadu_ps(panel.add(c * KEY_PANEL));
+                    let k1 = _mm256_loadu_ps(panel.add(c * KEY_PANEL + 8));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let b = _mm256_broadcast_ss(&*qp.add(r * hd + c));
+                        a[0] = _mm256_fmadd_ps(b, k0, a[0]);
+                        a[1] = _mm256_fmadd_ps(b, k1, a[1]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let dst = &mut s[r][p * KEY_PANEL..(p + 1) * KEY_PANEL];
+                // SAFETY: dst has KEY_PANEL = 16 values.
+                unsafe {
+                    _mm256_storeu_ps(dst.as_mut_ptr(), a[0]);
+                    _mm256_storeu_ps(dst.as_mut_ptr().add(8), a[1]);
+                }
             }
         }
-        for (i, a) in acc.iter().enumerate() {
-            // SAFETY: o has hd = 8·NV values.
-            unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(8 * i), *a) };
+    }
+
+    /// # Safety
+    /// AVX2/FMA; the contract of [`Tile::accumulate`] with `rows == R` and `hd` a multiple of
+    /// `8·NV`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn accumulate_r<const R: usize, const NV: usize>(
+        o: &mut [f32],
+        hd: usize,
+        corr: &[f32; GROUP],
+        s: &Scores,
+        cols: usize,
+        v: &[f32],
+    ) {
+        use std::arch::x86_64::*;
+        assert!(o.len() == R * hd && v.len() == cols * hd && hd % (8 * NV) == 0 && cols <= KEY_BLOCK);
+        let (op, vp) = (o.as_mut_ptr(), v.as_ptr());
+        for x0 in (0..hd).step_by(8 * NV) {
+            let mut acc = [[_mm256_setzero_ps(); NV]; R];
+            // SAFETY (whole block): x0 + 8·NV ≤ hd, r < R, j < cols: in bounds of the asserted
+            // lengths.
+            unsafe {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let c = _mm256_set1_ps(corr[r]);
+                    for (i, ai) in a.iter_mut().enumerate() {
+                        *ai = _mm256_mul_ps(_mm256_loadu_ps(op.add(r * hd + x0 + 8 * i)), c);
+                    }
+                }
+                // `j` indexes both the value rows (by pointer) and every row of `s`.
+                #[allow(clippy::needless_range_loop)]
+                for j in 0..cols {
+                    let mut vv = [_mm256_setzero_ps(); NV];
+                    for (i, x) in vv.iter_mut().enumerate() {
+                        *x = _mm256_loadu_ps(vp.add(j * hd + x0 + 8 * i));
+                    }
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let b = _mm256_broadcast_ss(&s[r][j]);
+                        for (ai, &x) in a.iter_mut().zip(&vv) {
+                            *ai = _mm256_fmadd_ps(b, x, *ai);
+                        }
+                    }
+                }
+                for (r, a) in acc.iter().enumerate() {
+                    for (i, ai) in a.iter().enumerate() {
+                        _mm256_storeu_ps(op.add(r * hd + x0 + 8 * i), *ai);
+                    }
+                }
+            }
         }
     }
 }
@@ -324,47 +438,51 @@ impl Avx2Tile {
 #[cfg(target_arch = "x86_64")]
 impl Tile for Avx2Tile {
     #[inline(always)]
-    unsafe fn scores(q: &[f32], kt: &[f32], t_pad: usize, j0: usize, s: &mut [f32; KEY_BLOCK]) {
-        // SAFETY: the caller guarantees AVX2/FMA and the `kt` bounds (checked by the slice).
-        unsafe { avx2_scores(q, kt, t_pad, j0, s) }
-    }
-
-    #[inline(always)]
-    unsafe fn accumulate(o: &mut [f32], corr: f32, p: &[f32], vh: &[f32], j0: usize) {
-        // SAFETY: the caller guarantees AVX2/FMA; the lengths are those `accumulate_n` needs.
+    unsafe fn scores(q: &[f32], rows: usize, hd: usize, kp: &[f32], panels: usize, s: &mut Scores) {
+        // SAFETY: the caller guarantees AVX2/FMA and the lengths (asserted again inside).
         unsafe {
-            match o.len() {
-                64 => Avx2Tile::accumulate_n::<8>(o, corr, p, vh, j0),
-                32 => Avx2Tile::accumulate_n::<4>(o, corr, p, vh, j0),
-                16 => Avx2Tile::accumulate_n::<2>(o, corr, p, vh, j0),
-                8 => Avx2Tile::accumulate_n::<1>(o, corr, p, vh, j0),
-                _ => PortableTile::accumulate(o, corr, p, vh, j0),
+            match rows {
+                6 => Avx2Tile::scores_r::<6>(q, hd, kp, panels, s),
+                5 => Avx2Tile::scores_r::<5>(q, hd, kp, panels, s),
+                4 => Avx2Tile::scores_r::<4>(q, hd, kp, panels, s),
+                3 => Avx2Tile::scores_r::<3>(q, hd, kp, panels, s),
+                2 => Avx2Tile::scores_r::<2>(q, hd, kp, panels, s),
+                _ => Avx2Tile::scores_r::<1>(q, hd, kp, panels, s),
             }
         }
     }
-}
 
-/// `s = q · kᵀ[:, j0..j0 + 64]` with the 64 sums in 8 registers.
-///
-/// # Safety
-/// AVX2 and FMA are available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn avx2_scores(q: &[f32], kt: &[f32], t_pad: usize, j0: usize, s: &mut [f32; KEY_BLOCK]) {
-    use std::arch::x86_64::*;
-    const NV: usize = KEY_BLOCK / 8;
-    let mut acc = [_mm256_setzero_ps(); NV];
-    for (c, &qv) in q.iter().enumerate() {
-        let b = _mm256_set1_ps(qv);
-        let row = &kt[c * t_pad + j0..c * t_pad + j0 + KEY_BLOCK];
-        for (i, a) in acc.iter_mut().enumerate() {
-            // SAFETY: row has KEY_BLOCK = 8·NV values.
-            *a = _mm256_fmadd_ps(b, unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * i)) }, *a);
+    #[inline(always)]
+    unsafe fn accumulate(
+        o: &mut [f32],
+        rows: usize,
+        hd: usize,
+        corr: &[f32; GROUP],
+        s: &Scores,
+        cols: usize,
+        v: &[f32],
+    ) {
+        macro_rules! by_rows {
+            ($nv:literal) => {
+                match rows {
+                    6 => Avx2Tile::accumulate_r::<6, $nv>(o, hd, corr, s, cols, v),
+                    5 => Avx2Tile::accumulate_r::<5, $nv>(o, hd, corr, s, cols, v),
+                    4 => Avx2Tile::accumulate_r::<4, $nv>(o, hd, corr, s, cols, v),
+                    3 => Avx2Tile::accumulate_r::<3, $nv>(o, hd, corr, s, cols, v),
+                    2 => Avx2Tile::accumulate_r::<2, $nv>(o, hd, corr, s, cols, v),
+                    _ => Avx2Tile::accumulate_r::<1, $nv>(o, hd, corr, s, cols, v),
+                }
+            };
         }
-    }
-    for (i, a) in acc.iter().enumerate() {
-        // SAFETY: s has KEY_BLOCK values.
-        unsafe { _mm256_storeu_ps(s.as_mut_ptr().add(8 * i), *a) };
+        // SAFETY: the caller guarantees AVX2/FMA and the lengths (asserted again inside).
+        unsafe {
+            if hd % 16 == 0 {
+                by_rows!(2)
+            } else if hd % 8 == 0 {
+                by_rows!(1)
+            } else {
+                PortableTile::accumulate(o, rows, hd, corr, s, cols, v)
+            }
+        }
     }
 }

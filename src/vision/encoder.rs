@@ -1,5 +1,7 @@
 //! [`VisionEncoder`]: the Dinov2 forward pass (see the module doc of `crate::vision`).
 
+use std::time::Instant;
+
 use super::attention::{attention, AttentionShape};
 use super::layer_norm::{layer_norm, rows_per_task};
 use super::math::gelu;
@@ -44,6 +46,83 @@ impl VisionOutput {
     pub fn hidden_state(&self, level: usize) -> Option<&[f32]> {
         self.hidden_states.iter().find(|(l, _)| *l == level).map(|(_, v)| v.as_slice())
     }
+}
+
+/// Floating-point operations of one slice through the encoder (a multiply-add counts 2), by
+/// op: what `medregion bench vision` divides by the time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EncoderFlops {
+    /// Patch embedding `[g², C·p·p] · [C·p·p, D]`: `2·g²·C·p²·D`.
+    pub patch_embed: f64,
+    /// q, k, v projections over all layers: `L · 3 · 2·T·D·D`.
+    pub qkv: f64,
+    /// Attention output projection: `L · 2·T·D·D`.
+    pub out: f64,
+    /// `fc1`: `L · 2·T·D·I`.
+    pub fc1: f64,
+    /// `fc2`: `L · 2·T·I·D`.
+    pub fc2: f64,
+    /// Attention `QKᵀ` and `PV` over all heads and layers: `L · 2 · 2·T²·D`.
+    pub attention: f64,
+}
+
+impl EncoderFlops {
+    /// The counts for one slice of `config`.
+    pub fn per_slice(config: &VisionConfig) -> EncoderFlops {
+        let (t, d, i, g) = (
+            config.n_positions() as f64,
+            config.hidden_size as f64,
+            config.intermediate_size as f64,
+            config.grid() as f64,
+        );
+        let cols = (config.num_channels * config.patch_size * config.patch_size) as f64;
+        let l = config.n_layers as f64;
+        EncoderFlops {
+            patch_embed: 2.0 * g * g * cols * d,
+            qkv: l * 3.0 * 2.0 * t * d * d,
+            out: l * 2.0 * t * d * d,
+            fc1: l * 2.0 * t * d * i,
+            fc2: l * 2.0 * t * i * d,
+            attention: l * 2.0 * 2.0 * t * t * d,
+        }
+    }
+
+    /// Every GEMM (patch embedding and the linear layers).
+    pub fn gemm(&self) -> f64 {
+        self.patch_embed + self.qkv + self.out + self.fc1 + self.fc2
+    }
+
+    /// GEMMs and attention.
+    pub fn total(&self) -> f64 {
+        self.gemm() + self.attention
+    }
+}
+
+/// Wall-clock seconds of one [`VisionEncoder::encode_profiled`] call by kind of op.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EncodeProfile {
+    /// `ops::matmul` calls (patch embedding, q/k/v/o, fc1, fc2).
+    pub gemm_secs: f64,
+    /// The attention kernel.
+    pub attention_secs: f64,
+    /// Everything else: patch unfolding, embeddings, LayerNorms, biases, GELU, residuals,
+    /// copies of the requested hidden states.
+    pub other_secs: f64,
+}
+
+impl EncodeProfile {
+    pub fn total_secs(&self) -> f64 {
+        self.gemm_secs + self.attention_secs + self.other_secs
+    }
+}
+
+/// Runs `f`, adding its wall-clock time to `acc`.
+#[inline]
+fn timed<T>(acc: &mut f64, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let r = f();
+    *acc += start.elapsed().as_secs_f64();
+    r
 }
 
 /// One pre-norm block's weights (HF `Dinov2Layer`); vectors are f32 copies.
@@ -171,6 +250,21 @@ impl<'m> VisionEncoder<'m> {
         options: &EncodeOptions,
         pool: &ThreadPool,
     ) -> Result<VisionOutput> {
+        self.encode_profiled(pixels, n_slices, options, pool, &mut EncodeProfile::default())
+    }
+
+    /// [`encode`](Self::encode), adding the time spent in GEMMs, attention and the rest to
+    /// `profile` (same results).
+    pub fn encode_profiled(
+        &self,
+        pixels: &[f32],
+        n_slices: usize,
+        options: &EncodeOptions,
+        pool: &ThreadPool,
+        profile: &mut EncodeProfile,
+    ) -> Result<VisionOutput> {
+        let start = Instant::now();
+        let (gemm0, attn0) = (profile.gemm_secs, profile.attention_secs);
         let c = &self.config;
         let (s, d) = (c.image_size, c.hidden_size);
         let per_slice = c.num_channels * s * s;
@@ -216,6 +310,7 @@ impl<'m> VisionEncoder<'m> {
                 bs,
                 &mut scratch,
                 pool,
+                profile,
                 |level, h| {
                     if let Some((_, dst)) = output.hidden_states.iter_mut().find(|(l, _)| *l == level) {
                         dst[span.clone()].copy_from_slice(h);
@@ -224,6 +319,8 @@ impl<'m> VisionEncoder<'m> {
             )?;
             output.last_hidden_state[span.clone()].copy_from_slice(&scratch.a[..bs * t * d]);
         }
+        let inner = (profile.gemm_secs - gemm0) + (profile.attention_secs - attn0);
+        profile.other_secs += (start.elapsed().as_secs_f64() - inner).max(0.0);
         Ok(output)
     }
 
@@ -235,6 +332,7 @@ impl<'m> VisionEncoder<'m> {
         bs: usize,
         sc: &mut Scratch,
         pool: &ThreadPool,
+        prof: &mut EncodeProfile,
         mut keep: impl FnMut(usize, &[f32]),
     ) -> Result<()> {
         let c = &self.config;
@@ -250,7 +348,7 @@ impl<'m> VisionEncoder<'m> {
         let patch_w =
             Weight::F32(Dense { name: PATCH_NAME, shape: &self.patch_shape, data: &self.patch_weight });
         let pe = &mut sc.q[..bs * g * g * d];
-        ops::matmul(patches, bs * g * g, &patch_w, pe, pool)?; // [bs·g², D]
+        timed(&mut prof.gemm_secs, || ops::matmul(patches, bs * g * g, &patch_w, pe, pool))?; // [bs·g², D]
         for b in 0..bs {
             for j in 0..t {
                 let row = &mut h[(b * t + j) * d..(b * t + j + 1) * d];
@@ -275,18 +373,18 @@ impl<'m> VisionEncoder<'m> {
             layer_norm(h, a, &blk.norm1.0, &blk.norm1.1, eps, pool)?; // [n, D]
             let (q, k, v) = (&mut sc.q[..n * d], &mut sc.k[..n * d], &mut sc.v[..n * d]);
             for (dst, (w, bias)) in [&mut *q, &mut *k, &mut *v].into_iter().zip(&blk.qkv) {
-                ops::matmul(a, n, w, dst, pool)?; // [n, D]
+                timed(&mut prof.gemm_secs, || ops::matmul(a, n, w, dst, pool))?; // [n, D]
                 add_bias(dst, bias, pool)?;
             }
-            attention(q, k, v, a, shape, pool)?; // [n, D]
-            ops::matmul(a, n, &blk.out.0, q, pool)?; // [n, D]
+            timed(&mut prof.attention_secs, || attention(q, k, v, a, shape, pool))?; // [n, D]
+            timed(&mut prof.gemm_secs, || ops::matmul(a, n, &blk.out.0, q, pool))?; // [n, D]
             residual(h, q, &blk.out.1, &blk.lambda1, pool, isa)?;
             // h = h + λ2 ⊙ fc2(gelu(fc1(LN2(h))))
             layer_norm(h, a, &blk.norm2.0, &blk.norm2.1, eps, pool)?; // [n, D]
             let m = &mut sc.mlp[..n * c.intermediate_size];
-            ops::matmul(a, n, &blk.fc1.0, m, pool)?; // [n, I]
+            timed(&mut prof.gemm_secs, || ops::matmul(a, n, &blk.fc1.0, m, pool))?; // [n, I]
             bias_gelu(m, &blk.fc1.1, pool, isa)?;
-            ops::matmul(m, n, &blk.fc2.0, q, pool)?; // [n, D]
+            timed(&mut prof.gemm_secs, || ops::matmul(m, n, &blk.fc2.0, q, pool))?; // [n, D]
             residual(h, q, &blk.fc2.1, &blk.lambda2, pool, isa)?;
             keep(i + 1, h); // hidden_states[i + 1]
         }

@@ -41,7 +41,10 @@ pub fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 1.0);
     p = p.mul_add(r, 1.0);
     // n ∈ [-126, 128]: 2ⁿ from the exponent bits (n = 128 only for x near 88.7: split in two).
-    let n = n as i32;
+    // SAFETY: a finite `n` is an integer in [-126, 128] (x was clamped above), so the unchecked
+    // conversion is exact; NaN maps to 0 as `as i32` does. Same values as `n as i32`, whose
+    // saturating conversion LLVM does not vectorize.
+    let n: i32 = if n.is_finite() { unsafe { n.to_int_unchecked() } } else { 0 };
     let half = n >> 1;
     let s1 = f32::from_bits(((half + 127) as u32) << 23);
     let s2 = f32::from_bits(((n - half + 127) as u32) << 23);

@@ -14,7 +14,7 @@
 //!   convolution (stride = kernel, no padding) is exactly a matmul over unfolded patches. Rows
 //!   and columns that the stride-14 convolution does not reach (the last `S mod 14` pixels)
 //!   are dropped, as in the convolution.
-//! * Attention ([`attention`]) never holds more than one 32×64 tile of scores; LayerNorm
+//! * Attention ([`attention`]) never holds more than one 6×64 tile of scores; LayerNorm
 //!   ([`layer_norm`]), GELU and `exp` ([`math`]) are our own vectorizable f32 loops; each has an
 //!   f64 twin in [`reference`] and a parity test (`tests/vision.rs`, unit tests here).
 //! * Slices are encoded in batches of [`EncodeOptions::batch`] slices (default 8): all slices of
@@ -38,7 +38,7 @@ pub mod reference;
 pub mod tolerance;
 
 pub use attention::{attention, AttentionShape};
-pub use encoder::{EncodeOptions, VisionEncoder, VisionOutput};
+pub use encoder::{EncodeOptions, EncodeProfile, EncoderFlops, VisionEncoder, VisionOutput, DEFAULT_BATCH};
 pub use layer_norm::layer_norm;
 
 use crate::model::config::VisionConfig;

@@ -1,6 +1,8 @@
 //! `medregion bench llm`: decoder speed on a package — prefill and decode tokens/s, the
 //! effective weight bandwidth (weight bytes read per forward call × calls/s), and batch-B decode
 //! against decoding B sequences one after another. Synthetic prompt ids; greedy; no stop token.
+//!
+//! `medregion bench vision`: the vision encoder on one synthetic study (see `vision.rs`).
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -9,6 +11,8 @@ use std::time::Instant;
 use medregion::io::package::{LoadOptions, Model};
 use medregion::llm::{GenerateOptions, Input, Session, SessionOptions};
 use medregion::{Error, Result};
+
+mod vision;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,6 +24,8 @@ pub struct Args {
 enum What {
     /// The decoder: prefill, decode and batched decode speed.
     Llm(LlmArgs),
+    /// The vision encoder: slices/s, GFLOP/s by op, the big GEMMs alone, the sgemm peak.
+    Vision(vision::VisionArgs),
 }
 
 #[derive(clap::Args)]
@@ -47,6 +53,7 @@ struct LlmArgs {
 pub fn run(args: Args) -> Result<()> {
     match args.what {
         What::Llm(a) => llm(a),
+        What::Vision(a) => vision::run(a),
     }
 }
 
