@@ -172,11 +172,8 @@ pub fn import(opts: &ImportOptions) -> Result<Imported> {
             // `load_llama` has opened and merged the adapter; only its config is needed here.
             let lora: crate::io::hf::LoraConfig =
                 crate::io::hf::safetensors_in::read_json(&lora_dir.join("adapter_config.json"))?;
-            config.decoder.lora = Some(LoraInfo {
-                r: lora.r,
-                alpha: lora.lora_alpha,
-                target_modules: Vec::new(),
-            });
+            config.decoder.lora =
+                Some(LoraInfo { r: lora.r, alpha: lora.lora_alpha, target_modules: Vec::new() });
         }
         src.hf.extend(tensors.into_iter().map(|t| (t.name.clone(), t)));
         src.hf_components.push(Component::Llm);
