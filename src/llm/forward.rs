@@ -410,7 +410,7 @@ unsafe fn attend_avx2(
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 fn attend_portable(
     q: &[f32],
     hd: usize,
