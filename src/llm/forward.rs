@@ -188,6 +188,7 @@ pub(crate) fn forward(
         rope.angles(r.pos, &mut s.cos[i * half..(i + 1) * half], &mut s.sin[i * half..(i + 1) * half]);
     }
     let scale = 1.0 / (hd as f32).sqrt();
+    let avx2 = crate::ops::Isa::detect() == crate::ops::Isa::Avx2;
 
     for (il, l) in w.layers.iter().enumerate() {
         // Attention block.
@@ -213,42 +214,41 @@ pub(crate) fn forward(
             let q = &s.q;
             let att = SharedOut(s.att.as_mut_ptr());
             let att = &att;
+            // One task per (row, kv head, up to GROUP_MAX of its query heads): each key and
+            // value is read once for all the query heads that share it (GQA).
+            let per_kv = group.div_ceil(GROUP_MAX);
+            let nkv = nh / group;
             let task = move |t: usize| {
-                let (i, head) = (t / nh, t % nh);
+                let (i, rest) = (t / (nkv * per_kv), t % (nkv * per_kv));
+                let (kvh, sub) = (rest / per_kv, rest % per_kv);
+                let h0 = kvh * group + sub * GROUP_MAX;
+                let g = GROUP_MAX.min((kvh + 1) * group - h0);
                 let r = rows[i];
-                let kvh = head / group;
-                let qv = &q[i * qd + head * hd..i * qd + (head + 1) * hd];
-                // SAFETY: task t alone writes `att[i·qd + head·hd ..][..hd]` (disjoint per t);
+                let qv = &q[i * qd + h0 * hd..i * qd + (h0 + g) * hd];
+                // SAFETY: task t alone writes `att[i·qd + h0·hd ..][..g·hd]` (disjoint per t);
                 // `s.att` has `rows · qd ≥ n · qd` values and is not otherwise borrowed here.
-                let out = unsafe { std::slice::from_raw_parts_mut(att.0.add(i * qd + head * hd), hd) };
+                let out = unsafe { std::slice::from_raw_parts_mut(att.0.add(i * qd + h0 * hd), g * hd) };
                 out.fill(0.0);
-                // Online softmax (running max `m`, running sum `sum`), keys in position order.
-                let (mut m, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-                let mut visit = |c: &KvCache, slots: std::ops::Range<usize>| {
-                    for slot in slots {
-                        let at = c.offset(il, slot) + kvh * hd;
-                        let kv = &c.k[at..at + hd];
-                        let score = qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale;
-                        let vv = &c.v[at..at + hd];
-                        if score > m {
-                            let shrink = (m - score).exp();
-                            sum *= shrink;
-                            out.iter_mut().for_each(|o| *o *= shrink);
-                            m = score;
-                        }
-                        let p = (score - m).exp();
-                        sum += p;
-                        out.iter_mut().zip(vv).for_each(|(o, &v)| *o += p * v);
+                // Online softmax per query head (running max `m`, running sum `sum`), keys in
+                // position order.
+                let mut st = Softmax { m: [f32::NEG_INFINITY; GROUP_MAX], sum: [0.0; GROUP_MAX] };
+                let mut visit = |c: &KvCache, slots: usize| {
+                    if slots > 0 {
+                        let at = c.offset(il, 0) + kvh * hd;
+                        let (k, v) = (&c.k[at..], &c.v[at..]);
+                        attend(qv, hd, k, v, kvd, slots, scale, &mut st, out, avx2);
                     }
                 };
                 if let Some(p) = prefix {
-                    visit(p, 0..base);
+                    visit(p, base);
                 }
-                visit(&caches[r.seq], 0..r.pos - base + 1);
-                let inv = 1.0 / sum;
-                out.iter_mut().for_each(|o| *o *= inv);
+                visit(&caches[r.seq], r.pos - base + 1);
+                for (o, &sum) in out.chunks_exact_mut(hd).zip(&st.sum) {
+                    let inv = 1.0 / sum;
+                    o.iter_mut().for_each(|o| *o *= inv);
+                }
             };
-            pool.run(n * nh, &task)?;
+            pool.run(n * nkv * per_kv, &task)?;
         }
         matmul_into(&s.att[..n * qd], n, &l.o, &mut s.out[..n * d], &mut s.mm, pool)?; // [n, D]
         add(&mut s.x[..n * d], &s.out[..n * d]);
@@ -284,6 +284,194 @@ pub(crate) fn forward(
         }
     }
     Ok(())
+}
+
+/// Keys scored together before their softmax weights are applied.
+const KEY_CHUNK: usize = 32;
+
+/// Most query heads one attention task serves (the GQA group, or part of it).
+const GROUP_MAX: usize = 8;
+
+/// Running softmax state of up to [`GROUP_MAX`] query heads.
+struct Softmax {
+    m: [f32; GROUP_MAX],
+    sum: [f32; GROUP_MAX],
+}
+
+/// Online-softmax attention of `q.len() / hd ≤ GROUP_MAX` query heads over `count` shared
+/// keys/values, key `i` at `k[i · stride..][..hd]` (values alike), continuing the running
+/// state `st` and the unnormalized outputs `out` (`[heads, hd]`). Keys are taken in chunks of
+/// [`KEY_CHUNK`] (a chunk's scores first), then each key in order exactly as a one-key-at-a-time
+/// online softmax would: rescale when it raises the max, add its weighted value. So results do
+/// not depend on where the keys are split (a shared prefix and a sequence's own cache give the
+/// same bits as one cache). Each head's operations and their order do not depend on the other
+/// heads; the AVX2 build compiles the same operations (no FMA contraction), so both give
+/// the same bits.
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    q: &[f32],
+    hd: usize,
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    count: usize,
+    scale: f32,
+    st: &mut Softmax,
+    out: &mut [f32],
+    avx2: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is true only when `Isa::detect()` found AVX2 and FMA on this CPU.
+        unsafe { attend_avx2(q, hd, k, v, stride, count, scale, st, out) };
+        return;
+    }
+    let _ = avx2;
+    attend_portable(q, hd, k, v, stride, count, scale, st, out);
+}
+
+/// [`attend_portable`] with explicit AVX2 vectors: the same per-lane multiplies and adds (no
+/// FMA), the same lane reduction order, so the same bits.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_avx2(
+    q: &[f32],
+    hd: usize,
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    count: usize,
+    scale: f32,
+    st: &mut Softmax,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    if hd % 8 != 0 || hd == 0 {
+        attend_portable(q, hd, k, v, stride, count, scale, st, out);
+        return;
+    }
+    let heads = (q.len() / hd).min(GROUP_MAX);
+    assert!(out.len() >= heads * hd && (count == 0 || k.len().min(v.len()) >= (count - 1) * stride + hd));
+    let (qp, kp, vp, op) = (q.as_ptr(), k.as_ptr(), v.as_ptr(), out.as_mut_ptr());
+    let mut scores = [[0.0f32; KEY_CHUNK]; GROUP_MAX];
+    let mut start = 0;
+    // SAFETY: every pointer offset stays inside the slices: query head h < heads reads
+    // q[h·hd..][..hd], key/value i < count reads [i·stride..][..hd] (asserted above), output
+    // head h writes out[h·hd..][..hd].
+    unsafe {
+        while start < count {
+            let len = KEY_CHUNK.min(count - start);
+            for i in 0..len {
+                let key = kp.add((start + i) * stride);
+                for (h, sc) in scores.iter_mut().enumerate().take(heads) {
+                    let qh = qp.add(h * hd);
+                    let mut acc = _mm256_setzero_ps();
+                    for c in (0..hd).step_by(8) {
+                        acc = _mm256_add_ps(
+                            acc,
+                            _mm256_mul_ps(_mm256_loadu_ps(qh.add(c)), _mm256_loadu_ps(key.add(c))),
+                        );
+                    }
+                    sc[i] = crate::ops::cpu::simd::avx2::hsum8(acc) * scale;
+                }
+            }
+            for i in 0..len {
+                let val = vp.add((start + i) * stride);
+                for (h, sc) in scores.iter().enumerate().take(heads) {
+                    let score = sc[i];
+                    if score > st.m[h] {
+                        let shrink = (st.m[h] - score).exp();
+                        st.sum[h] *= shrink;
+                        let sv = _mm256_set1_ps(shrink);
+                        for c in (0..hd).step_by(8) {
+                            let o = op.add(h * hd + c);
+                            _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_loadu_ps(o), sv));
+                        }
+                        st.m[h] = score;
+                    }
+                    let p = (score - st.m[h]).exp();
+                    st.sum[h] += p;
+                    let pv = _mm256_set1_ps(p);
+                    for c in (0..hd).step_by(8) {
+                        let o = op.add(h * hd + c);
+                        let ov =
+                            _mm256_add_ps(_mm256_loadu_ps(o), _mm256_mul_ps(pv, _mm256_loadu_ps(val.add(c))));
+                        _mm256_storeu_ps(o, ov);
+                    }
+                }
+            }
+            start += len;
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+fn attend_portable(
+    q: &[f32],
+    hd: usize,
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    count: usize,
+    scale: f32,
+    st: &mut Softmax,
+    out: &mut [f32],
+) {
+    let heads = (q.len() / hd).min(GROUP_MAX);
+    let mut scores = [[0.0f32; KEY_CHUNK]; GROUP_MAX];
+    let mut start = 0;
+    while start < count {
+        let len = KEY_CHUNK.min(count - start);
+        for i in 0..len {
+            let at = (start + i) * stride;
+            let key = &k[at..at + hd];
+            for (h, qh) in q.chunks_exact(hd).take(heads).enumerate() {
+                scores[h][i] = dot(qh, key) * scale;
+            }
+        }
+        for i in 0..len {
+            let at = (start + i) * stride;
+            let val = &v[at..at + hd];
+            for (h, oh) in out.chunks_exact_mut(hd).take(heads).enumerate() {
+                let score = scores[h][i];
+                if score > st.m[h] {
+                    let shrink = (st.m[h] - score).exp();
+                    st.sum[h] *= shrink;
+                    oh.iter_mut().for_each(|o| *o *= shrink);
+                    st.m[h] = score;
+                }
+                let p = (score - st.m[h]).exp();
+                st.sum[h] += p;
+                oh.iter_mut().zip(val).for_each(|(o, &v)| *o += p * v);
+            }
+        }
+        start += len;
+    }
+}
+
+/// `Σ a_i · b_i` in 8 lanes (lane l sums the elements `≡ l mod 8`, in order) reduced in
+/// a fixed order: independent lanes the compiler vectorizes, where
+/// one running sum is a chain of dependent adds. Same bits on every CPU.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ar.iter().zip(br).enumerate() {
+        acc[l] += x * y;
+    }
+    let t = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    (t[0] + t[2]) + (t[1] + t[3])
 }
 
 fn add(x: &mut [f32], y: &[f32]) {

@@ -36,7 +36,9 @@ mod avx2 {
 
     use crate::ops::cpu::matmul_quant::Unpacked;
 
-    /// 16 packed bytes → 32 nibbles in element order.
+    /// 16 packed bytes → 32 nibbles in element order: the bytes go to both 128-bit halves,
+    /// the high half is shifted right by 4 (32-bit lanes; the bits that cross into a byte from
+    /// its neighbour are masked off with the other nibble), then every byte is masked to 4 bits.
     ///
     /// # Safety
     /// `p` is valid for 16 bytes; the CPU has AVX2/FMA/F16C.
@@ -44,11 +46,9 @@ mod avx2 {
     #[inline]
     pub(super) unsafe fn unpack(p: *const u8) -> Unpacked {
         // SAFETY: `p` is valid for 16 bytes (the caller's contract).
-        let raw = unsafe { _mm_loadu_si128(p.cast()) };
-        let m4 = _mm_set1_epi8(0x0F);
-        let lo = _mm_and_si128(raw, m4);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), m4);
-        _mm256_set_m128i(hi, lo)
+        let raw = unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(p.cast())) };
+        let shifted = _mm256_srlv_epi32(raw, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+        _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
     }
 
     /// The `Σ nibble · x` of `blocks ≤ 8` blocks; lanes `≥ blocks` are 0.

@@ -28,7 +28,13 @@ pub struct MatmulScratch {
     sum: Vec<i32>,
 }
 
-/// Quantized activations: `n` rows of `nb` blocks.
+/// Blocks of slack after the last activation block: the AVX2 kernel reads whole groups of 8
+/// blocks (and masks what lies past a row), so its last group may run up to 7 blocks past the
+/// end of the last row. Never part of any result.
+pub(crate) const SLACK_BLOCKS: usize = 8;
+
+/// Quantized activations: `n` rows of `nb` blocks, followed by [`SLACK_BLOCKS`] readable
+/// blocks of unspecified content.
 #[derive(Clone, Copy)]
 pub(crate) struct QActs<'a> {
     /// int8 values, row-major `[n, nb · 32]`.
@@ -58,7 +64,7 @@ impl MatmulScratch {
         let elements = n
             .checked_mul(k)
             .ok_or_else(|| Error::invalid("n", format!("{n} rows of {k} activations overflow usize")))?;
-        let blocks = elements.div_ceil(QK);
+        let blocks = elements.div_ceil(QK) + SLACK_BLOCKS;
         if self.qs.len() < blocks * QK {
             self.qs.resize(blocks * QK, 0);
             self.d.resize(blocks, 0.0);
@@ -69,7 +75,7 @@ impl MatmulScratch {
 
     /// How many activation values fit.
     pub fn capacity(&self) -> usize {
-        self.qs.len()
+        self.qs.len().saturating_sub(SLACK_BLOCKS * QK)
     }
 
     /// Quantizes `n` rows of `k` values (`k % 32 == 0`) into this scratch.
@@ -80,11 +86,11 @@ impl MatmulScratch {
                 expected: format!("{n} rows of {k} values, k a multiple of {QK}"),
                 found: format!("{} values", x.len()),
             })?;
-        if self.qs.len() < elements {
+        if self.capacity() < elements {
             return Err(Error::BufferTooSmall {
                 what: "matmul activation scratch".into(),
                 needed: elements,
-                given: self.qs.len(),
+                given: self.capacity(),
             });
         }
         let blocks = elements / QK;
@@ -96,7 +102,8 @@ impl MatmulScratch {
             Isa::Avx2 => unsafe { avx2::quantize_blocks(x, qs, d, sum) },
             _ => quantize_blocks_scalar(x, qs, d, sum),
         }
-        Ok(QActs { qs: &self.qs[..elements], d: &self.d[..blocks], sum: &self.sum[..blocks] })
+        let (end, bend) = (elements + SLACK_BLOCKS * QK, blocks + SLACK_BLOCKS);
+        Ok(QActs { qs: &self.qs[..end], d: &self.d[..bend], sum: &self.sum[..bend] })
     }
 }
 
