@@ -12,37 +12,17 @@
 //! run on the same machine at the same time. `MEDREGION_BENCH_THREADS=N` sets the threads,
 //! `MEDREGION_VISION_SLICES=N` the slices of the study (default 32).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
+#[path = "common/vision_package.rs"]
+mod vision_package;
+
 use criterion::{black_box, BenchmarkId, Criterion, Throughput};
-use medregion::io::package::{PackageBuilder, QuantPolicy};
 use medregion::model::config::VisionConfig;
-use medregion::model::synthetic::{bytes_tokenizer, Preset, SyntheticSource};
 use medregion::model::{LoadOptions, Model};
 use medregion::ops::{self, ThreadPool};
 use medregion::tensor::{Dense, Weight, WeightType};
 use medregion::vision::{attention, AttentionShape, EncodeOptions, VisionEncoder};
-
-/// A package with the RAD-DINO encoder at `image_size` (the rest: the tiny preset).
-fn package(image_size: usize, ty: WeightType) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("medregion-bench-vision-{image_size}-{}.mrm", ty.name()));
-    if path.exists() {
-        return path;
-    }
-    let mut config = Preset::Tiny.config();
-    config.vision = VisionConfig { image_size, ..VisionConfig::default() };
-    config.connector.in_dim = config.vision.hidden_size;
-    config.mask_extractor.levels = vec![3, 6, 9, 12];
-    let policy = QuantPolicy::all(WeightType::F32).component(medregion::model::names::Component::Vit, ty);
-    let tmp = path.with_extension("tmp");
-    PackageBuilder::new(config, bytes_tokenizer())
-        .policy(policy)
-        .write(&tmp, &mut SyntheticSource::new(5))
-        .expect("write the bench package");
-    std::fs::rename(&tmp, &path).expect("rename the bench package");
-    path
-}
 
 fn threads() -> usize {
     std::env::var("MEDREGION_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
@@ -74,7 +54,7 @@ fn report() {
         sizes.push(518);
     }
     for size in sizes {
-        let path = package(size, WeightType::F32);
+        let path = vision_package::vision_package(size, WeightType::F32);
         let model = Model::load(&path, &LoadOptions::default()).expect("load");
         let enc = VisionEncoder::new(&model).expect("encoder");
         let cfg = enc.config().clone();
@@ -138,7 +118,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("encoder");
     group.sample_size(10);
     for (size, n) in [(256usize, 4usize), (518, 1)] {
-        let path = package(size, WeightType::F32);
+        let path = vision_package::vision_package(size, WeightType::F32);
         let model = Model::load(&path, &LoadOptions::default()).expect("load");
         let enc = VisionEncoder::new(&model).expect("encoder");
         let px = pixels(n, enc.config());

@@ -10,6 +10,7 @@ mod bench;
 mod convert;
 mod encode;
 mod eval;
+mod files;
 mod generate;
 mod info;
 mod inspect;

@@ -3,7 +3,9 @@
 //! TotalSegmentator ids of the default `totalseg` table), so every command that takes a CT and
 //! masks can be tried with no download. Each file is written under a temporary name and renamed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::files::write_atomic;
 
 use medregion::phantom::chest_phantom;
 use medregion::volume::buffer::DType;
@@ -17,21 +19,12 @@ pub struct Args {
     out: PathBuf,
 }
 
-fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(tmp.display().to_string(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path.display().to_string(), e)
-    })
-}
-
 pub fn run(args: Args) -> Result<()> {
     let p = chest_phantom()?;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::io(args.out.display().to_string(), e))?;
     let (ct, labels) = (args.out.join("ct.nrrd"), args.out.join("labels.nrrd"));
-    write(&ct, &write_bytes(&p.ct, DType::I16)?)?;
-    write(&labels, &write_bytes(&p.labels, DType::U16)?)?;
+    write_atomic(&ct, &write_bytes(&p.ct, DType::I16)?)?;
+    write_atomic(&labels, &write_bytes(&p.labels, DType::U16)?)?;
     println!(
         "wrote {} and {} ({:?} voxels of {:?} mm)",
         ct.display(),

@@ -10,7 +10,9 @@
 
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::files::write_atomic;
 
 use medregion::attributes::LabelScheme;
 use medregion::io::package::QuantPolicy;
@@ -58,15 +60,6 @@ pub struct Args {
     /// Progress on stderr as one JSON object per line (for scripts).
     #[arg(long, conflicts_with = "quiet")]
     progress_json: bool,
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(tmp.display().to_string(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path.display().to_string(), e)
-    })
 }
 
 /// Removes the demo's temporary package when dropped.

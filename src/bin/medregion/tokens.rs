@@ -19,6 +19,8 @@
 
 use std::path::PathBuf;
 
+use crate::files::write_atomic;
+
 use medregion::attributes::{compute, LabelScheme};
 use medregion::masks::Masks;
 use medregion::model::{LoadOptions, Model};
@@ -160,12 +162,7 @@ pub fn run(args: Args) -> Result<()> {
     .collect();
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::Internal(format!("serializing the dump: {e}")))?;
-    let tmp = args.dump.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(tmp.display().to_string(), e))?;
-    std::fs::rename(&tmp, &args.dump).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(args.dump.display().to_string(), e)
-    })?;
+    write_atomic(&args.dump, &bytes)?;
     let missing: Vec<&str> =
         slot.keys.iter().zip(&slot.present).filter(|(_, &p)| !p).map(|(k, _)| k.as_str()).collect();
     if !missing.is_empty() {
