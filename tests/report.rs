@@ -26,10 +26,15 @@ fn tiny(test: &str) -> PathBuf {
 }
 
 fn run(threads: usize, events: &mut Vec<String>) -> medregion::Result<Report> {
+    run_with(threads, None, events)
+}
+
+fn run_with(threads: usize, batch: Option<bool>, events: &mut Vec<String>) -> medregion::Result<Report> {
     let model = Model::load(tiny("reproducible"), &LoadOptions::default()).unwrap();
     let p = chest_phantom().unwrap();
     let masks = Masks::from_label_map(&p.labels, &LabelScheme::totalseg()).unwrap();
-    let options = ReportOptions { max_new_tokens: Some(12), threads, ..ReportOptions::default() };
+    let options =
+        ReportOptions { max_new_tokens: Some(12), threads, batch_regions: batch, ..ReportOptions::default() };
     generate_report(&model, &p.ct, &masks, &options, &mut |e: &Event<'_>| {
         match e {
             Event::Stage { stage, region, .. } => events.push(format!("{stage:?}:{}", region.unwrap_or(""))),
@@ -82,6 +87,11 @@ fn report_is_complete_and_reproducible_across_threads() {
     let base = json(one);
     assert_eq!(base, json(again), "same input, same output");
     assert_eq!(base, json(two), "thread count changed the report");
+    // Decoding the six regions one by one gives the same report as the batch (the default).
+    let mut seq_events = Vec::new();
+    let sequential = run_with(1, Some(false), &mut seq_events).unwrap();
+    assert_eq!(base, json(sequential), "batched and sequential decoding differ");
+    assert_eq!(seq_events[5], "token:lung", "sequential: tokens follow their region's stage");
 }
 
 #[test]

@@ -330,6 +330,21 @@ impl Session<'_> {
         tokenizer: Option<&Tokenizer>,
         on_token: &mut OnBatchToken<'_>,
     ) -> Result<Vec<Generation>> {
+        let inputs: Vec<Input<'_>> = suffixes.iter().map(|s| Input::Tokens(s)).collect();
+        self.generate_batch_inputs(prefix, &inputs, opts, tokenizer, on_token)
+    }
+
+    /// [`Session::generate_batch`] with each suffix given as ids or as input embeddings
+    /// `[n, hidden_size]` (e.g. a region prompt with its image and mask rows spliced in).
+    /// Embedding rows have no id, so the repetition penalty does not count them.
+    pub fn generate_batch_inputs(
+        &mut self,
+        prefix: Input<'_>,
+        suffixes: &[Input<'_>],
+        opts: &GenerateOptions,
+        tokenizer: Option<&Tokenizer>,
+        on_token: &mut OnBatchToken<'_>,
+    ) -> Result<Vec<Generation>> {
         let (v, d) = (self.cfg.vocab_size, self.cfg.hidden_size);
         let n = suffixes.len();
         if n == 0 || n > self.max_batch {
@@ -347,16 +362,28 @@ impl Session<'_> {
             Input::Embeddings(e) => e.len() / d,
         };
         for (i, s) in suffixes.iter().enumerate() {
-            self.check_ids(s).map_err(|e| Error::invalid(format!("suffixes[{i}]"), e.to_string()))?;
-            if plen + s.len() == 0 {
+            match s {
+                Input::Tokens(ids) => self
+                    .check_ids(ids)
+                    .map_err(|e| Error::invalid(format!("suffixes[{i}]"), e.to_string()))?,
+                Input::Embeddings(e) if e.len() % d != 0 => {
+                    return Err(Error::invalid(
+                        format!("suffixes[{i}]"),
+                        format!("{} embedding values are not whole rows of {d}", e.len()),
+                    ))
+                }
+                Input::Embeddings(_) => {}
+            }
+            let s = s.len(d);
+            if plen + s == 0 {
                 return Err(Error::invalid(format!("suffixes[{i}]"), "prefix and suffix are both empty"));
             }
-            if plen + s.len() > self.context() {
+            if plen + s > self.context() {
                 return Err(Error::invalid(
                     format!("suffixes[{i}]"),
                     format!(
                         "prefix {plen} + suffix {} tokens exceed the context of {} positions",
-                        s.len(),
+                        s,
                         self.context()
                     ),
                 ));
@@ -393,25 +420,31 @@ impl Session<'_> {
         let stop_ids = self.stop_ids(opts).to_vec();
         let mut rows = [Row { seq: 0, pos: 0 }; MAX_ROWS];
         let mut prefill_secs = vec![0.0; n];
-        for (i, suffix) in suffixes.iter().enumerate() {
+        for (i, input) in suffixes.iter().enumerate() {
             let ts = Instant::now();
             self.batch_caches[i].len = 0;
-            seqs[i].sampler.observe(suffix)?;
-            seqs[i].prompt_tokens = plen + suffix.len();
-            if suffix.is_empty() {
+            if let Input::Tokens(ids) = input {
+                seqs[i].sampler.observe(ids)?;
+            }
+            let slen = input.len(d);
+            seqs[i].prompt_tokens = plen + slen;
+            if slen == 0 {
                 self.scratch.logits[..v].copy_from_slice(&prefix_logits);
             }
             let mut done = 0;
-            while done < suffix.len() {
-                let m = self.chunk.min(suffix.len() - done);
+            while done < slen {
+                let m = self.chunk.min(slen - done);
                 for j in 0..m {
-                    let id = suffix[done + j] as usize;
-                    self.weights.embed.rows_to_f32(id, 1, &mut self.scratch.x[j * d..(j + 1) * d])?;
+                    let x = &mut self.scratch.x[j * d..(j + 1) * d];
+                    match input {
+                        Input::Tokens(ids) => self.weights.embed.rows_to_f32(ids[done + j] as usize, 1, x)?,
+                        Input::Embeddings(e) => x.copy_from_slice(&e[(done + j) * d..(done + j + 1) * d]),
+                    }
                     rows[j] = Row { seq: i, pos: plen + done + j };
                 }
                 let want = if opts.keep_logits {
                     Logits::All
-                } else if done + m == suffix.len() {
+                } else if done + m == slen {
                     Logits::Last
                 } else {
                     Logits::None
@@ -429,7 +462,7 @@ impl Session<'_> {
                 )?;
                 if opts.keep_logits {
                     seqs[i].logits.extend_from_slice(&self.scratch.logits[..m * v]);
-                    if done + m == suffix.len() {
+                    if done + m == slen {
                         self.scratch.logits.copy_within((m - 1) * v..m * v, 0);
                         let keep = seqs[i].logits.len() - v;
                         seqs[i].logits.truncate(keep);

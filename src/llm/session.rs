@@ -45,7 +45,7 @@ pub enum Input<'a> {
 }
 
 impl Input<'_> {
-    fn len(&self, d: usize) -> usize {
+    pub(crate) fn len(&self, d: usize) -> usize {
         match self {
             Input::Tokens(ids) => ids.len(),
             Input::Embeddings(e) => e.len() / d,

@@ -8,10 +8,12 @@
 //! sampling defaults) up to `max_new_tokens` or a stop token.
 //!
 //! Choices made here:
-//! * **Decoding order.** Regions are decoded one after another in region order, each from an
-//!   empty context. With the default `per_region_topk` pooling each region's image tokens
-//!   differ, so only the system-prompt part of the prompts is common; batching the six regions
-//!   (one forward per step for all of them) is the next step of this pipeline.
+//! * **Decoding.** With `generation.batch_regions` (default) the regions decode as one batch
+//!   (`Session::generate_batch_inputs`): the leading prompt rows that are bit-identical in every
+//!   region (with the default `per_region_topk` pooling, everything before the image tokens) are
+//!   fed once and shared, each region feeds the rest of its spliced prompt, and all regions
+//!   decode in lock step, one forward per step. Otherwise (or above 8 regions) each region is
+//!   decoded alone from an empty context. Greedy results are the same either way (tested).
 //! * **Determinism.** Greedy decoding with the same weights, inputs and options gives the same
 //!   bytes: every stage is deterministic, and the matmul and attention kernels give results
 //!   that do not depend on the thread count (tested).
@@ -28,7 +30,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::attributes::{compute, Attributes};
-use crate::llm::{GenerateOptions, Input, Session, SessionOptions};
+use crate::llm::{GenerateOptions, Input, Session, SessionOptions, StopReason};
 use crate::masks::Masks;
 use crate::model::Model;
 use crate::ops::ThreadPool;
@@ -42,6 +44,9 @@ use crate::{Error, Result};
 /// Version of the report JSON ([`Report`]); fields are only ever added.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
 
+/// The most regions decoded as one batch (the session's `max_batch` default).
+const MAX_BATCH: usize = 8;
+
 /// What to run. `Default` = every region of the model, the config's token budget, all cores.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReportOptions {
@@ -51,6 +56,8 @@ pub struct ReportOptions {
     pub max_new_tokens: Option<usize>,
     /// Threads (0 = one per core).
     pub threads: usize,
+    /// Decode the regions as one batch; `None` = `generation.batch_regions`.
+    pub batch_regions: Option<bool>,
 }
 
 /// A pipeline stage, reported when it starts.
@@ -213,40 +220,109 @@ pub fn generate_report(
     )?;
     let dm = config.decoder.hidden_size;
     let gen_opts = GenerateOptions { max_new_tokens, ..GenerateOptions::default() };
-    let mut outputs = Vec::with_capacity(regions.len());
-    for (i, ((region, tk), prompt)) in regions.iter().zip(&tokens).zip(&prompts).enumerate() {
-        stage(
-            on_event,
-            Event::Stage { stage: Stage::Region, index: i, count: regions.len(), region: Some(&region.key) },
-        )?;
-        let mut embeddings = vec![0.0f32; prompt.ids.len() * dm];
-        session.embed(&prompt.ids, &mut embeddings)?;
-        splice(prompt, tk, dm, &mut embeddings)?;
-        session.reset();
+    let mut embeddings = Vec::with_capacity(prompts.len());
+    for (prompt, tk) in prompts.iter().zip(&tokens) {
+        let mut e = vec![0.0f32; prompt.ids.len() * dm];
+        session.embed(&prompt.ids, &mut e)?;
+        splice(prompt, tk, dm, &mut e)?;
+        embeddings.push(e);
+    }
+    let batched = options.batch_regions.unwrap_or(config.generation.batch_regions)
+        && regions.len() > 1
+        && regions.len() <= MAX_BATCH;
+    let generations = if batched {
+        for (i, region) in regions.iter().enumerate() {
+            stage(
+                on_event,
+                Event::Stage {
+                    stage: Stage::Region,
+                    index: i,
+                    count: regions.len(),
+                    region: Some(&region.key),
+                },
+            )?;
+        }
+        // The rows every prompt shares (bit for bit) are fed once; each region feeds the rest.
+        let rows = embeddings.iter().map(|e| e.len() / dm).min().unwrap_or(0);
+        let shared = (0..rows)
+            .take_while(|&r| {
+                embeddings.iter().all(|e| e[r * dm..(r + 1) * dm] == embeddings[0][r * dm..(r + 1) * dm])
+            })
+            .count();
+        let suffixes: Vec<Input<'_>> =
+            embeddings.iter().map(|e| Input::Embeddings(&e[shared * dm..])).collect();
         let mut cancelled = false;
-        let mut on_token = |_id: u32, text: &str| -> ControlFlow<()> {
+        let mut on_token = |i: usize, _id: u32, text: &str| -> ControlFlow<()> {
+            if cancelled {
+                return ControlFlow::Break(());
+            }
             if text.is_empty() {
                 return ControlFlow::Continue(());
             }
-            let r = on_event(&Event::Token { region: &region.key, index: i, text });
+            let r = on_event(&Event::Token { region: &regions[i].key, index: i, text });
             cancelled |= r.is_break();
             r
         };
+        let prefix = Input::Embeddings(&embeddings[0][..shared * dm]);
+        let flag = session.cancel_flag();
+        let mut on_batch = |i: usize, id: u32, text: &str| {
+            let r = on_token(i, id, text);
+            if r.is_break() {
+                flag.store(true, std::sync::atomic::Ordering::Release);
+            }
+            r
+        };
         let g =
-            session.generate(Input::Embeddings(&embeddings), &gen_opts, Some(&tokenizer), &mut on_token)?;
-        if cancelled {
+            session.generate_batch_inputs(prefix, &suffixes, &gen_opts, Some(&tokenizer), &mut on_batch)?;
+        if flag.load(std::sync::atomic::Ordering::Acquire)
+            || g.iter().any(|g| matches!(g.stop, StopReason::Callback))
+        {
+            session.cancel_flag().store(false, std::sync::atomic::Ordering::Release);
             return Err(Error::Cancelled);
         }
-        timings.prefill += g.prefill_secs;
-        timings.decode += g.decode_secs;
-        let stop = match g.stop {
-            crate::llm::StopReason::StopToken(_) => "stop_token",
-            crate::llm::StopReason::StopString(_) => "stop_string",
-            crate::llm::StopReason::MaxTokens => "max_tokens",
-            crate::llm::StopReason::ContextFull => "context_full",
-            crate::llm::StopReason::Callback | crate::llm::StopReason::Cancelled => {
-                return Err(Error::Cancelled)
+        timings.prefill = g.iter().map(|g| g.prefill_secs).sum();
+        timings.decode = g.iter().map(|g| g.decode_secs).fold(0.0, f64::max);
+        g
+    } else {
+        let mut out = Vec::with_capacity(regions.len());
+        for (i, (region, e)) in regions.iter().zip(&embeddings).enumerate() {
+            stage(
+                on_event,
+                Event::Stage {
+                    stage: Stage::Region,
+                    index: i,
+                    count: regions.len(),
+                    region: Some(&region.key),
+                },
+            )?;
+            session.reset();
+            let mut cancelled = false;
+            let mut on_token = |_id: u32, text: &str| -> ControlFlow<()> {
+                if text.is_empty() {
+                    return ControlFlow::Continue(());
+                }
+                let r = on_event(&Event::Token { region: &region.key, index: i, text });
+                cancelled |= r.is_break();
+                r
+            };
+            let g = session.generate(Input::Embeddings(e), &gen_opts, Some(&tokenizer), &mut on_token)?;
+            if cancelled {
+                return Err(Error::Cancelled);
             }
+            timings.prefill += g.prefill_secs;
+            timings.decode += g.decode_secs;
+            out.push(g);
+        }
+        out
+    };
+    let mut outputs = Vec::with_capacity(regions.len());
+    for ((region, tk), g) in regions.iter().zip(&tokens).zip(generations) {
+        let stop = match g.stop {
+            StopReason::StopToken(_) => "stop_token",
+            StopReason::StopString(_) => "stop_string",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::ContextFull => "context_full",
+            StopReason::Callback | StopReason::Cancelled => return Err(Error::Cancelled),
         };
         outputs.push(RegionReport {
             key: region.key.clone(),

@@ -76,6 +76,7 @@ pub fn run(args: Args) -> Result<()> {
         regions: args.regions.clone(),
         max_new_tokens: args.max_new_tokens,
         threads: args.threads,
+        batch_regions: None,
     };
     let (_temp, model_path, ct, masks) = if args.demo {
         let path = std::env::temp_dir().join(format!("medregion-demo-{}.mrm", std::process::id()));
