@@ -251,8 +251,12 @@ pub fn generate_report(
             .count();
         let suffixes: Vec<Input<'_>> =
             embeddings.iter().map(|e| Input::Embeddings(&e[shared * dm..])).collect();
+        let prefix = Input::Embeddings(&embeddings[0][..shared * dm]);
+        // A `Break` sets the session's cancel flag, so the batch stops within one step; no
+        // event is forwarded after it (the stopped sequences still flush their text).
+        let flag = session.cancel_flag();
         let mut cancelled = false;
-        let mut on_token = |i: usize, _id: u32, text: &str| -> ControlFlow<()> {
+        let mut on_batch = |i: usize, _id: u32, text: &str| -> ControlFlow<()> {
             if cancelled {
                 return ControlFlow::Break(());
             }
@@ -260,24 +264,16 @@ pub fn generate_report(
                 return ControlFlow::Continue(());
             }
             let r = on_event(&Event::Token { region: &regions[i].key, index: i, text });
-            cancelled |= r.is_break();
-            r
-        };
-        let prefix = Input::Embeddings(&embeddings[0][..shared * dm]);
-        let flag = session.cancel_flag();
-        let mut on_batch = |i: usize, id: u32, text: &str| {
-            let r = on_token(i, id, text);
             if r.is_break() {
+                cancelled = true;
                 flag.store(true, std::sync::atomic::Ordering::Release);
             }
             r
         };
         let g =
             session.generate_batch_inputs(prefix, &suffixes, &gen_opts, Some(&tokenizer), &mut on_batch)?;
-        if flag.load(std::sync::atomic::Ordering::Acquire)
-            || g.iter().any(|g| matches!(g.stop, StopReason::Callback))
-        {
-            session.cancel_flag().store(false, std::sync::atomic::Ordering::Release);
+        if cancelled {
+            flag.store(false, std::sync::atomic::Ordering::Release);
             return Err(Error::Cancelled);
         }
         timings.prefill = g.iter().map(|g| g.prefill_secs).sum();

@@ -97,7 +97,6 @@ pub fn run(args: Args) -> Result<()> {
     };
     let model = Model::load(&model_path, &LoadOptions::default())?;
     let mut stderr = std::io::stderr().lock();
-    let mut last_region = usize::MAX;
     let report = generate_report(&model, &ct, &masks, &options, &mut |e: &Event<'_>| {
         if args.progress_json {
             let _ = writeln!(stderr, "{}", serde_json::to_string(e).unwrap_or_default());
@@ -109,7 +108,6 @@ pub fn run(args: Args) -> Result<()> {
                         None => writeln!(stderr, "[{stage:?}] ({count})"),
                     };
                 }
-                Event::Token { index, .. } if *index != last_region => last_region = *index,
                 Event::Token { .. } => {}
             }
         }
