@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 
 use medregion::attributes::LabelScheme;
 use medregion::io::package::QuantPolicy;
+use medregion::llm::{Input, Session, SessionOptions};
 use medregion::masks::Masks;
 use medregion::model::synthetic::{write_synthetic, Preset};
 use medregion::model::{LoadOptions, Model};
 use medregion::phantom::chest_phantom;
-use medregion::report::{generate_report, Event, Report, ReportOptions, Stage};
+use medregion::report::{generate_report, generate_report_in, Event, Report, ReportOptions, Stage};
 use medregion::tensor::WeightType;
+use medregion::tokenizer::Tokenizer;
 use medregion::Error;
 
 /// The tiny package, one file per test (tests run in parallel).
@@ -38,6 +40,7 @@ fn run_with(threads: usize, batch: Option<bool>, events: &mut Vec<String>) -> me
     generate_report(&model, &p.ct, &masks, &options, &mut |e: &Event<'_>| {
         match e {
             Event::Stage { stage, region, .. } => events.push(format!("{stage:?}:{}", region.unwrap_or(""))),
+            Event::Progress { stage, done, total } => events.push(format!("{stage:?}:{done}/{total}")),
             Event::Token { region, .. } => {
                 if events.last().map(|l| !l.starts_with("token")).unwrap_or(true) {
                     events.push(format!("token:{region}"));
@@ -77,21 +80,24 @@ fn report_is_complete_and_reproducible_across_threads() {
     let merged: Vec<&str> = one.regions.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(one.text, merged.join("\n\n"));
     // Stage order: preprocess, attributes, encoder, tokens, then each region with its tokens.
-    assert_eq!(&events[..4], ["Preprocess:", "Attributes:", "Encoder:", "Tokens:"]);
-    assert_eq!(events[4], "Region:lung");
+    // The encoder reports its progress after each batch of slices (8 slices, one batch).
+    assert_eq!(&events[..5], ["Preprocess:", "Attributes:", "Encoder:", "Encoder:8/8", "Tokens:"]);
+    assert_eq!(events[5], "Region:lung");
     assert!(events.iter().filter(|e| e.starts_with("Region:")).count() == 6);
 
     let again = run(1, &mut Vec::new()).unwrap();
     let two = run(2, &mut Vec::new()).unwrap();
+    let four = run(4, &mut Vec::new()).unwrap();
     let json = |r: Report| serde_json::to_string(&without_timings(r)).unwrap();
     let base = json(one);
     assert_eq!(base, json(again), "same input, same output");
-    assert_eq!(base, json(two), "thread count changed the report");
+    assert_eq!(base, json(two), "thread count changed the report (2)");
+    assert_eq!(base, json(four), "thread count changed the report (4)");
     // Decoding the six regions one by one gives the same report as the batch (the default).
     let mut seq_events = Vec::new();
     let sequential = run_with(1, Some(false), &mut seq_events).unwrap();
     assert_eq!(base, json(sequential), "batched and sequential decoding differ");
-    assert_eq!(seq_events[5], "token:lung", "sequential: tokens follow their region's stage");
+    assert_eq!(seq_events[6], "token:lung", "sequential: tokens follow their region's stage");
 }
 
 #[test]
@@ -134,4 +140,91 @@ fn bad_options_are_clear_errors() {
     assert!(e.contains("no region"), "{e}");
     let e = go(ReportOptions { max_new_tokens: Some(0), ..Default::default() });
     assert!(e.contains("max_new_tokens"), "{e}");
+}
+
+#[test]
+fn report_in_a_caller_session_matches_and_names_the_model() {
+    let model = Model::load(tiny("session"), &LoadOptions::default()).unwrap();
+    let p = chest_phantom().unwrap();
+    let masks = Masks::from_label_map(&p.labels, &LabelScheme::totalseg()).unwrap();
+    let options = ReportOptions { max_new_tokens: Some(8), threads: 2, ..ReportOptions::default() };
+    let none = &mut |_: &Event<'_>| ControlFlow::Continue(());
+    let own = generate_report(&model, &p.ct, &masks, &options, none).unwrap();
+    assert_eq!(own.model_checksum, model.checksum());
+    assert!(own.model_checksum.starts_with("sha256:"));
+    let text = own.to_text();
+    for r in &own.regions {
+        assert!(text.contains(&format!("\n{}:\n{}\n", r.header, r.text)), "{text}");
+    }
+    assert!(text.starts_with(own.attributes.text.trim_end()));
+    let json: serde_json::Value = serde_json::from_str(&own.to_json().unwrap()).unwrap();
+    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["regions"].as_array().unwrap().len(), 6);
+
+    let tokenizer = Tokenizer::from_package(&model).unwrap();
+    let mut session =
+        Session::new(&model, &SessionOptions { context: 0, threads: 2, ..SessionOptions::default() })
+            .unwrap();
+    // A leftover conversation in the session does not change the report (it is reset).
+    session.prefill(Input::Tokens(&[1, 2, 3])).unwrap();
+    let shared = generate_report_in(&mut session, &model, &tokenizer, &p.ct, &masks, &options, none).unwrap();
+    let again = generate_report_in(&mut session, &model, &tokenizer, &p.ct, &masks, &options, none).unwrap();
+    let json = |r: Report| serde_json::to_string(&without_timings(r)).unwrap();
+    let base = json(own);
+    assert_eq!(base, json(shared));
+    assert_eq!(base, json(again), "a second report in the same session is the same");
+
+    // A context that cannot hold the prompt is refused before decoding.
+    let mut small =
+        Session::new(&model, &SessionOptions { context: 16, threads: 1, ..SessionOptions::default() })
+            .unwrap();
+    let e = generate_report_in(&mut small, &model, &tokenizer, &p.ct, &masks, &options, none).unwrap_err();
+    assert!(e.to_string().contains("16 positions"), "{e}");
+}
+
+#[test]
+fn the_session_cancel_flag_stops_the_pipeline_from_another_thread() {
+    let model = Model::load(tiny("flag"), &LoadOptions::default()).unwrap();
+    let p = chest_phantom().unwrap();
+    let masks = Masks::from_label_map(&p.labels, &LabelScheme::totalseg()).unwrap();
+    let tokenizer = Tokenizer::from_package(&model).unwrap();
+    let mut session =
+        Session::new(&model, &SessionOptions { threads: 1, ..SessionOptions::default() }).unwrap();
+    let options = ReportOptions { max_new_tokens: Some(50), ..ReportOptions::default() };
+    for at in [Stage::Encoder, Stage::Region] {
+        let flag = session.cancel_flag();
+        let mut after = 0;
+        // The flag is set (as `mr_session_cancel` does, from any thread) when the stage starts;
+        // nothing is reported after it.
+        let r = std::thread::scope(|s| {
+            let mut on = |e: &Event<'_>| {
+                match e {
+                    Event::Stage { stage, .. } if *stage == at && after == 0 => {
+                        let flag = flag.clone();
+                        s.spawn(move || flag.store(true, std::sync::atomic::Ordering::Release))
+                            .join()
+                            .unwrap();
+                        after = 1;
+                    }
+                    _ if after > 0 => after += 1,
+                    _ => {}
+                }
+                ControlFlow::Continue(())
+            };
+            generate_report_in(&mut session, &model, &tokenizer, &p.ct, &masks, &options, &mut on)
+        });
+        assert!(matches!(r, Err(Error::Cancelled)), "{at:?}: {r:?}");
+        // At most the rest of the current step's events (the other regions' stage starts and
+        // one token per region).
+        assert!(after <= 1 + 6 + 6, "{at:?}: {after} events after the cancel");
+        assert!(!flag.load(std::sync::atomic::Ordering::Acquire), "the flag is consumed");
+    }
+    // The session still works afterwards.
+    let r =
+        generate_report_in(&mut session, &model, &tokenizer, &p.ct, &masks, &options, &mut |_: &Event<
+            '_,
+        >| {
+            ControlFlow::Continue(())
+        });
+    assert!(r.is_ok(), "{r:?}");
 }

@@ -21,10 +21,19 @@
 //!   `generation.merge_headers` each is prefixed "Header: "; with `generation.drop_no_findings`
 //!   a region whose text equals `no_findings_text` is left out of the merged text (it stays in
 //!   `regions`).
-//! * **Events.** `on_event` sees each stage start (with counts) and every streamed token; a
-//!   `Break` from it cancels the run: the result is [`Error::Cancelled`], within one decode step.
+//! * **Events.** `on_event` sees each stage start (with counts), the encoder's progress after
+//!   each batch of slices, and every streamed token; a `Break` from it cancels the run: the
+//!   result is [`Error::Cancelled`], within one decode step (or one encoder batch).
+//! * **Sessions.** [`generate_report`] makes a decoder session sized for the study;
+//!   [`generate_report_in`] runs in a caller's session (the C ABI's `mr_session`): it resets the
+//!   session's conversation, uses its threads for every stage, and honours its cancel flag
+//!   (set from any thread) at every stage boundary, after every encoder batch and every decode
+//!   step. A prompt longer than the session's context is refused before decoding; a context
+//!   too small for `max_new_tokens` ends the regions with `context_full`.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -32,20 +41,18 @@ use serde::Serialize;
 use crate::attributes::{compute, Attributes};
 use crate::llm::{GenerateOptions, Input, Session, SessionOptions, StopReason};
 use crate::masks::Masks;
+use crate::model::config::RegionConfig;
 use crate::model::Model;
 use crate::ops::ThreadPool;
 use crate::preprocess::preprocess;
-use crate::region::{assemble, splice, MaskView, RegionHeads};
+use crate::region::{assemble, splice, MaskView, Prompt, RegionHeads, RegionTokens};
 use crate::tokenizer::Tokenizer;
-use crate::vision::{slices_from_volume, EncodeOptions, VisionEncoder};
+use crate::vision::{slices_from_volume, EncodeOptions, EncodeProfile, VisionEncoder};
 use crate::volume::Volume;
 use crate::{Error, Result};
 
 /// Version of the report JSON ([`Report`]); fields are only ever added.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
-
-/// The most regions decoded as one batch (the session's `max_batch` default).
-const MAX_BATCH: usize = 8;
 
 /// What to run. `Default` = every region of the model, the config's token budget, all cores.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,7 +61,7 @@ pub struct ReportOptions {
     pub regions: Option<Vec<String>>,
     /// New tokens per region; `None` = `generation.max_new_tokens`.
     pub max_new_tokens: Option<usize>,
-    /// Threads (0 = one per core).
+    /// Threads (0 = one per core); [`generate_report_in`] uses the session's threads instead.
     pub threads: usize,
     /// Decode the regions as one batch; `None` = `generation.batch_regions`.
     pub batch_regions: Option<bool>,
@@ -78,6 +85,8 @@ pub enum Stage {
 pub enum Event<'a> {
     /// A stage starts; `index`/`count` are the region (or the slices for the encoder).
     Stage { stage: Stage, index: usize, count: usize, region: Option<&'a str> },
+    /// Progress within a stage: `done` of `total` (encoder: slices encoded).
+    Progress { stage: Stage, done: usize, total: usize },
     /// A region produced text.
     Token { region: &'a str, index: usize, text: &'a str },
 }
@@ -129,6 +138,8 @@ pub struct Report {
     pub schema_version: u32,
     pub engine_version: String,
     pub model_name: String,
+    /// The package checksum (`sha256:<hex>`), which names the weights that wrote the report.
+    pub model_checksum: String,
     pub study: Study,
     pub attributes: Attributes,
     pub regions: Vec<RegionReport>,
@@ -137,14 +148,61 @@ pub struct Report {
     pub timings: Timings,
 }
 
-fn stage(on: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>, e: Event<'_>) -> Result<()> {
-    match on(&e) {
-        ControlFlow::Continue(()) => Ok(()),
-        ControlFlow::Break(()) => Err(Error::Cancelled),
+impl Report {
+    /// The plain-text report: the attribute section, then each region's text under its heading
+    /// (`Header:` on its own line), one blank line between sections.
+    pub fn to_text(&self) -> String {
+        let mut out = format!("{}\n", self.attributes.text.trim_end());
+        for r in &self.regions {
+            out.push_str(&format!("\n{}:\n{}\n", r.header, r.text));
+        }
+        out
+    }
+
+    /// The report JSON (pretty-printed, schema [`REPORT_SCHEMA_VERSION`], ending in a newline).
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map(|j| j + "\n").map_err(|e| Error::Internal(e.to_string()))
     }
 }
 
-/// Runs the whole pipeline on one study (see the module doc).
+/// A cancellation check: a `Break` from the caller or the cancel flag (consumed when seen).
+struct Cancel<'a> {
+    on_event: &'a mut dyn FnMut(&Event<'_>) -> ControlFlow<()>,
+    flag: Arc<AtomicBool>,
+}
+
+impl Cancel<'_> {
+    fn emit(&mut self, e: Event<'_>) -> Result<()> {
+        if self.flag.swap(false, Ordering::AcqRel) {
+            return Err(Error::Cancelled);
+        }
+        match (self.on_event)(&e) {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(()) => Err(Error::Cancelled),
+        }
+    }
+}
+
+/// Everything before decoding: the stages that do not need the decoder session.
+struct Prepared<'c> {
+    regions: Vec<&'c RegionConfig>,
+    max_new_tokens: usize,
+    pre_shape: [usize; 3],
+    slot_keys: Vec<String>,
+    slot_present: Vec<bool>,
+    attributes: Attributes,
+    tokens: Vec<RegionTokens>,
+    prompts: Vec<Prompt>,
+    timings: Timings,
+}
+
+impl Prepared<'_> {
+    fn longest_prompt(&self) -> usize {
+        self.prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0)
+    }
+}
+
+/// Runs the whole pipeline on one study in a decoder session made for it (see the module doc).
 pub fn generate_report(
     model: &Model<'_>,
     ct: &Volume,
@@ -153,8 +211,54 @@ pub fn generate_report(
     on_event: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>,
 ) -> Result<Report> {
     let t_start = Instant::now();
+    let tokenizer = Tokenizer::from_package(model)?;
+    let mut on = Cancel { on_event, flag: Arc::new(AtomicBool::new(false)) };
+    let pool = ThreadPool::new(options.threads)?;
+    let prepared = prepare(model, &tokenizer, &pool, ct, masks, options, &mut on)?;
+    drop(pool);
+    let max_pos = model.config().decoder.max_position_embeddings;
+    let context = (prepared.longest_prompt() + prepared.max_new_tokens).min(max_pos);
+    let mut session = Session::new(
+        model,
+        &SessionOptions { context, threads: options.threads, ..SessionOptions::default() },
+    )?;
+    on.flag = session.cancel_flag();
+    decode(&mut session, model, &tokenizer, ct, prepared, options, &mut on, t_start)
+}
+
+/// Runs the whole pipeline on one study in the caller's `session` over `model`, with the
+/// model's `tokenizer` (see the module doc for what this does to the session).
+pub fn generate_report_in(
+    session: &mut Session<'_>,
+    model: &Model<'_>,
+    tokenizer: &Tokenizer,
+    ct: &Volume,
+    masks: &Masks,
+    options: &ReportOptions,
+    on_event: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>,
+) -> Result<Report> {
+    let t_start = Instant::now();
+    if session.config() != &model.config().decoder {
+        return Err(Error::invalid("session", "was made for another model's decoder"));
+    }
+    session.reset();
+    let mut on = Cancel { on_event, flag: session.cancel_flag() };
+    let prepared = prepare(model, tokenizer, &session.pool, ct, masks, options, &mut on)?;
+    decode(session, model, tokenizer, ct, prepared, options, &mut on, t_start)
+}
+
+/// Checks the options, then preprocessing, attributes, encoder, region tokens and prompts.
+fn prepare<'c>(
+    model: &'c Model<'_>,
+    tokenizer: &Tokenizer,
+    pool: &ThreadPool,
+    ct: &Volume,
+    masks: &Masks,
+    options: &ReportOptions,
+    on: &mut Cancel<'_>,
+) -> Result<Prepared<'c>> {
     let config = model.config();
-    let regions: Vec<&crate::model::config::RegionConfig> = match &options.regions {
+    let regions: Vec<&RegionConfig> = match &options.regions {
         None => config.regions.iter().collect(),
         Some(keys) => keys
             .iter()
@@ -175,49 +279,96 @@ pub fn generate_report(
     }
     let mut timings = Timings::default();
 
-    stage(on_event, Event::Stage { stage: Stage::Preprocess, index: 0, count: 1, region: None })?;
+    on.emit(Event::Stage { stage: Stage::Preprocess, index: 0, count: 1, region: None })?;
     let t = Instant::now();
     let pre = preprocess(ct, &config.preprocess)?;
     let slot = masks.slot_masks(&pre, config)?;
     timings.preprocess = t.elapsed().as_secs_f64();
 
-    stage(on_event, Event::Stage { stage: Stage::Attributes, index: 0, count: 1, region: None })?;
+    on.emit(Event::Stage { stage: Stage::Attributes, index: 0, count: 1, region: None })?;
     let t = Instant::now();
     let (labels, scheme) = masks.merged_labels()?;
     let attributes = compute(ct.geometry(), masks.geometry(), &labels, &scheme, &config.attributes)?;
     timings.attributes = t.elapsed().as_secs_f64();
 
     let [depth, _, _] = pre.shape;
-    stage(on_event, Event::Stage { stage: Stage::Encoder, index: 0, count: depth, region: None })?;
+    on.emit(Event::Stage { stage: Stage::Encoder, index: 0, count: depth, region: None })?;
     let t = Instant::now();
-    let pool = ThreadPool::new(options.threads)?;
     let heads = RegionHeads::new(model)?;
     let encoder = VisionEncoder::new(model)?;
     let slices = slices_from_volume(&pre.data, pre.shape, encoder.config())?;
-    let vision =
-        encoder.encode(&slices, depth, &EncodeOptions { levels: heads.levels(), batch: 0 }, &pool)?;
+    let vision = encoder.encode_observed(
+        &slices,
+        depth,
+        &EncodeOptions { levels: heads.levels(), batch: 0 },
+        pool,
+        &mut EncodeProfile::default(),
+        &mut |done, total| match on.emit(Event::Progress { stage: Stage::Encoder, done, total }) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        },
+    )?;
     drop(slices);
     timings.encoder = t.elapsed().as_secs_f64();
 
-    stage(on_event, Event::Stage { stage: Stage::Tokens, index: 0, count: regions.len(), region: None })?;
+    on.emit(Event::Stage { stage: Stage::Tokens, index: 0, count: regions.len(), region: None })?;
     let t = Instant::now();
     let keys: Vec<&str> = regions.iter().map(|r| r.key.as_str()).collect();
     let view = MaskView { shape: slot.shape, keys: &slot.keys, masks: &slot.masks };
-    let tokens = heads.tokens(&vision, view, &keys, &pool)?;
+    let tokens = heads.tokens(&vision, view, &keys, pool)?;
     drop(vision);
-    let tokenizer = Tokenizer::from_package(model)?;
     let prompts = tokens
         .iter()
-        .map(|tk| assemble(config, &tokenizer, &tk.region, &attributes.text))
+        .map(|tk| assemble(config, tokenizer, &tk.region, &attributes.text))
         .collect::<Result<Vec<_>>>()?;
     timings.tokens = t.elapsed().as_secs_f64();
+    Ok(Prepared {
+        regions,
+        max_new_tokens,
+        pre_shape: pre.shape,
+        slot_keys: slot.keys,
+        slot_present: slot.present,
+        attributes,
+        tokens,
+        prompts,
+        timings,
+    })
+}
 
+/// Decodes every region's prompt in `session` and assembles the report.
+#[allow(clippy::too_many_arguments)]
+fn decode(
+    session: &mut Session<'_>,
+    model: &Model<'_>,
+    tokenizer: &Tokenizer,
+    ct: &Volume,
+    prepared: Prepared<'_>,
+    options: &ReportOptions,
+    on: &mut Cancel<'_>,
+    t_start: Instant,
+) -> Result<Report> {
+    let config = model.config();
+    let Prepared {
+        regions,
+        max_new_tokens,
+        pre_shape,
+        slot_keys,
+        slot_present,
+        attributes,
+        tokens,
+        prompts,
+        mut timings,
+    } = prepared;
     let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
-    let context = (longest + max_new_tokens).min(config.decoder.max_position_embeddings);
-    let mut session = Session::new(
-        model,
-        &SessionOptions { context, threads: options.threads, ..SessionOptions::default() },
-    )?;
+    if longest >= session.context() {
+        return Err(Error::invalid(
+            "session context",
+            format!(
+                "{} positions cannot hold a region prompt of {longest} tokens plus one generated token",
+                session.context()
+            ),
+        ));
+    }
     let dm = config.decoder.hidden_size;
     let gen_opts = GenerateOptions { max_new_tokens, ..GenerateOptions::default() };
     let mut embeddings = Vec::with_capacity(prompts.len());
@@ -229,18 +380,15 @@ pub fn generate_report(
     }
     let batched = options.batch_regions.unwrap_or(config.generation.batch_regions)
         && regions.len() > 1
-        && regions.len() <= MAX_BATCH;
+        && regions.len() <= session.max_batch;
     let generations = if batched {
         for (i, region) in regions.iter().enumerate() {
-            stage(
-                on_event,
-                Event::Stage {
-                    stage: Stage::Region,
-                    index: i,
-                    count: regions.len(),
-                    region: Some(&region.key),
-                },
-            )?;
+            on.emit(Event::Stage {
+                stage: Stage::Region,
+                index: i,
+                count: regions.len(),
+                region: Some(&region.key),
+            })?;
         }
         // The rows every prompt shares (bit for bit) are fed once; each region feeds the rest.
         let rows = embeddings.iter().map(|e| e.len() / dm).min().unwrap_or(0);
@@ -254,7 +402,8 @@ pub fn generate_report(
         let prefix = Input::Embeddings(&embeddings[0][..shared * dm]);
         // A `Break` sets the session's cancel flag, so the batch stops within one step; no
         // event is forwarded after it (the stopped sequences still flush their text).
-        let flag = session.cancel_flag();
+        let flag = Arc::clone(&on.flag);
+        let on_event = &mut *on.on_event;
         let mut cancelled = false;
         let mut on_batch = |i: usize, _id: u32, text: &str| -> ControlFlow<()> {
             if cancelled {
@@ -266,14 +415,14 @@ pub fn generate_report(
             let r = on_event(&Event::Token { region: &regions[i].key, index: i, text });
             if r.is_break() {
                 cancelled = true;
-                flag.store(true, std::sync::atomic::Ordering::Release);
+                flag.store(true, Ordering::Release);
             }
             r
         };
         let g =
-            session.generate_batch_inputs(prefix, &suffixes, &gen_opts, Some(&tokenizer), &mut on_batch)?;
-        if cancelled {
-            flag.store(false, std::sync::atomic::Ordering::Release);
+            session.generate_batch_inputs(prefix, &suffixes, &gen_opts, Some(tokenizer), &mut on_batch)?;
+        flag.store(false, Ordering::Release);
+        if cancelled || g.iter().any(|g| matches!(g.stop, StopReason::Cancelled | StopReason::Callback)) {
             return Err(Error::Cancelled);
         }
         timings.prefill = g.iter().map(|g| g.prefill_secs).sum();
@@ -282,27 +431,22 @@ pub fn generate_report(
     } else {
         let mut out = Vec::with_capacity(regions.len());
         for (i, (region, e)) in regions.iter().zip(&embeddings).enumerate() {
-            stage(
-                on_event,
-                Event::Stage {
-                    stage: Stage::Region,
-                    index: i,
-                    count: regions.len(),
-                    region: Some(&region.key),
-                },
-            )?;
+            on.emit(Event::Stage {
+                stage: Stage::Region,
+                index: i,
+                count: regions.len(),
+                region: Some(&region.key),
+            })?;
             session.reset();
-            let mut cancelled = false;
+            let on_event = &mut *on.on_event;
             let mut on_token = |_id: u32, text: &str| -> ControlFlow<()> {
                 if text.is_empty() {
                     return ControlFlow::Continue(());
                 }
-                let r = on_event(&Event::Token { region: &region.key, index: i, text });
-                cancelled |= r.is_break();
-                r
+                on_event(&Event::Token { region: &region.key, index: i, text })
             };
-            let g = session.generate(Input::Embeddings(e), &gen_opts, Some(&tokenizer), &mut on_token)?;
-            if cancelled {
+            let g = session.generate(Input::Embeddings(e), &gen_opts, Some(tokenizer), &mut on_token)?;
+            if matches!(g.stop, StopReason::Cancelled | StopReason::Callback) {
                 return Err(Error::Cancelled);
             }
             timings.prefill += g.prefill_secs;
@@ -340,17 +484,18 @@ pub fn generate_report(
         .join("\n\n");
     timings.total = t_start.elapsed().as_secs_f64();
     let missing_structures =
-        slot.keys.iter().zip(&slot.present).filter(|(_, &p)| !p).map(|(k, _)| k.clone()).collect();
+        slot_keys.iter().zip(&slot_present).filter(|(_, &p)| !p).map(|(k, _)| k.clone()).collect();
     Ok(Report {
         schema_version: REPORT_SCHEMA_VERSION,
         engine_version: env!("CARGO_PKG_VERSION").to_string(),
         model_name: config.name.clone(),
+        model_checksum: model.checksum().to_string(),
         study: Study {
             ct_source: ct.source().to_string(),
             ct_dims: ct.dims(),
             ct_spacing_mm: ct.spacing(),
             ct_orientation: ct.orientation_code(),
-            preprocessed_shape: pre.shape,
+            preprocessed_shape: pre_shape,
             missing_structures,
         },
         attributes,

@@ -1,5 +1,6 @@
 //! [`VisionEncoder`]: the Dinov2 forward pass (see the module doc of `crate::vision`).
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use super::attention::{attention, AttentionShape};
@@ -263,6 +264,21 @@ impl<'m> VisionEncoder<'m> {
         pool: &ThreadPool,
         profile: &mut EncodeProfile,
     ) -> Result<VisionOutput> {
+        self.encode_observed(pixels, n_slices, options, pool, profile, &mut |_, _| ControlFlow::Continue(()))
+    }
+
+    /// [`encode_profiled`](Self::encode_profiled), calling `on_batch(done, n_slices)` after each
+    /// batch of slices; a `Break` stops the encoder there with [`Error::Cancelled`] (same
+    /// results otherwise).
+    pub fn encode_observed(
+        &self,
+        pixels: &[f32],
+        n_slices: usize,
+        options: &EncodeOptions,
+        pool: &ThreadPool,
+        profile: &mut EncodeProfile,
+        on_batch: &mut dyn FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Result<VisionOutput> {
         let start = Instant::now();
         let (gemm0, attn0) = (profile.gemm_secs, profile.attention_secs);
         let c = &self.config;
@@ -318,6 +334,9 @@ impl<'m> VisionEncoder<'m> {
                 },
             )?;
             output.last_hidden_state[span.clone()].copy_from_slice(&scratch.a[..bs * t * d]);
+            if on_batch(b0 + bs, n_slices).is_break() {
+                return Err(Error::Cancelled);
+            }
         }
         let inner = (profile.gemm_secs - gemm0) + (profile.attention_secs - attn0);
         profile.other_secs += (start.elapsed().as_secs_f64() - inner).max(0.0);

@@ -20,7 +20,7 @@ use medregion::masks::Masks;
 use medregion::model::synthetic::{write_synthetic, Preset};
 use medregion::model::{LoadOptions, Model};
 use medregion::phantom::chest_phantom;
-use medregion::report::{generate_report, Event, Report, ReportOptions};
+use medregion::report::{generate_report, Event, ReportOptions};
 use medregion::tensor::WeightType;
 use medregion::volume::Volume;
 use medregion::{Error, Result};
@@ -108,7 +108,7 @@ pub fn run(args: Args) -> Result<()> {
                         None => writeln!(stderr, "[{stage:?}] ({count})"),
                     };
                 }
-                Event::Token { .. } => {}
+                Event::Token { .. } | Event::Progress { .. } => {}
             }
         }
         ControlFlow::Continue(())
@@ -120,10 +120,9 @@ pub fn run(args: Args) -> Result<()> {
              the patient attributes are real measurements of the synthetic phantom.\n"
         );
     }
-    print!("{}", render_text(&report));
+    print!("{}", report.to_text());
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
-        write_atomic(path, (json + "\n").as_bytes())?;
+        write_atomic(path, report.to_json()?.as_bytes())?;
     }
     if !args.quiet && !args.progress_json {
         let t = &report.timings;
@@ -133,13 +132,4 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The plain-text report: the attributes, then each region under its heading.
-pub fn render_text(report: &Report) -> String {
-    let mut out = format!("{}\n", report.attributes.text.trim_end());
-    for r in &report.regions {
-        out.push_str(&format!("\n{}:\n{}\n", r.header, r.text));
-    }
-    out
 }
