@@ -263,7 +263,9 @@ pub struct Masks {
 const MASK_EXTENSIONS: [&str; 3] = [".nii.gz", ".nii", ".nrrd"];
 
 /// The class name of a mask file (its name without the extension), or `None`.
-fn mask_stem(file_name: &str) -> Option<&str> {
+/// The name of a volume file without its extension (`.nii.gz`, `.nii`, `.nrrd`, any case);
+/// `None` for other files. Used for mask folders and the CLI's batch mode.
+pub fn volume_stem(file_name: &str) -> Option<&str> {
     let lower = file_name.to_ascii_lowercase();
     MASK_EXTENSIONS
         .iter()
@@ -303,7 +305,7 @@ impl Masks {
             let entry = entry.map_err(|e| Error::io(path, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_file = entry.path().is_file();
-            match mask_stem(&name) {
+            match volume_stem(&name) {
                 Some(stem) if is_file => files.push((stem.to_string(), entry.path())),
                 _ => ignored.push(name),
             }
@@ -695,10 +697,10 @@ mod tests {
 
     #[test]
     fn mask_file_stems() {
-        assert_eq!(mask_stem("trachea and bronchie.nii.gz"), Some("trachea and bronchie"));
-        assert_eq!(mask_stem("lung.NII"), Some("lung"));
-        assert_eq!(mask_stem("heart.nrrd"), Some("heart"));
-        assert_eq!(mask_stem(".nii.gz"), None);
-        assert_eq!(mask_stem("notes.txt"), None);
+        assert_eq!(volume_stem("trachea and bronchie.nii.gz"), Some("trachea and bronchie"));
+        assert_eq!(volume_stem("lung.NII"), Some("lung"));
+        assert_eq!(volume_stem("heart.nrrd"), Some("heart"));
+        assert_eq!(volume_stem(".nii.gz"), None);
+        assert_eq!(volume_stem("notes.txt"), None);
     }
 }

@@ -419,14 +419,17 @@ fn decode(
             }
             r
         };
+        let t = Instant::now();
         let g =
             session.generate_batch_inputs(prefix, &suffixes, &gen_opts, Some(tokenizer), &mut on_batch)?;
+        let wall = t.elapsed().as_secs_f64();
         flag.store(false, Ordering::Release);
         if cancelled || g.iter().any(|g| matches!(g.stop, StopReason::Cancelled | StopReason::Callback)) {
             return Err(Error::Cancelled);
         }
-        timings.prefill = g.iter().map(|g| g.prefill_secs).sum();
+        // Every sequence's prefill time includes the shared prefix: split the wall time instead.
         timings.decode = g.iter().map(|g| g.decode_secs).fold(0.0, f64::max);
+        timings.prefill = (wall - timings.decode).max(0.0);
         g
     } else {
         let mut out = Vec::with_capacity(regions.len());

@@ -62,8 +62,11 @@ impl Volume {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
         let name = path.display().to_string();
+        let lower = name.to_ascii_lowercase();
         if bytes.starts_with(b"NRRD") {
             nrrd::read_bytes(&bytes, &name)
+        } else if lower.ends_with(".nrrd") || lower.ends_with(".nhdr") {
+            Err(Error::format(name, "not an NRRD file: it does not start with the magic \"NRRD\""))
         } else {
             nifti::read_bytes(&bytes, &name)
         }

@@ -15,6 +15,7 @@ mod generate;
 mod info;
 mod inspect;
 mod phantom;
+mod progress;
 mod report;
 mod tokens;
 mod volume_info;
@@ -50,7 +51,7 @@ enum Command {
     Tokens(tokens::Args),
     /// Patient-specific attributes from a label map: organ volumes, lesions (no model needed).
     Attributes(attributes::Args),
-    /// The whole pipeline: CT + masks -> region reports (`--demo` needs no files).
+    /// The whole pipeline: CT + masks -> region reports (`--demo` needs no files; several CTs = batch).
     Report(report::Args),
     /// Write the synthetic chest phantom (CT + label map) as NRRD files.
     Phantom(phantom::Args),
