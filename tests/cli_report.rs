@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "common/maskfiles.rs"]
+mod maskfiles;
+
 fn medregion(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_medregion")).args(args).output().expect("run medregion")
 }
@@ -103,14 +106,18 @@ fn batch_mode_reports_every_study_and_survives_a_bad_one() {
     let (cts, masks, out) = (dir.join("cts"), dir.join("masks"), dir.join("out"));
     std::fs::create_dir_all(&cts).unwrap();
     std::fs::create_dir_all(&masks).unwrap();
-    for s in ["a", "b", "c", "d"] {
+    for s in ["a", "b", "c", "d", "e"] {
         std::fs::copy(&ct, cts.join(format!("{s}.nrrd"))).unwrap();
     }
     std::fs::write(cts.join("notes.txt"), "not a volume").unwrap();
     std::fs::write(cts.join("b.nrrd"), "NRRD0004\ngarbage").unwrap(); // a corrupt CT
     std::fs::copy(&labels, masks.join("a.nrrd")).unwrap();
     std::fs::copy(&labels, masks.join("b.nrrd")).unwrap();
-    std::fs::copy(&labels, masks.join("d.nrrd")).unwrap(); // c has no masks
+    // c has no masks.
+    std::fs::copy(&labels, masks.join("d.nrrd")).unwrap();
+    // e's label map is on another grid than its CT.
+    let eye = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
+    std::fs::write(masks.join("e.nii"), maskfiles::nifti_bytes([8, 6, 4], &eye, &[1.0; 8 * 6 * 4])).unwrap();
     let m = model.to_str().unwrap();
     let args = ["report", "--model", m, "--ct", cts.to_str().unwrap(), "--masks", masks.to_str().unwrap()];
     let mut with_out = args.to_vec();
@@ -123,8 +130,12 @@ fn batch_mode_reports_every_study_and_survives_a_bad_one() {
     assert!(stdout.contains("a: ok") && stdout.contains("d: ok"), "{stdout}");
     assert!(stdout.contains("b: FAILED") && stdout.contains("c: FAILED: "), "{stdout}");
     assert!(stdout.contains("no masks for study `c`"), "{stdout}");
-    assert!(stdout.contains("2 of 4 studies reported"), "{stdout}");
-    assert!(stderr.contains("2 of 4 failed") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stdout.contains("e: FAILED: ") && stdout.contains("e.nii"),
+        "the grid mismatch names the file: {stdout}"
+    );
+    assert!(stdout.contains("2 of 5 studies reported"), "{stdout}");
+    assert!(stderr.contains("3 of 5 failed") && !stderr.contains("panicked"), "{stderr}");
     // Progress lines name their study.
     let first: serde_json::Value = serde_json::from_str(stderr.lines().next().unwrap()).unwrap();
     assert_eq!(first["study"], "a");
@@ -132,7 +143,7 @@ fn batch_mode_reports_every_study_and_survives_a_bad_one() {
     for s in ["a", "d"] {
         assert!(out.join(format!("{s}.json")).exists() && out.join(format!("{s}.txt")).exists());
     }
-    for s in ["b", "c"] {
+    for s in ["b", "c", "e"] {
         assert!(!out.join(format!("{s}.json")).exists() && !out.join(format!("{s}.txt")).exists());
     }
     let names: Vec<String> =
@@ -141,10 +152,10 @@ fn batch_mode_reports_every_study_and_survives_a_bad_one() {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["ok"], 2);
-    assert_eq!(summary["failed"], 2);
+    assert_eq!(summary["failed"], 3);
     let statuses: Vec<&str> =
         summary["studies"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["ok", "failed", "failed", "ok"]);
+    assert_eq!(statuses, ["ok", "failed", "failed", "ok", "failed"]);
     // A batch study's report is the single-study report of the same files.
     let single = dir.join("single.json");
     let one = medregion(&[

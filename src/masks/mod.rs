@@ -262,7 +262,6 @@ pub struct Masks {
 /// File extensions of mask files, longest first.
 const MASK_EXTENSIONS: [&str; 3] = [".nii.gz", ".nii", ".nrrd"];
 
-/// The class name of a mask file (its name without the extension), or `None`.
 /// The name of a volume file without its extension (`.nii.gz`, `.nii`, `.nrrd`, any case);
 /// `None` for other files. Used for mask folders and the CLI's batch mode.
 pub fn volume_stem(file_name: &str) -> Option<&str> {
@@ -440,7 +439,8 @@ impl Masks {
     /// sent through `pre`'s reorientation, crop and resize. The masks must be on the CT's grid
     /// (`pre.source_geometry`); a slot key the scheme has no group for is an error.
     pub fn slot_masks(&self, pre: &Preprocessed, config: &ModelConfig) -> Result<SlotMasks> {
-        pre.source_geometry.check_same_grid(&self.geometry, "masks")?;
+        let origins: Vec<&str> = self.sources.iter().map(|s| s.origin.as_str()).collect();
+        pre.source_geometry.check_same_grid(&self.geometry, &format!("masks ({})", origins.join(", ")))?;
         let mut groups = Vec::with_capacity(config.segmentation.len());
         for slot in &config.segmentation {
             let group = self.scheme.labels.slots.iter().find(|g| g.key == slot.key).ok_or_else(|| {
