@@ -189,9 +189,13 @@ fn bench_llm_reports_every_figure() {
         "decode_gb_per_s",
         "batch_decode_tokens_per_s",
         "batch_vs_sequential",
+        "machine_read_gb_per_s",
+        "decode_fraction_of_read_bandwidth",
     ] {
         assert!(doc[key].as_f64().is_some_and(|v| v > 0.0 && v.is_finite()), "{key}: {doc}");
     }
+    let ratio = doc["decode_gb_per_s"].as_f64().unwrap() / doc["machine_read_gb_per_s"].as_f64().unwrap();
+    assert!((doc["decode_fraction_of_read_bandwidth"].as_f64().unwrap() - ratio).abs() < 1e-9, "{doc}");
     assert_eq!(doc["batch"], 3);
     let model = Model::load(&pkg, &LoadOptions::default()).unwrap();
     let s = Session::new(&model, &SessionOptions { context: 16, threads: 1, ..Default::default() }).unwrap();

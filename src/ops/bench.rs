@@ -308,6 +308,15 @@ fn time_per_call(
     Ok(start.elapsed().as_secs_f64() / calls as f64)
 }
 
+/// The machine's read bandwidth in GB/s on `threads` threads (0 = one per core): a streaming
+/// sum over `bytes` of memory (use several times the last-level cache), best of 5 passes. The
+/// reference that `bench llm` and the GEMV benchmarks report their bandwidth against.
+pub fn machine_read_bandwidth(bytes: usize, threads: usize) -> Result<f64> {
+    let pool = ThreadPool::new(threads)?;
+    let buffer = random(bytes / 4, 0xB1D);
+    read_bandwidth(&buffer, &pool)
+}
+
 /// GB/s of a streaming sum over `buf` with `pool`, best of 5 passes.
 fn read_bandwidth(buf: &[f32], pool: &ThreadPool) -> Result<f64> {
     const CHUNK: usize = 1 << 18; // 1 MiB of f32

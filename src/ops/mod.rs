@@ -26,7 +26,7 @@ pub mod tolerance;
 
 use std::cell::RefCell;
 
-pub use bench::{bench_report, BenchOptions, BenchReport};
+pub use bench::{bench_report, machine_read_bandwidth, BenchOptions, BenchReport};
 pub use cpu::{Isa, MatmulScratch, ThreadPool};
 
 use crate::quant::QK;

@@ -1,6 +1,8 @@
 //! `medregion bench llm`: decoder speed on a package — prefill and decode tokens/s, the
 //! effective weight bandwidth (weight bytes read per forward call × calls/s), and batch-B decode
-//! against decoding B sequences one after another. Synthetic prompt ids; greedy; no stop token.
+//! against decoding B sequences one after another, and the machine's read bandwidth measured in
+//! the same run (the limit the effective bandwidth is compared with). Synthetic prompt ids;
+//! greedy; no stop token.
 //!
 //! `medregion bench vision`: the vision encoder on one synthetic study (see `vision.rs`).
 
@@ -88,6 +90,8 @@ fn llm(a: LlmArgs) -> Result<()> {
     let prefill_tps = a.prompt_len as f64 / prefill_secs;
     let decode_tps = a.steps as f64 / decode_secs;
     let decode_gbs = bytes * decode_tps / 1e9;
+    // The machine's limit, measured in the same run on the same threads (256 MiB streaming sum).
+    let machine_gbs = medregion::ops::machine_read_bandwidth(256 << 20, s.threads())?;
 
     let batch = if a.batch > 1 {
         let suffixes: Vec<Vec<u32>> = (0..a.batch).map(|i| vec![((i * 7919 + 3) % vocab) as u32]).collect();
@@ -113,21 +117,25 @@ fn llm(a: LlmArgs) -> Result<()> {
             "model": name, "threads": s.threads(), "prompt_len": a.prompt_len, "steps": a.steps,
             "weight_bytes_per_step": bytes, "prefill_tokens_per_s": prefill_tps,
             "decode_tokens_per_s": decode_tps, "decode_gb_per_s": decode_gbs,
+            "machine_read_gb_per_s": machine_gbs, "decode_fraction_of_read_bandwidth": decode_gbs / machine_gbs,
         });
         if let Some((tps, ratio, gbs)) = batch {
             doc["batch"] = a.batch.into();
             doc["batch_decode_tokens_per_s"] = tps.into();
             doc["batch_vs_sequential"] = ratio.into();
             doc["batch_gb_per_s"] = gbs.into();
+            doc["batch_fraction_of_read_bandwidth"] = (gbs / machine_gbs).into();
         }
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
         println!("model {name}: {:.1} MB of weights per step, {} threads", bytes / 1e6, s.threads());
         println!("prefill  {:>5} tokens: {prefill_tps:>10.1} tokens/s", a.prompt_len);
         println!(
-            "decode   {:>5} steps:  {decode_tps:>10.1} tokens/s  {decode_gbs:>7.2} GB/s effective",
-            a.steps
+            "decode   {:>5} steps:  {decode_tps:>10.1} tokens/s  {decode_gbs:>7.2} GB/s effective  ({:.0} % of read bandwidth)",
+            a.steps,
+            100.0 * decode_gbs / machine_gbs
         );
+        println!("machine read bandwidth (streaming sum, 256 MiB, same threads): {machine_gbs:.2} GB/s");
         if let Some((tps, ratio, gbs)) = batch {
             println!(
                 "batch {:>2} decode:       {tps:>10.1} tokens/s  {gbs:>7.2} GB/s effective  ({ratio:.2}x decoding them one after another)",
