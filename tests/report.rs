@@ -228,3 +228,39 @@ fn the_session_cancel_flag_stops_the_pipeline_from_another_thread() {
         });
     assert!(r.is_ok(), "{r:?}");
 }
+
+#[test]
+fn four_threads_share_one_model_and_agree_with_one() {
+    let model = Model::load(tiny("shared"), &LoadOptions::default()).unwrap();
+    let p = chest_phantom().unwrap();
+    let masks = Masks::from_label_map(&p.labels, &LabelScheme::totalseg()).unwrap();
+    let tokenizer = Tokenizer::from_package(&model).unwrap();
+    let options = ReportOptions { max_new_tokens: Some(6), ..ReportOptions::default() };
+    let one = |threads: usize| {
+        let mut session =
+            Session::new(&model, &SessionOptions { threads, ..SessionOptions::default() }).unwrap();
+        let r = generate_report_in(
+            &mut session,
+            &model,
+            &tokenizer,
+            &p.ct,
+            &masks,
+            &options,
+            &mut |_: &Event<'_>| ControlFlow::Continue(()),
+        )
+        .unwrap();
+        serde_json::to_string(&without_timings(r)).unwrap()
+    };
+    let alone = one(1);
+    let together: Vec<String> = std::thread::scope(|s| {
+        (0..4)
+            .map(|_| s.spawn(|| one(1)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect()
+    });
+    for (i, r) in together.iter().enumerate() {
+        assert_eq!(r, &alone, "thread {i} differs from the single-thread run");
+    }
+}
