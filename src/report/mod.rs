@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use crate::attributes::{compute, Attributes};
 use crate::llm::{GenerateOptions, Input, Session, SessionOptions, StopReason};
-use crate::masks::Masks;
+use crate::masks::{Masks, SlotMasks};
 use crate::model::config::RegionConfig;
 use crate::model::Model;
 use crate::ops::ThreadPool;
@@ -183,17 +183,23 @@ impl Cancel<'_> {
     }
 }
 
-/// Everything before decoding: the stages that do not need the decoder session.
-struct Prepared<'c> {
-    regions: Vec<&'c RegionConfig>,
-    max_new_tokens: usize,
-    pre_shape: [usize; 3],
-    slot_keys: Vec<String>,
-    slot_present: Vec<bool>,
-    attributes: Attributes,
-    tokens: Vec<RegionTokens>,
-    prompts: Vec<Prompt>,
-    timings: Timings,
+/// Everything before decoding, from [`prepare`]: the stages that do not need the decoder.
+pub struct Prepared<'c> {
+    /// The requested regions, in the requested (or the model's) order.
+    pub regions: Vec<&'c RegionConfig>,
+    /// New tokens per region (the options', or the config's default).
+    pub max_new_tokens: usize,
+    /// `[D, H, W]` after preprocessing.
+    pub pre_shape: [usize; 3],
+    /// The slot masks on the preprocessed grid.
+    pub slot: SlotMasks,
+    pub attributes: Attributes,
+    /// Per region: slices, pooled and projected tokens.
+    pub tokens: Vec<RegionTokens>,
+    /// Per region: the assembled prompt (ids and the positions to splice).
+    pub prompts: Vec<Prompt>,
+    /// `preprocess`, `attributes`, `encoder` and `tokens` are filled.
+    pub timings: Timings,
 }
 
 impl Prepared<'_> {
@@ -214,7 +220,7 @@ pub fn generate_report(
     let tokenizer = Tokenizer::from_package(model)?;
     let mut on = Cancel { on_event, flag: Arc::new(AtomicBool::new(false)) };
     let pool = ThreadPool::new(options.threads)?;
-    let prepared = prepare(model, &tokenizer, &pool, ct, masks, options, &mut on)?;
+    let prepared = prepare_with(model, &tokenizer, &pool, ct, masks, options, &mut on)?;
     drop(pool);
     let max_pos = model.config().decoder.max_position_embeddings;
     let context = (prepared.longest_prompt() + prepared.max_new_tokens).min(max_pos);
@@ -243,12 +249,28 @@ pub fn generate_report_in(
     }
     session.reset();
     let mut on = Cancel { on_event, flag: session.cancel_flag() };
-    let prepared = prepare(model, tokenizer, &session.pool, ct, masks, options, &mut on)?;
+    let prepared = prepare_with(model, tokenizer, &session.pool, ct, masks, options, &mut on)?;
     decode(session, model, tokenizer, ct, prepared, options, &mut on, t_start)
 }
 
-/// Checks the options, then preprocessing, attributes, encoder, region tokens and prompts.
-fn prepare<'c>(
+/// The stages before decoding, on `pool`: checks the options, then preprocessing (and the
+/// slot masks), attributes, the encoder, the region tokens and the prompts. Events and
+/// cancellation as for [`generate_report`] (no `Region` or `Token` events). Used by the
+/// pipeline and by `medregion tokens`.
+pub fn prepare<'c>(
+    model: &'c Model<'_>,
+    tokenizer: &Tokenizer,
+    pool: &ThreadPool,
+    ct: &Volume,
+    masks: &Masks,
+    options: &ReportOptions,
+    on_event: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>,
+) -> Result<Prepared<'c>> {
+    let mut on = Cancel { on_event, flag: Arc::new(AtomicBool::new(false)) };
+    prepare_with(model, tokenizer, pool, ct, masks, options, &mut on)
+}
+
+fn prepare_with<'c>(
     model: &'c Model<'_>,
     tokenizer: &Tokenizer,
     pool: &ThreadPool,
@@ -322,17 +344,7 @@ fn prepare<'c>(
         .map(|tk| assemble(config, tokenizer, &tk.region, &attributes.text))
         .collect::<Result<Vec<_>>>()?;
     timings.tokens = t.elapsed().as_secs_f64();
-    Ok(Prepared {
-        regions,
-        max_new_tokens,
-        pre_shape: pre.shape,
-        slot_keys: slot.keys,
-        slot_present: slot.present,
-        attributes,
-        tokens,
-        prompts,
-        timings,
-    })
+    Ok(Prepared { regions, max_new_tokens, pre_shape: pre.shape, slot, attributes, tokens, prompts, timings })
 }
 
 /// Decodes every region's prompt in `session` and assembles the report.
@@ -348,17 +360,8 @@ fn decode(
     t_start: Instant,
 ) -> Result<Report> {
     let config = model.config();
-    let Prepared {
-        regions,
-        max_new_tokens,
-        pre_shape,
-        slot_keys,
-        slot_present,
-        attributes,
-        tokens,
-        prompts,
-        mut timings,
-    } = prepared;
+    let Prepared { regions, max_new_tokens, pre_shape, slot, attributes, tokens, prompts, mut timings } =
+        prepared;
     let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
     if longest >= session.context() {
         return Err(Error::invalid(
@@ -487,7 +490,7 @@ fn decode(
         .join("\n\n");
     timings.total = t_start.elapsed().as_secs_f64();
     let missing_structures =
-        slot_keys.iter().zip(&slot_present).filter(|(_, &p)| !p).map(|(k, _)| k.clone()).collect();
+        slot.keys.iter().zip(&slot.present).filter(|(_, &p)| !p).map(|(k, _)| k.clone()).collect();
     Ok(Report {
         schema_version: REPORT_SCHEMA_VERSION,
         engine_version: env!("CARGO_PKG_VERSION").to_string(),

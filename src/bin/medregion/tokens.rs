@@ -17,18 +17,17 @@
 //! `prompts` (JSON region → text), `attributes` (the attribute text), `masks_report` (JSON).
 //! The file is written to a temporary name and renamed: no partial dump is left on error.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use crate::files::write_atomic;
 
-use medregion::attributes::{compute, LabelScheme};
+use medregion::attributes::LabelScheme;
 use medregion::masks::Masks;
 use medregion::model::{LoadOptions, Model};
 use medregion::ops::ThreadPool;
-use medregion::preprocess::preprocess;
-use medregion::region::{assemble, MaskView, RegionHeads};
+use medregion::report::{prepare, Event, Prepared, ReportOptions};
 use medregion::tokenizer::Tokenizer;
-use medregion::vision::{slices_from_volume, EncodeOptions, VisionEncoder};
 use medregion::volume::Volume;
 use medregion::{Error, Result};
 use safetensors::tensor::{Dtype, TensorView};
@@ -69,34 +68,18 @@ fn i64_bytes<T: Copy + TryInto<i64>>(v: &[T]) -> Vec<u8> {
 pub fn run(args: Args) -> Result<()> {
     let model = Model::load(&args.model, &LoadOptions::default())?;
     let config = model.config();
-    let regions: Vec<String> = match &args.regions {
-        Some(list) => list.clone(),
-        None => config.regions.iter().map(|r| r.key.clone()).collect(),
-    };
-    for r in &regions {
-        if !config.regions.iter().any(|c| &c.key == r) {
-            let keys: Vec<&str> = config.regions.iter().map(|c| c.key.as_str()).collect();
-            return Err(Error::invalid("--regions", format!("`{r}` is not one of {keys:?}")));
-        }
-    }
     let ct = Volume::load(&args.ct)?;
     let scheme = LabelScheme::from_arg(&args.labels)?;
     let masks = Masks::load(&args.masks, &scheme)?;
-    let pre = preprocess(&ct, &config.preprocess)?;
-    let slot = masks.slot_masks(&pre, config)?;
-    let (merged, merged_scheme) = masks.merged_labels()?;
-    let attributes = compute(ct.geometry(), masks.geometry(), &merged, &merged_scheme, &config.attributes)?;
-
-    let pool = ThreadPool::new(args.threads)?;
-    let heads = RegionHeads::new(&model)?;
-    let encoder = VisionEncoder::new(&model)?;
-    let slices = slices_from_volume(&pre.data, pre.shape, encoder.config())?;
-    let options = EncodeOptions { levels: heads.levels(), batch: 0 };
-    let vision = encoder.encode(&slices, pre.shape[0], &options, &pool)?;
-    let view = MaskView { shape: slot.shape, keys: &slot.keys, masks: &slot.masks };
-    let keys: Vec<&str> = regions.iter().map(String::as_str).collect();
-    let tokens = heads.tokens(&vision, view, &keys, &pool)?;
     let tokenizer = Tokenizer::from_package(&model)?;
+    let pool = ThreadPool::new(args.threads)?;
+    // The report pipeline's own stages up to the prompts (nothing decoded).
+    let options =
+        ReportOptions { regions: args.regions.clone(), threads: args.threads, ..Default::default() };
+    let Prepared { slot, attributes, tokens, prompts: region_prompts, .. } =
+        prepare(&model, &tokenizer, &pool, &ct, &masks, &options, &mut |_: &Event<'_>| {
+            ControlFlow::Continue(())
+        })?;
 
     let (n_tokens, n_slots) = (config.pooling.n_tokens(), config.segmentation.len());
     let (vh, dh) = (config.vision.hidden_size, config.decoder.hidden_size);
@@ -104,8 +87,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut prompts = serde_json::Map::new();
     let mut rules = serde_json::Map::new();
-    for t in &tokens {
-        let prompt = assemble(config, &tokenizer, &t.region, &attributes.text)?;
+    for (t, prompt) in tokens.iter().zip(region_prompts) {
         let r = &t.region;
         let k = t.selection.slices.len();
         tensors.push((format!("{r}.slices"), Dtype::I64, vec![k], i64_bytes(&t.selection.slices)));
