@@ -171,7 +171,8 @@ impl<'t> SeqState<'t> {
         let mut safe = self.text.len();
         if let Some(dec) = &mut self.decoder {
             let before = self.text.len();
-            dec.push(id, &mut self.text)?;
+            // An id beyond the tokenizer (a padded vocabulary) reads as U+FFFD (see push_lossy).
+            dec.push_lossy(id, &mut self.text);
             let scan = before.saturating_sub(opts.stop_strings.iter().map(String::len).max().unwrap_or(0));
             let hit = opts
                 .stop_strings

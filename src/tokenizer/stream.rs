@@ -41,6 +41,17 @@ impl<'a> StreamDecoder<'a> {
         Ok(())
     }
 
+    /// [`push`](Self::push), except that an id the tokenizer has no entry for appends U+FFFD
+    /// (after flushing a pending partial character as U+FFFD) instead of failing. Generation
+    /// uses it: a model's vocabulary may be padded beyond its tokenizer, and a sampled padding
+    /// id must not abort a report.
+    pub fn push_lossy(&mut self, id: u32, out: &mut String) {
+        if self.push(id, out).is_err() {
+            let mut buf = [0u8; 4];
+            self.push_bytes(REPLACEMENT.encode_utf8(&mut buf).as_bytes(), out);
+        }
+    }
+
     /// Appends the characters completed by `bytes`.
     pub fn push_bytes(&mut self, mut bytes: &[u8], out: &mut String) {
         // First complete (or reject) the pending partial character.
@@ -198,5 +209,11 @@ mod tests {
         dec.finish(&mut out);
         assert_eq!(out, "é😀\u{FFFD}");
         assert!(dec.push(9999, &mut out).is_err());
+        // The lossy push renders an unknown id as U+FFFD, flushing a pending partial first.
+        let mut out = String::new();
+        dec.push(0xC3, &mut out).unwrap();
+        dec.push_lossy(9999, &mut out);
+        dec.push_lossy(b'a' as u32, &mut out);
+        assert_eq!(out, "\u{FFFD}\u{FFFD}a");
     }
 }
