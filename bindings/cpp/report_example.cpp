@@ -43,7 +43,8 @@ int main(int argc, char **argv) {
         auto masks = medregion::Masks::load(argv[3], table, label_json);
         auto session = medregion::Session::create(model);
         medregion::ReportOptions options;
-        if (const char *n = std::getenv("MEDREGION_MAX_NEW_TOKENS")) options.max_new_tokens = std::strtoul(n, nullptr, 10);
+        if (const char *n = std::getenv("MEDREGION_MAX_NEW_TOKENS"))
+            options.max_new_tokens = static_cast<std::uint32_t>(std::strtoul(n, nullptr, 10));
         options.on_progress = [](const mr_report_event &e) {
             if (e.kind != MR_REPORT_EVENT_STAGE) return false;  // encoder slices: not shown
             std::cerr << "[" << stages[e.stage] << "] ";

@@ -1,9 +1,9 @@
 /* The end-to-end report from C: a full report (JSON, text, region keys and texts agreeing),
  * progress events in order, streamed tokens per region, cancel by either callback and by
  * mr_session_cancel from another thread, one model shared by 4 sessions on 4 threads giving the
- * same bytes, bad input, and a session that still works after every failure.
- * argv: PACKAGE CT LABELS [quick]. "quick" (the valgrind runs) reports one region and skips the
- * slow parts (the threads and the second decoding). Run by tests/c_report.rs. */
+ * same bytes, bad input (a too small context too), and a session that still works after every
+ * failure. argv: PACKAGE CT LABELS [quick]. "quick" (the valgrind runs) reports one region and
+ * skips the slow parts (the threads and the second decoding). Run by tests/c_report.rs. */
 #include "medregion.h"
 
 #include <pthread.h>
@@ -387,7 +387,8 @@ int main(int argc, char **argv) {
     rp.on_token = NULL;
     rp.user_data = NULL;
 
-    /* Bad input: NULLs, an unknown region key (named), bad params, masks on another grid. */
+    /* Bad input: NULLs, an unknown region key (named), bad params, masks on another grid, a
+     * context too small for the prompts. */
     CHECK_STATUS(mr_session_generate_report(NULL, ct, masks, &rp, &r), MR_ERR_NULL_POINTER);
     CHECK(strstr(mr_last_error_message(), "session") != NULL);
     CHECK_STATUS(mr_session_generate_report(s, NULL, masks, &rp, &r), MR_ERR_NULL_POINTER);
@@ -427,6 +428,18 @@ int main(int argc, char **argv) {
     CHECK_STATUS(mr_session_generate_report(s, small_ct, masks, &rp, &r), MR_ERR_SHAPE);
     CHECK_STATUS(mr_session_generate_report(s, ct, small_masks, &rp, &r), MR_ERR_SHAPE);
     CHECK(r == sentinel);
+    { /* a session whose context cannot hold a region prompt */
+        mr_session *short_ctx = NULL;
+        mr_session_params sp2;
+        CHECK_STATUS(mr_session_params_default(&sp2), MR_OK);
+        sp2.context = 64;
+        sp2.threads = 1;
+        CHECK_STATUS(mr_session_create(model, &sp2, &short_ctx), MR_OK);
+        CHECK_STATUS(mr_session_generate_report(short_ctx, ct, masks, &rp, &r), MR_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(mr_last_error_message(), "context") != NULL);
+        CHECK(r == sentinel);
+        mr_session_free(short_ctx);
+    }
     CHECK_STATUS(mr_report_params_default(NULL), MR_ERR_NULL_POINTER);
     mr_report_free(NULL);
 
