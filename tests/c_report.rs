@@ -34,7 +34,7 @@ fn medregion(args: &[&str], extra: &Path) -> std::process::Output {
 fn inputs() -> &'static Inputs {
     static INPUTS: OnceLock<Inputs> = OnceLock::new();
     INPUTS.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("c-report-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c-report");
         std::fs::create_dir_all(&dir).unwrap();
         let package = dir.join("tiny.safetensors");
         medregion(&["convert", "--synthetic", "tiny", "--seed", "3", "--output"], &package);
