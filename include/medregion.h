@@ -77,6 +77,12 @@ typedef struct mr_masks mr_masks;
 typedef struct mr_model mr_model;
 
 /**
+ * A finished report (opaque, immutable, readable from any number of threads at once); free
+ * with `mr_report_free`.
+ */
+typedef struct mr_report mr_report;
+
+/**
  * A decoder session (opaque). One thread at a time; free with `mr_session_free`.
  */
 typedef struct mr_session mr_session;
@@ -440,6 +446,99 @@ typedef struct mr_masks_params {
 } mr_masks_params;
 
 /**
+ * What an `mr_report_event` says.
+ */
+typedef int32_t mr_report_event_kind;
+
+/**
+ * A pipeline stage (`mr_report_event.stage`).
+ */
+typedef int32_t mr_stage;
+
+/**
+ * A progress event handed to `mr_report_progress_callback`, valid during the call only.
+ */
+typedef struct mr_report_event {
+  /**
+   * `sizeof(mr_report_event)` as the library was compiled.
+   */
+  uint32_t struct_size;
+  /**
+   * One of `MR_REPORT_EVENT_*`.
+   */
+  mr_report_event_kind kind;
+  /**
+   * One of `MR_STAGE_*`.
+   */
+  mr_stage stage;
+  /**
+   * `MR_REPORT_EVENT_STAGE`: the item starting (region index, else 0);
+   * `MR_REPORT_EVENT_PROGRESS`: items done.
+   */
+  uint32_t index;
+  /**
+   * `MR_REPORT_EVENT_STAGE`: items in the stage; `MR_REPORT_EVENT_PROGRESS`: the total.
+   */
+  uint32_t count;
+  /**
+   * `MR_STAGE_REGION` starts: the region key (NUL-terminated); otherwise NULL.
+   */
+  const char *region;
+} mr_report_event;
+
+/**
+ * Called at each stage start and progress step, on the calling thread. Return 0 to go on,
+ * non-zero to cancel (the call returns `MR_ERR_CANCELLED`). Must not call into the same session
+ * (`MR_ERR_BUSY`), except `mr_session_cancel`.
+ */
+typedef int32_t (*mr_report_progress_callback)(void *user, const struct mr_report_event *event);
+
+/**
+ * Called with each piece of text a region produces: the region's index among the reported
+ * regions, its key (NUL-terminated) and the text (`piece`, `len` bytes of UTF-8, whole
+ * characters, not NUL-terminated, never empty). Return 0 to go on, non-zero to cancel (the call
+ * returns `MR_ERR_CANCELLED` within one decode step; no token callback follows).
+ */
+typedef int32_t (*mr_report_token_callback)(void *user, uint32_t region_index, const char *region, const char *piece, size_t len);
+
+/**
+ * What `mr_session_generate_report` runs. Fill with `mr_report_params_default`, then change
+ * fields.
+ */
+typedef struct mr_report_params {
+  /**
+   * `sizeof(mr_report_params)` as the caller compiled it.
+   */
+  uint32_t struct_size;
+  /**
+   * New tokens per region at most; 0 (default) = the model's `generation.max_new_tokens`.
+   */
+  uint32_t max_new_tokens;
+  /**
+   * Region keys to report, comma-separated, in the order given (NUL-terminated, read during
+   * the call only); NULL or "" (default) = every region of the model, in its order.
+   */
+  const char *regions;
+  /**
+   * -1 (default) = the model's `generation.batch_regions`; 0 = one region after another;
+   * 1 = the regions decode as one batch (same text either way).
+   */
+  int32_t batch_regions;
+  /**
+   * Stage and progress events (NULL = none).
+   */
+  mr_report_progress_callback on_progress;
+  /**
+   * Streamed region text (NULL = none).
+   */
+  mr_report_token_callback on_token;
+  /**
+   * Passed to both callbacks as `user`.
+   */
+  void *user_data;
+} mr_report_params;
+
+/**
  * The host CPU (always listed first, always available).
  */
 #define MR_DEVICE_CPU 0
@@ -659,6 +758,42 @@ typedef struct mr_masks_params {
  * TotalSegmentator v2 subtask `kidney_cysts`: {1 kidney_cyst_left, 2 kidney_cyst_right}.
  */
 #define MR_LABELS_TOTALSEG_KIDNEY_CYSTS 5
+
+/**
+ * Resampling and windowing of the CT, mask lookup.
+ */
+#define MR_STAGE_PREPROCESS 0
+
+/**
+ * Patient attributes measured from the masks.
+ */
+#define MR_STAGE_ATTRIBUTES 1
+
+/**
+ * The vision encoder over every slice (`count` = slices; progress events follow).
+ */
+#define MR_STAGE_ENCODER 2
+
+/**
+ * Region tokens and prompts (`count` = regions).
+ */
+#define MR_STAGE_TOKENS 3
+
+/**
+ * Decoding region `index` of `count` (`region` = its key). Batched decoding announces every
+ * region first, then decodes them together.
+ */
+#define MR_STAGE_REGION 4
+
+/**
+ * A stage starts: `index` of `count` (the region for `MR_STAGE_REGION`, else 0).
+ */
+#define MR_REPORT_EVENT_STAGE 0
+
+/**
+ * Progress within a stage: `index` = done of `count` = total (the encoder: slices encoded).
+ */
+#define MR_REPORT_EVENT_PROGRESS 1
 
 #ifdef __cplusplus
 extern "C" {
@@ -1150,6 +1285,88 @@ mr_status mr_masks_report_json(const struct mr_masks *masks, char *buf, size_t b
  * `mr_masks_from_volume` not yet freed.
  */
 void mr_masks_free(struct mr_masks *masks);
+
+/**
+ * Fills `*out` with the defaults (every region, the model's token budget and batching, no
+ * callbacks) and the right `struct_size`.
+ *
+ * # Safety
+ * `out` must be NULL or writable.
+ */
+mr_status mr_report_params_default(struct mr_report_params *out);
+
+/**
+ * Runs the whole pipeline on `ct` and `masks` (the CT's grid) in `session` (reset first; its
+ * threads) and writes a new report to `*out`. `params` may be NULL (defaults). The session's
+ * context must hold the longest region prompt plus one token (context 0 = 4096 does); a
+ * smaller one is `MR_ERR_INVALID_ARGUMENT`, one too small for `max_new_tokens` ends the regions
+ * early (`stop` "context_full" in the JSON). Errors: `MR_ERR_NULL_POINTER` (a NULL argument),
+ * `MR_ERR_INVALID_ARGUMENT` (an unknown region key, named; bad params), `MR_ERR_SHAPE` and
+ * others from the inputs (masks on another grid), `MR_ERR_BUSY`, `MR_ERR_CANCELLED` (a
+ * callback's non-zero return or `mr_session_cancel`). On failure `*out` is untouched; the
+ * session stays usable.
+ *
+ * # Safety
+ * `session` from `mr_session_create`; `ct` and `masks` live objects (not changed by another
+ * thread during the call); `params` NULL or readable, its callbacks callable with `user_data`;
+ * `out` writable.
+ */
+mr_status mr_session_generate_report(struct mr_session *session, const struct mr_volume *ct, const struct mr_masks *masks, const struct mr_report_params *params, struct mr_report **out);
+
+/**
+ * Copies the report JSON (schema version 1: study, attributes, regions with their text, stop
+ * reason and slices, the merged text, timings; pretty-printed, ending in a newline) into `buf`,
+ * NUL-terminated. `*needed` (may be NULL) receives the size with the NUL, also when `buf` is
+ * too small (`MR_ERR_BUFFER_TOO_SMALL`, `buf` untouched); `buf = NULL, len = 0` asks the size.
+ *
+ * # Safety
+ * `report` a live report; `buf` NULL or writable for `len` bytes; `needed` NULL or writable.
+ */
+mr_status mr_report_json(const struct mr_report *report, char *buf, size_t len, size_t *needed);
+
+/**
+ * Copies the plain-text report (the attribute section, then each region's text under its
+ * heading line `Header:`, a blank line between sections; the same text as
+ * `medregion report` prints) into `buf`, with the size convention of `mr_report_json`.
+ *
+ * # Safety
+ * As `mr_report_json`.
+ */
+mr_status mr_report_text(const struct mr_report *report, char *buf, size_t len, size_t *needed);
+
+/**
+ * The number of regions in the report (`*out`).
+ *
+ * # Safety
+ * `report` a live report; `out` writable.
+ */
+mr_status mr_report_region_count(const struct mr_report *report, size_t *out);
+
+/**
+ * Copies the key of region `index` (0-based, below `mr_report_region_count`) into `buf`, with
+ * the size convention of `mr_report_json`.
+ *
+ * # Safety
+ * As `mr_report_json`.
+ */
+mr_status mr_report_region_key(const struct mr_report *report, size_t index, char *buf, size_t len, size_t *needed);
+
+/**
+ * Copies the generated text of region `index` (trimmed; the `text` of that region in the JSON)
+ * into `buf`, with the size convention of `mr_report_json`.
+ *
+ * # Safety
+ * As `mr_report_json`.
+ */
+mr_status mr_report_region_text(const struct mr_report *report, size_t index, char *buf, size_t len, size_t *needed);
+
+/**
+ * Frees a report (NULL is a no-op).
+ *
+ * # Safety
+ * `report` NULL or from `mr_session_generate_report`, not used afterwards.
+ */
+void mr_report_free(struct mr_report *report);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,5 +1,7 @@
 //! Runs the Python (ctypes) binding tests in `bindings/python/tests` against the freshly built
-//! `libmedregion.so`, with the standard library's unittest (no extra packages needed).
+//! `libmedregion.so`, with the standard library's unittest (no extra packages needed), on a tiny
+//! synthetic package (`medregion convert --synthetic tiny`) and the synthetic chest phantom
+//! (`medregion phantom`); no test may be skipped.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,6 +19,13 @@ fn python_bindings() {
         .output()
         .expect("run medregion convert");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let phantom = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-phantom");
+    let made = Command::new(env!("CARGO_BIN_EXE_medregion"))
+        .args(["phantom", "--out"])
+        .arg(&phantom)
+        .output()
+        .expect("run medregion phantom");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
     let output = Command::new(&python)
         .args(["-m", "unittest", "discover", "-v", "-s"])
@@ -24,6 +33,8 @@ fn python_bindings() {
         .env("PYTHONPATH", root.join("bindings/python"))
         .env("MEDREGION_LIBRARY", &lib)
         .env("MEDREGION_TEST_PACKAGE", &package)
+        .env("MEDREGION_TEST_CT", phantom.join("ct.nrrd"))
+        .env("MEDREGION_TEST_MASKS", phantom.join("labels.nrrd"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));

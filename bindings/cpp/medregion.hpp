@@ -10,6 +10,7 @@
 #include "medregion.h"
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -134,6 +135,194 @@ private:
         return p;
     }
     unique_handle<mr_model, mr_model_free> handle_;
+};
+
+namespace detail {
+// Reads a string with the size convention of the C API (size query, then the copy).
+template <typename F>
+std::string fetch_string(F &&copy) {
+    std::size_t needed = 0;
+    check(copy(static_cast<char *>(nullptr), std::size_t{0}, &needed));
+    std::string s(needed, '\0');
+    check(copy(&s[0], s.size(), &needed));
+    s.resize(needed > 0 ? needed - 1 : 0);
+    return s;
+}
+}  // namespace detail
+
+/// A CT volume (mr_volume): immutable, shareable across threads.
+class Volume {
+public:
+    /// Reads a NIfTI-1 (.nii, .nii.gz) or NRRD (.nrrd) file.
+    static Volume load(const std::string &path) {
+        mr_volume *v = nullptr;
+        check(mr_volume_load(path.c_str(), &v));
+        return Volume(v);
+    }
+    /// The C handle, for calls this wrapper does not cover.
+    mr_volume *get() const noexcept { return handle_.get(); }
+
+private:
+    explicit Volume(mr_volume *v) : handle_(v) {}
+    unique_handle<mr_volume, mr_volume_free> handle_;
+};
+
+/// Organ and lesion masks on one grid (mr_masks): shareable across threads for reading.
+class Masks {
+public:
+    /// Reads a label map file or a folder of binary masks with the table `label_table`
+    /// (MR_LABELS_*); with MR_LABELS_JSON, `label_json` is the label configuration.
+    static Masks load(const std::string &path, mr_label_table label_table = MR_LABELS_TOTALSEG,
+                      const std::string &label_json = std::string()) {
+        mr_masks_params p;
+        check(mr_masks_params_default(&p));
+        p.label_table = label_table;
+        p.label_table_json = label_table == MR_LABELS_JSON ? label_json.c_str() : nullptr;
+        mr_masks *m = nullptr;
+        check(mr_masks_load(path.c_str(), &p, &m));
+        return Masks(m);
+    }
+    /// The masks report (JSON).
+    std::string report_json() const {
+        return detail::fetch_string([this](char *b, std::size_t n, std::size_t *need) {
+            return mr_masks_report_json(handle_.get(), b, n, need);
+        });
+    }
+    /// The C handle, for calls this wrapper does not cover.
+    mr_masks *get() const noexcept { return handle_.get(); }
+
+private:
+    explicit Masks(mr_masks *m) : handle_(m) {}
+    unique_handle<mr_masks, mr_masks_free> handle_;
+};
+
+/// A finished report (mr_report): immutable, readable from any thread.
+class Report {
+public:
+    /// The report JSON (schema version 1, pretty-printed, ending in a newline).
+    std::string json() const {
+        return detail::fetch_string([this](char *b, std::size_t n, std::size_t *need) {
+            return mr_report_json(handle_.get(), b, n, need);
+        });
+    }
+    /// The plain-text report: attributes, then each region under its "Header:" line.
+    std::string text() const {
+        return detail::fetch_string([this](char *b, std::size_t n, std::size_t *need) {
+            return mr_report_text(handle_.get(), b, n, need);
+        });
+    }
+    /// The number of regions.
+    std::size_t region_count() const {
+        std::size_t n = 0;
+        check(mr_report_region_count(handle_.get(), &n));
+        return n;
+    }
+    /// The key of region `i` (throws Error with MR_ERR_INVALID_ARGUMENT out of range).
+    std::string region_key(std::size_t i) const {
+        return detail::fetch_string([this, i](char *b, std::size_t n, std::size_t *need) {
+            return mr_report_region_key(handle_.get(), i, b, n, need);
+        });
+    }
+    /// The generated text of region `i` (throws Error with MR_ERR_INVALID_ARGUMENT out of range).
+    std::string region_text(std::size_t i) const {
+        return detail::fetch_string([this, i](char *b, std::size_t n, std::size_t *need) {
+            return mr_report_region_text(handle_.get(), i, b, n, need);
+        });
+    }
+    /// The C handle, for calls this wrapper does not cover.
+    mr_report *get() const noexcept { return handle_.get(); }
+
+private:
+    friend class Session;
+    explicit Report(mr_report *r) : handle_(r) {}
+    unique_handle<mr_report, mr_report_free> handle_;
+};
+
+/// How to create a Session (see mr_session_params).
+struct SessionOptions {
+    std::uint32_t context = 0;    ///< KV positions; 0 = min(the model's maximum, 4096)
+    std::uint32_t threads = 0;    ///< 0 = one per core
+    std::uint32_t max_batch = 8;  ///< sequences decoded together at most
+};
+
+/// What Session::generate_report runs (see mr_report_params).
+struct ReportOptions {
+    std::uint32_t max_new_tokens = 0;  ///< per region; 0 = the model's default
+    std::vector<std::string> regions;  ///< region keys; empty = every region of the model
+    int batch_regions = -1;            ///< -1 = the model's default, 0 = one by one, 1 = batched
+    /// Each stage start and progress step. Return true to cancel (generate_report then throws
+    /// Error with MR_ERR_CANCELLED); false to go on. Runs on the calling thread.
+    std::function<bool(const mr_report_event &)> on_progress;
+    /// Each piece of region text: region index, region key, the text. Return true to cancel, as
+    /// above. An exception thrown by either function cancels the run and is rethrown.
+    std::function<bool(std::uint32_t, const std::string &, const std::string &)> on_token;
+};
+
+/// A decoder session over a Model (mr_session): one thread at a time (a concurrent call throws
+/// Error with MR_ERR_BUSY), except cancel(). Keeps the model alive.
+class Session {
+public:
+    static Session create(const Model &model, const SessionOptions &options = SessionOptions()) {
+        mr_session_params p;
+        check(mr_session_params_default(&p));
+        p.context = options.context;
+        p.threads = options.threads;
+        p.max_batch = options.max_batch;
+        mr_session *s = nullptr;
+        check(mr_session_create(model.get(), &p, &s));
+        return Session(s);
+    }
+    /// Stops the running (or next) report or generation; any thread, any time.
+    void cancel() const { check(mr_session_cancel(handle_.get())); }
+    /// Runs the whole pipeline on `ct` and `masks` (see mr_session_generate_report).
+    Report generate_report(const Volume &ct, const Masks &masks, const ReportOptions &options = ReportOptions()) {
+        struct context {
+            const ReportOptions *options;
+            std::exception_ptr error;
+        } ctx{&options, nullptr};
+        mr_report_params p;
+        check(mr_report_params_default(&p));
+        p.max_new_tokens = options.max_new_tokens;
+        p.batch_regions = options.batch_regions;
+        std::string regions;
+        for (const auto &r : options.regions) regions += (regions.empty() ? "" : ",") + r;
+        p.regions = regions.c_str();
+        p.user_data = &ctx;
+        if (options.on_progress) {
+            p.on_progress = [](void *user, const mr_report_event *e) -> std::int32_t {
+                auto *c = static_cast<context *>(user);
+                try {
+                    return c->options->on_progress(*e) ? 1 : 0;
+                } catch (...) {
+                    c->error = std::current_exception();
+                    return 1;
+                }
+            };
+        }
+        if (options.on_token) {
+            p.on_token = [](void *user, std::uint32_t index, const char *region, const char *piece,
+                            std::size_t len) -> std::int32_t {
+                auto *c = static_cast<context *>(user);
+                try {
+                    return c->options->on_token(index, region, std::string(piece, len)) ? 1 : 0;
+                } catch (...) {
+                    c->error = std::current_exception();
+                    return 1;
+                }
+            };
+        }
+        mr_report *r = nullptr;
+        mr_status status = mr_session_generate_report(handle_.get(), ct.get(), masks.get(), &p, &r);
+        if (ctx.error) std::rethrow_exception(ctx.error);
+        check(status);
+        return Report(r);
+    }
+    /// The C handle, for calls this wrapper does not cover.
+    mr_session *get() const noexcept { return handle_.get(); }
+
+private:
+    explicit Session(mr_session *s) : handle_(s) {}
+    unique_handle<mr_session, mr_session_free> handle_;
 };
 
 /// A log function: level and message. May be called from any thread the library uses.

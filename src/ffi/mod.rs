@@ -37,3 +37,5 @@ mod attributes;
 pub use self::attributes::*;
 mod masks;
 pub use self::masks::*;
+mod report;
+pub use self::report::*;

@@ -214,6 +214,28 @@ unsafe fn with_session<R>(s: *mut mr_session, f: impl FnOnce(&mut mr_session) ->
     f(unsafe { &mut *s })
 }
 
+/// Runs `f` on the session's decoder, model and tokenizer with the busy flag held (a concurrent
+/// call gets `MR_ERR_BUSY`), after forgetting the sampler and its history: `f` may reset the
+/// conversation (the report pipeline does).
+///
+/// # Safety
+/// `s` NULL or from `mr_session_create` and not yet freed.
+pub(crate) unsafe fn with_session_parts<R>(
+    s: *mut mr_session,
+    f: impl FnOnce(&mut Session<'static>, &Model<'static>, &Tokenizer) -> Result<R>,
+) -> Result<R> {
+    // SAFETY: forwarded caller contract.
+    unsafe {
+        with_session(s, |s| {
+            s.history.clear();
+            s.sampler = None;
+            let model = Arc::clone(&s._model);
+            let tokenizer = Arc::clone(&s.tokenizer);
+            f(&mut s.session, &model, &tokenizer)
+        })
+    }
+}
+
 /// Fills `*out` with the defaults and the right `struct_size`.
 ///
 /// # Safety

@@ -6,6 +6,8 @@ which carries the status code, its name and the library's message.
     import medregion
     print(medregion.version(), medregion.devices())
     medregion.set_log(lambda level, msg: print(level, msg), medregion.LOG_INFO)
+    doc = medregion.report("model.mrm", "ct.nii.gz", "labels.nii.gz")  # the report JSON, parsed
+    print(doc["text"])
 """
 
 import ctypes
@@ -16,7 +18,7 @@ import threading
 from . import _native
 
 __all__ = [
-    "MedregionError", "Model", "version", "abi_version", "devices", "set_log", "status_name",
+    "MedregionError", "Model", "Volume", "Masks", "Session", "Report", "report", "version", "abi_version", "devices", "set_log", "status_name",
     "LOG_NONE", "LOG_ERROR", "LOG_WARN", "LOG_INFO", "LOG_DEBUG", "LOG_TRACE",
     "OK", "ERR_INVALID_ARGUMENT", "ERR_NULL_POINTER", "ERR_BUFFER_TOO_SMALL", "ERR_ABI_MISMATCH",
     "ERR_IO", "ERR_FORMAT", "ERR_UNSUPPORTED", "ERR_SHAPE", "ERR_OUT_OF_MEMORY", "ERR_DEVICE",
@@ -28,6 +30,9 @@ __all__ = [
  ERR_NOT_FOUND, ERR_INTERNAL) = range(15)
 LOG_NONE, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE = range(6)
 DEVICE_CPU, DEVICE_CUDA = 0, 1
+(LABELS_TOTALSEG, LABELS_RADGENOME, LABELS_JSON, LABELS_TOTALSEG_LUNG_NODULES,
+ LABELS_TOTALSEG_PLEURAL_PERICARD_EFFUSION, LABELS_TOTALSEG_KIDNEY_CYSTS) = range(6)
+STAGES = ("preprocess", "attributes", "encoder", "tokens", "region")
 
 _lib = _native.load()
 
@@ -190,6 +195,196 @@ class Model:
             self.close()
         except Exception:
             pass
+
+
+def _copy_string(fn, *args) -> str:
+    """A string from a C getter with the size convention (size query, then the copy)."""
+    needed = ctypes.c_size_t(0)
+    _check(fn(*args, None, 0, ctypes.byref(needed)))
+    buf = ctypes.create_string_buffer(needed.value)
+    _check(fn(*args, buf, needed.value, ctypes.byref(needed)))
+    return buf.value.decode("utf-8", "replace")
+
+
+class _Handle:
+    """An owned C handle freed by `_free` on close(), on leaving a `with` block, or when collected."""
+
+    _free = None
+    _what = "object"
+
+    def _live(self):
+        if not getattr(self, "_handle", None):
+            raise ValueError(f"the {self._what} is closed")
+        return self._handle
+
+    def close(self) -> None:
+        if getattr(self, "_handle", None):
+            getattr(_lib, self._free)(self._handle)
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Volume(_Handle):
+    """A CT volume read from a NIfTI-1 (.nii, .nii.gz) or NRRD (.nrrd) file."""
+
+    _free, _what = "mr_volume_free", "volume"
+
+    def __init__(self, path):
+        self._handle = None
+        handle = ctypes.c_void_p()
+        _check(_lib.mr_volume_load(os.fsencode(path), ctypes.byref(handle)))
+        self._handle = handle
+
+
+class Masks(_Handle):
+    """Organ and lesion masks: a label map file or a folder of binary masks.
+
+    labels: None or "totalseg" (default), "radgenome", one of the LABELS_* constants, a dict
+    (a label configuration) or the path of a JSON label configuration file."""
+
+    _free, _what = "mr_masks_free", "masks"
+
+    def __init__(self, path, labels=None):
+        self._handle = None
+        p = _native.MasksParams()
+        _check(_lib.mr_masks_params_default(ctypes.byref(p)))
+        config = None
+        if labels is None or labels == "totalseg":
+            p.label_table = LABELS_TOTALSEG
+        elif labels == "radgenome":
+            p.label_table = LABELS_RADGENOME
+        elif isinstance(labels, int):
+            p.label_table = labels
+        elif isinstance(labels, dict):
+            config = json.dumps(labels).encode()
+        else:
+            with open(labels, "rb") as f:
+                config = f.read()
+        if config is not None:
+            p.label_table = LABELS_JSON
+            p.label_table_json = config
+        handle = ctypes.c_void_p()
+        _check(_lib.mr_masks_load(os.fsencode(path), ctypes.byref(p), ctypes.byref(handle)))
+        self._handle = handle
+
+
+class Report:
+    """A finished report: `json` (str, schema version 1), `text` (attributes, then each region
+    under its "Header:" line), `regions` (list of (key, text)); `data()` parses the JSON."""
+
+    def __init__(self, json_text: str, text: str, regions: list):
+        self.json = json_text
+        self.text = text
+        self.regions = regions
+
+    def data(self) -> dict:
+        return json.loads(self.json)
+
+
+class Session(_Handle):
+    """A decoder session over a Model: one thread at a time (another thread's call raises
+    MedregionError ERR_BUSY), except cancel(). Keeps the model alive."""
+
+    _free, _what = "mr_session_free", "session"
+
+    def __init__(self, model: Model, context: int = 0, threads: int = 0, max_batch: int = 8):
+        self._handle = None
+        p = _native.SessionParams()
+        _check(_lib.mr_session_params_default(ctypes.byref(p)))
+        p.context, p.threads, p.max_batch = context, threads, max_batch
+        handle = ctypes.c_void_p()
+        _check(_lib.mr_session_create(model._live(), ctypes.byref(p), ctypes.byref(handle)))
+        self._handle = handle
+
+    def cancel(self) -> None:
+        """Stops the running (or next) report; safe from any thread."""
+        _check(_lib.mr_session_cancel(self._live()))
+
+    def generate_report(self, ct: Volume, masks: Masks, regions=None, max_new_tokens=None,
+                        batch_regions=None, on_progress=None, on_token=None) -> Report:
+        """Runs the whole pipeline (mr_session_generate_report).
+
+        regions: region keys (a list or a comma-separated str; None = all). max_new_tokens:
+        per region (None = the model's default). batch_regions: None (the model's default),
+        False (one by one) or True. on_progress(event) gets dicts {"kind": "stage"|"progress",
+        "stage": one of STAGES, "index", "count", "region": key or None}; on_token(index, key,
+        text) each piece of region text. A callback returning True, or raising, cancels: the
+        call raises MedregionError with status ERR_CANCELLED (the exception as its __cause__)."""
+        p = _native.ReportParams()
+        _check(_lib.mr_report_params_default(ctypes.byref(p)))
+        if max_new_tokens is not None:
+            if max_new_tokens < 1:
+                raise ValueError("max_new_tokens must be at least 1")
+            p.max_new_tokens = max_new_tokens
+        if regions is not None:
+            p.regions = (regions if isinstance(regions, str) else ",".join(regions)).encode()
+        if batch_regions is not None:
+            p.batch_regions = 1 if batch_regions else 0
+        raised = []
+
+        def guard(fn, *args):
+            if raised:
+                return 1
+            try:
+                return 1 if fn(*args) else 0
+            except BaseException as exc:  # never let an exception reach the C caller
+                raised.append(exc)
+                return 1
+
+        if on_progress is not None:
+            def progress(_user, e):
+                ev = e.contents
+                return guard(on_progress, {
+                    "kind": "stage" if ev.kind == 0 else "progress",
+                    "stage": STAGES[ev.stage] if 0 <= ev.stage < len(STAGES) else ev.stage,
+                    "index": ev.index, "count": ev.count,
+                    "region": ev.region.decode() if ev.region else None,
+                })
+            p.on_progress = _native.REPORT_PROGRESS_CALLBACK(progress)
+        if on_token is not None:
+            def token(_user, index, region, piece, length):
+                text = ctypes.string_at(piece, length).decode("utf-8", "replace")
+                return guard(on_token, index, region.decode(), text)
+            p.on_token = _native.REPORT_TOKEN_CALLBACK(token)
+        handle = ctypes.c_void_p()
+        status = _lib.mr_session_generate_report(
+            self._live(), ct._live(), masks._live(), ctypes.byref(p), ctypes.byref(handle))
+        if status != OK:
+            err = MedregionError(status, _last_error())
+            if raised:
+                raise err from raised[0]
+            raise err
+        try:
+            n = ctypes.c_size_t(0)
+            _check(_lib.mr_report_region_count(handle, ctypes.byref(n)))
+            regions_out = [(_copy_string(_lib.mr_report_region_key, handle, i),
+                            _copy_string(_lib.mr_report_region_text, handle, i)) for i in range(n.value)]
+            return Report(_copy_string(_lib.mr_report_json, handle),
+                          _copy_string(_lib.mr_report_text, handle), regions_out)
+        finally:
+            _lib.mr_report_free(handle)
+
+
+def report(model_path, ct_path, masks_path, labels=None, regions=None, max_new_tokens=None,
+           threads: int = 0, on_progress=None, on_token=None) -> dict:
+    """The whole pipeline on one study: the report JSON, parsed (schema version 1: "study",
+    "attributes", "regions" with their "text", the merged "text", "timings"). See
+    Session.generate_report for the arguments; labels as for Masks; threads 0 = one per core."""
+    with Model(model_path) as model, Volume(ct_path) as ct, Masks(masks_path, labels) as masks, \
+            Session(model, threads=threads) as session:
+        return session.generate_report(ct, masks, regions=regions, max_new_tokens=max_new_tokens,
+                                       on_progress=on_progress, on_token=on_token).data()
 
 
 def _test_panic(message: str) -> None:

@@ -86,6 +86,51 @@ class ModelDesc(ctypes.Structure):
     ]
 
 
+class MasksParams(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("label_table", ctypes.c_uint32),
+        ("label_table_json", ctypes.c_char_p),
+    ]
+
+
+class SessionParams(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("context", ctypes.c_uint32),
+        ("threads", ctypes.c_uint32),
+        ("max_batch", ctypes.c_uint32),
+    ]
+
+
+class ReportEvent(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("kind", ctypes.c_int32),
+        ("stage", ctypes.c_int32),
+        ("index", ctypes.c_uint32),
+        ("count", ctypes.c_uint32),
+        ("region", ctypes.c_char_p),
+    ]
+
+
+REPORT_PROGRESS_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.POINTER(ReportEvent))
+REPORT_TOKEN_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int32, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
+class ReportParams(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("max_new_tokens", ctypes.c_uint32),
+        ("regions", ctypes.c_char_p),
+        ("batch_regions", ctypes.c_int32),
+        ("on_progress", REPORT_PROGRESS_CALLBACK),
+        ("on_token", REPORT_TOKEN_CALLBACK),
+        ("user_data", ctypes.c_void_p),
+    ]
+
+
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     u32, sz, cp = ctypes.c_uint32, ctypes.c_size_t, ctypes.c_char_p
     sigs = {
@@ -108,6 +153,25 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         "mr_model_desc_default": (u32, [ctypes.POINTER(ModelDesc)]),
         "mr_model_info": (u32, [ctypes.c_void_p, ctypes.POINTER(ModelDesc)]),
         "mr_model_config_json": (u32, [ctypes.c_void_p, ctypes.c_char_p, sz, ctypes.POINTER(sz)]),
+        "mr_volume_load": (u32, [cp, ctypes.POINTER(ctypes.c_void_p)]),
+        "mr_volume_free": (None, [ctypes.c_void_p]),
+        "mr_masks_params_default": (u32, [ctypes.POINTER(MasksParams)]),
+        "mr_masks_load": (u32, [cp, ctypes.POINTER(MasksParams), ctypes.POINTER(ctypes.c_void_p)]),
+        "mr_masks_free": (None, [ctypes.c_void_p]),
+        "mr_session_params_default": (u32, [ctypes.POINTER(SessionParams)]),
+        "mr_session_create": (u32, [ctypes.c_void_p, ctypes.POINTER(SessionParams), ctypes.POINTER(ctypes.c_void_p)]),
+        "mr_session_cancel": (u32, [ctypes.c_void_p]),
+        "mr_session_free": (None, [ctypes.c_void_p]),
+        "mr_report_params_default": (u32, [ctypes.POINTER(ReportParams)]),
+        "mr_session_generate_report": (u32, [
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ReportParams),
+            ctypes.POINTER(ctypes.c_void_p)]),
+        "mr_report_json": (u32, [ctypes.c_void_p, ctypes.c_char_p, sz, ctypes.POINTER(sz)]),
+        "mr_report_text": (u32, [ctypes.c_void_p, ctypes.c_char_p, sz, ctypes.POINTER(sz)]),
+        "mr_report_region_count": (u32, [ctypes.c_void_p, ctypes.POINTER(sz)]),
+        "mr_report_region_key": (u32, [ctypes.c_void_p, sz, ctypes.c_char_p, sz, ctypes.POINTER(sz)]),
+        "mr_report_region_text": (u32, [ctypes.c_void_p, sz, ctypes.c_char_p, sz, ctypes.POINTER(sz)]),
+        "mr_report_free": (None, [ctypes.c_void_p]),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)
