@@ -3,6 +3,9 @@
 //! against decoding B sequences one after another. Synthetic prompt ids; greedy; no stop token.
 //!
 //! `medregion bench vision`: the vision encoder on one synthetic study (see `vision.rs`).
+//!
+//! `medregion bench report`: the whole pipeline on the synthetic phantom, regions decoded
+//! batched and one by one (see `report.rs`).
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -12,6 +15,7 @@ use medregion::io::package::{LoadOptions, Model};
 use medregion::llm::{GenerateOptions, Input, Session, SessionOptions};
 use medregion::{Error, Result};
 
+mod report;
 mod vision;
 
 #[derive(clap::Args)]
@@ -26,6 +30,8 @@ enum What {
     Llm(LlmArgs),
     /// The vision encoder: slices/s, GFLOP/s by op, the big GEMMs alone, the sgemm peak.
     Vision(vision::VisionArgs),
+    /// The whole pipeline on the phantom: per-stage times, batched vs sequential decoding.
+    Report(report::ReportArgs),
 }
 
 #[derive(clap::Args)]
@@ -54,6 +60,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.what {
         What::Llm(a) => llm(a),
         What::Vision(a) => vision::run(a),
+        What::Report(a) => report::run(a),
     }
 }
 
