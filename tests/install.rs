@@ -239,7 +239,7 @@ fn cmake_find_package() {
     let (major, minor) = (env!("CARGO_PKG_VERSION_MAJOR"), env!("CARGO_PKG_VERSION_MINOR"));
     let cases = [
         (format!("{major}.{minor}"), true),
-        (format!("{major}"), true),
+        (major.to_string(), true),
         (format!("{major}.{}", minor.parse::<u32>().unwrap() + 1), false),
         (format!("{}.0", major.parse::<u32>().unwrap() + 1), false),
         (format!("{major}.{minor}.{}", env!("CARGO_PKG_VERSION_PATCH").parse::<u32>().unwrap() + 1), false),
