@@ -5,6 +5,9 @@
 //! greedy; no stop token.
 //!
 //! `medregion bench vision`: the vision encoder on one synthetic study (see `vision.rs`).
+//!
+//! `medregion bench report`: the whole pipeline on the synthetic phantom, regions decoded
+//! batched and one by one (see `report.rs`).
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -14,6 +17,7 @@ use medregion::io::package::{LoadOptions, Model};
 use medregion::llm::{GenerateOptions, Input, Session, SessionOptions};
 use medregion::{Error, Result};
 
+mod report;
 mod vision;
 
 #[derive(clap::Args)]
@@ -28,6 +32,8 @@ enum What {
     Llm(LlmArgs),
     /// The vision encoder: slices/s, GFLOP/s by op, the big GEMMs alone, the sgemm peak.
     Vision(vision::VisionArgs),
+    /// The whole pipeline on the phantom: per-stage times, batched vs sequential decoding.
+    Report(report::ReportArgs),
 }
 
 #[derive(clap::Args)]
@@ -56,6 +62,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.what {
         What::Llm(a) => llm(a),
         What::Vision(a) => vision::run(a),
+        What::Report(a) => report::run(a),
     }
 }
 
