@@ -1,6 +1,7 @@
 //! `medregion bench report`: the tiny preset end to end, batched and sequential, as JSON (every
 //! stage timed, positive, consistent with the total; tokens/s consistent with the counts; the
-//! batched/sequential ratio), the temporary package removed; bad arguments fail with a message.
+//! batched/sequential ratio), the temporary package removed, `--modes batched` alone; bad
+//! arguments fail with a message.
 
 use std::process::Command;
 
@@ -55,12 +56,11 @@ fn tiny_preset_json() {
             assert!(t > 0.0 && t.is_finite(), "{mode} {s}: {t}");
             sum += t;
         }
-        // One run: the stages (prefill being the wall-clock rest) add up to the total.
+        // One run: the stages fit in the total (which also has model set-up and embedding).
         let total = num(m, "total_s");
-        assert!((total - sum).abs() <= 1e-6 * total, "{mode}: total {total} vs the sum of the stages {sum}");
+        assert!(sum <= total * (1.0 + 1e-9), "{mode}: total {total} < the sum of the stages {sum}");
         let pd = num(m, "prefill_decode_s");
         assert!((pd - num(stages, "prefill") - num(stages, "decode")).abs() <= 1e-6 * pd, "{m}");
-        assert!(num(m, "report_timings_prefill_s") > 0.0, "{m}");
         let tokens = m["generated_tokens"].as_u64().expect("generated_tokens") as f64;
         assert!(tokens >= 1.0 && tokens <= (4 * regions) as f64, "{mode}: {tokens} tokens");
         let tps = num(m, "decode_tokens_per_s");
@@ -99,6 +99,24 @@ fn table_output_and_bad_arguments() {
         assert!(!out.status.success(), "{bad:?} succeeded");
         assert!(err.contains(bad[0]) && err.contains("at least 1"), "{bad:?}: {err}");
     }
+    // One mode only: no ratio.
+    let out = medregion(&[
+        "bench",
+        "report",
+        "--repeat",
+        "1",
+        "--max-new-tokens",
+        "2",
+        "--modes",
+        "batched",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(num(&doc["batched"], "total_s") > 0.0 && doc["sequential"].is_null(), "{doc}");
+    assert!(doc["prefill_decode_ratio_batched_over_sequential"].is_null(), "{doc}");
+    let out = medregion(&["bench", "report", "--modes", "sideways"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("sideways"));
     let out = medregion(&["bench", "report", "--preset", "tiny", "--model", "x.mrm"]);
     assert!(!out.status.success(), "--preset with --model succeeded");
 }

@@ -22,7 +22,8 @@ pub fn lib_dir() -> PathBuf {
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
     let newest_source = match std::env::var_os("MEDREGION_ALLOW_STALE_LIB") {
         Some(_) => None,
-        None => newest_mtime(&root().join("src")),
+        // The CLI's sources (src/bin) are not part of the library: cargo does not rebuild it for them.
+        None => newest_mtime(&root().join("src"), &root().join("src/bin")),
     };
     for lib in ["libmedregion.a", "libmedregion.so"] {
         let path = dir.join(lib);
@@ -38,11 +39,16 @@ pub fn lib_dir() -> PathBuf {
     dir
 }
 
-fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+/// The newest modification time of the files below `dir`, not looking into `skip`.
+fn newest_mtime(dir: &Path, skip: &Path) -> Option<std::time::SystemTime> {
     let mut newest = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
-        let t = if path.is_dir() { newest_mtime(&path) } else { entry.metadata().ok()?.modified().ok() };
+        if path == skip {
+            continue;
+        }
+        let t =
+            if path.is_dir() { newest_mtime(&path, skip) } else { entry.metadata().ok()?.modified().ok() };
         newest = newest.max(t);
     }
     newest

@@ -9,9 +9,9 @@
 //!   keeps `llm.embed_tokens.*` F32), as the README's `convert --synthetic` lines.
 //! * Each mode runs `--repeat` times (default 3 for tiny, 1 otherwise); every stage time is the
 //!   median of its repeats, and so is the end-to-end total. Decode tokens/s = generated tokens
-//!   (all regions) / decode seconds. Prefill is the wall-clock rest of the run (see
-//!   [`wall_timings`]; the JSON also has the report's own figure). The ratio compares prefill + decode time, batched over
-//!   sequential (< 1: batching is faster); the other stages are the same work in both modes.
+//!   (all regions) / decode seconds; stage times are the report's own `timings`. The ratio
+//!   compares prefill + decode time, batched over sequential (< 1: batching is faster); the
+//!   other stages are the same work in both modes.
 //! * Greedy decoding gives the same region texts either way: any difference is an error.
 
 use std::ops::ControlFlow;
@@ -19,12 +19,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use medregion::attributes::LabelScheme;
-use medregion::io::package::PackageBuilder;
 use medregion::io::package::QuantPolicy;
 use medregion::masks::Masks;
-use medregion::model::config::SpecialToken;
 use medregion::model::names::Component;
-use medregion::model::synthetic::{bytes_tokenizer, Preset, SyntheticSource};
+use medregion::model::synthetic::{write_synthetic, Preset};
 use medregion::model::{LoadOptions, Model};
 use medregion::ops::ThreadPool;
 use medregion::phantom::chest_phantom;
@@ -49,6 +47,10 @@ pub struct ReportArgs {
     /// Runs per mode; the median is reported (default: 3 for tiny, 1 otherwise).
     #[arg(long)]
     repeat: Option<usize>,
+    /// Decoding modes to run: both (and their ratio), batched or sequential (for big packages,
+    /// where one mode takes many minutes).
+    #[arg(long, default_value = "both", value_parser = ["both", "batched", "sequential"])]
+    modes: String,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -74,36 +76,11 @@ fn preset_policy(preset: Preset) -> QuantPolicy {
     }
 }
 
-/// Writes `preset`'s synthetic package (seed 1). The real-shaped presets (small, full) have a
-/// byte-level tokenizer with the 256 bytes and the Llama 3 special tokens only, while their
-/// random decoder samples from the whole vocabulary, so decoding a sampled id to text would fail:
-/// every other id gets a placeholder special token ("\x7f" + id: a first byte no prompt contains,
-/// so prompt tokenization is unchanged). The weights and shapes are the preset's.
-fn write_preset(path: &std::path::Path, preset: Preset) -> Result<()> {
-    let mut config = preset.config();
-    if preset != Preset::Tiny {
-        let vocab = config.decoder.vocab_size as u32;
-        let taken: std::collections::HashSet<u32> =
-            config.tokenizer.special_tokens.iter().map(|t| t.id).collect();
-        let padding = (256..vocab).filter(|id| !taken.contains(id));
-        config
-            .tokenizer
-            .special_tokens
-            .extend(padding.map(|id| SpecialToken { id, text: format!("\u{7f}{id}") }));
-    }
-    PackageBuilder::new(config, bytes_tokenizer())
-        .policy(preset_policy(preset))
-        .write(path, &mut SyntheticSource::new(1))?;
-    Ok(())
-}
-
 /// The median of one mode's runs, stage by stage.
 struct ModeResult {
     timings: Timings,
-    /// Median of prefill + decode (wall clock).
+    /// Median of prefill + decode.
     prefill_decode: f64,
-    /// Median of the report's own `timings.prefill` (see [`wall_timings`]).
-    library_prefill: f64,
     generated_tokens: usize,
 }
 
@@ -127,7 +104,6 @@ impl ModeResult {
                 "tokens": t.tokens, "prefill": t.prefill, "decode": t.decode,
             },
             "prefill_decode_s": self.prefill_decode(),
-            "report_timings_prefill_s": self.library_prefill,
             "generated_tokens": self.generated_tokens,
             "decode_tokens_per_s": self.decode_tps(),
         })
@@ -144,18 +120,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// One run's stages with prefill taken from the wall clock: the report's own `prefill` is the
-/// sum of each region's prefill, which in batched mode counts the shared prompt prefix once per
-/// region (it exceeds the run's total on the tiny preset), so here prefill = total − preprocess
-/// − attributes − encoder − tokens − decode (the decoder session set-up included).
-fn wall_timings(t: &Timings) -> Timings {
-    let before = t.preprocess + t.attributes + t.encoder + t.tokens;
-    Timings { prefill: (t.total - before - t.decode).max(0.0), ..t.clone() }
-}
-
 fn summarize(reports: &[Report]) -> ModeResult {
-    let runs: Vec<Timings> = reports.iter().map(|r| wall_timings(&r.timings)).collect();
-    let stage = |f: fn(&Timings) -> f64| median(runs.iter().map(f).collect());
+    let runs: Vec<&Timings> = reports.iter().map(|r| &r.timings).collect();
+    let stage = |f: fn(&Timings) -> f64| median(runs.iter().map(|t| f(t)).collect());
     let timings = Timings {
         preprocess: stage(|t| t.preprocess),
         attributes: stage(|t| t.attributes),
@@ -166,9 +133,8 @@ fn summarize(reports: &[Report]) -> ModeResult {
         total: stage(|t| t.total),
     };
     let prefill_decode = median(runs.iter().map(|t| t.prefill + t.decode).collect());
-    let library_prefill = median(reports.iter().map(|r| r.timings.prefill).collect());
     let generated_tokens = reports.first().map_or(0, |r| r.regions.iter().map(|g| g.tokens).sum());
-    ModeResult { timings, prefill_decode, library_prefill, generated_tokens }
+    ModeResult { timings, prefill_decode, generated_tokens }
 }
 
 /// The first region whose text differs between `a` and `b`, if any.
@@ -213,7 +179,7 @@ pub fn run(a: ReportArgs) -> Result<()> {
                 eprintln!("writing the synthetic {} package to {} ...", p.name(), path.display());
             }
             let start = Instant::now();
-            write_preset(&path, p)?;
+            write_synthetic(&path, p, 1, preset_policy(p))?;
             let secs = start.elapsed().as_secs_f64();
             (Some(temp), path, format!("synthetic {}", p.name()), Some(secs))
         }
@@ -227,8 +193,13 @@ pub fn run(a: ReportArgs) -> Result<()> {
     let masks = Masks::from_label_map(&phantom.labels, &LabelScheme::totalseg())?;
     let threads = ThreadPool::new(a.threads)?.threads();
 
+    let wanted: &[bool] = match a.modes.as_str() {
+        "batched" => &[true],
+        "sequential" => &[false],
+        _ => &[true, false],
+    };
     let mut modes = Vec::new();
-    for batched in [true, false] {
+    for &batched in wanted {
         let options = ReportOptions {
             regions: None,
             max_new_tokens: Some(a.max_new_tokens),
@@ -246,10 +217,10 @@ pub fn run(a: ReportArgs) -> Result<()> {
             })?;
             reports.push(report);
         }
-        modes.push(reports);
+        modes.push((batched, reports));
     }
-    let reference = &modes[0][0];
-    for report in modes.iter().flatten().skip(1) {
+    let reference = &modes[0].1[0];
+    for report in modes.iter().flat_map(|(_, r)| r).skip(1) {
         if let Some(diff) = first_difference(reference, report) {
             return Err(Error::invalid(
                 "bench report",
@@ -258,12 +229,15 @@ pub fn run(a: ReportArgs) -> Result<()> {
         }
     }
     let n_regions = reference.regions.len();
-    let batched = summarize(&modes[0]);
-    let sequential = summarize(&modes[1]);
-    let ratio = if sequential.prefill_decode() > 0.0 {
-        batched.prefill_decode() / sequential.prefill_decode()
-    } else {
-        0.0
+    let results: Vec<(&str, ModeResult)> =
+        modes.iter().map(|(b, r)| (if *b { "batched" } else { "sequential" }, summarize(r))).collect();
+    let mode = |name: &str| results.iter().find(|(n, _)| *n == name).map(|(_, m)| m);
+    // Batched over sequential prefill + decode, when both ran.
+    let ratio = match (mode("batched"), mode("sequential")) {
+        (Some(b), Some(s)) if s.prefill_decode() > 0.0 => {
+            Some((b, s, b.prefill_decode() / s.prefill_decode()))
+        }
+        _ => None,
     };
 
     if a.json {
@@ -276,9 +250,9 @@ pub fn run(a: ReportArgs) -> Result<()> {
             "regions": n_regions,
             "max_new_tokens": a.max_new_tokens,
             "repeat": repeat,
-            "batched": batched.json(),
-            "sequential": sequential.json(),
-            "prefill_decode_ratio_batched_over_sequential": ratio,
+            "batched": mode("batched").map(ModeResult::json),
+            "sequential": mode("sequential").map(ModeResult::json),
+            "prefill_decode_ratio_batched_over_sequential": ratio.map(|(_, _, r)| r),
             "same_texts": true,
         });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
@@ -304,7 +278,7 @@ pub fn run(a: ReportArgs) -> Result<()> {
         "tokens",
         "decode t/s"
     );
-    for (label, m) in [("batched", &batched), ("sequential", &sequential)] {
+    for (label, m) in &results {
         let t = &m.timings;
         println!(
             "{label:<10} {:>9.3} {:>10.3} {:>10.3} {:>9.3} {:>8.3} {:>9.3} {:>9.3} {:>7} {:>10.1}",
@@ -319,10 +293,12 @@ pub fn run(a: ReportArgs) -> Result<()> {
             m.decode_tps()
         );
     }
-    println!(
-        "prefill+decode batched / sequential: {:.3} / {:.3} s = {ratio:.2}; region texts identical",
-        batched.prefill_decode(),
-        sequential.prefill_decode()
-    );
+    if let Some((b, s, ratio)) = ratio {
+        println!(
+            "prefill+decode batched / sequential: {:.3} / {:.3} s = {ratio:.2}; region texts identical",
+            b.prefill_decode(),
+            s.prefill_decode()
+        );
+    }
     Ok(())
 }
