@@ -121,82 +121,6 @@ def set_log(callback, max_level: int = LOG_INFO) -> None:
         _log_keepalive.append(c_fn)
 
 
-class Model:
-    """A loaded model package (immutable; usable from several threads).
-
-    Model(path, verify_checksum=False) maps a file; Model.from_bytes(data) uses a bytes-like
-    object in place (kept referenced by the Model). Use as a context manager or call close().
-    """
-
-    def __init__(self, path, verify_checksum: bool = False):
-        self._handle = None
-        self._keep = None
-        handle = ctypes.c_void_p()
-        _check(_lib.mr_model_load(os.fsencode(path), self._params(verify_checksum), ctypes.byref(handle)))
-        self._handle = handle
-
-    @classmethod
-    def from_bytes(cls, data, verify_checksum: bool = False) -> "Model":
-        self = cls.__new__(cls)
-        self._handle = None
-        buf = (ctypes.c_char * len(data)).from_buffer_copy(data)  # owned, aligned copy
-        handle = ctypes.c_void_p()
-        _check(_lib.mr_model_load_from_memory(
-            buf, len(data), cls._params(verify_checksum), ctypes.byref(handle)))
-        self._keep = buf
-        self._handle = handle
-        return self
-
-    @staticmethod
-    def _params(verify_checksum: bool):
-        p = _native.ModelParams()
-        _check(_lib.mr_model_params_default(ctypes.byref(p)))
-        p.verify_checksum = 1 if verify_checksum else 0
-        return ctypes.byref(p)
-
-    def _live(self):
-        if not self._handle:
-            raise ValueError("the model is closed")
-        return self._handle
-
-    def info(self) -> dict:
-        """name, format_version, n_weights, n_params, file_bytes, checksum, tokenizer."""
-        d = _native.ModelDesc()
-        _check(_lib.mr_model_desc_default(ctypes.byref(d)))
-        _check(_lib.mr_model_info(self._live(), ctypes.byref(d)))
-        return {
-            "name": d.name.decode(), "format_version": d.format_version, "n_weights": d.n_weights,
-            "n_params": d.n_params, "file_bytes": d.file_bytes, "checksum": d.checksum.decode(),
-            "tokenizer": d.tokenizer.decode(),
-        }
-
-    def config(self) -> dict:
-        """The model configuration (parsed JSON)."""
-        needed = ctypes.c_size_t(0)
-        _check(_lib.mr_model_config_json(self._live(), None, 0, ctypes.byref(needed)))
-        buf = ctypes.create_string_buffer(needed.value)
-        _check(_lib.mr_model_config_json(self._live(), buf, needed.value, ctypes.byref(needed)))
-        return json.loads(buf.value.decode())
-
-    def close(self) -> None:
-        if self._handle:
-            _lib.mr_model_free(self._handle)
-            self._handle = None
-        self._keep = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
 def _copy_string(fn, *args) -> str:
     """A string from a C getter with the size convention (size query, then the copy)."""
     needed = ctypes.c_size_t(0)
@@ -233,6 +157,66 @@ class _Handle:
             self.close()
         except Exception:
             pass
+
+
+class Model(_Handle):
+    """A loaded model package (immutable; usable from several threads).
+
+    Model(path, verify_checksum=False) maps a file; Model.from_bytes(data) uses a bytes-like
+    object in place (kept referenced by the Model). Use as a context manager or call close().
+    """
+
+    def __init__(self, path, verify_checksum: bool = False):
+        self._handle = None
+        self._keep = None
+        handle = ctypes.c_void_p()
+        _check(_lib.mr_model_load(os.fsencode(path), self._params(verify_checksum), ctypes.byref(handle)))
+        self._handle = handle
+
+    @classmethod
+    def from_bytes(cls, data, verify_checksum: bool = False) -> "Model":
+        self = cls.__new__(cls)
+        self._handle = None
+        buf = (ctypes.c_char * len(data)).from_buffer_copy(data)  # owned, aligned copy
+        handle = ctypes.c_void_p()
+        _check(_lib.mr_model_load_from_memory(
+            buf, len(data), cls._params(verify_checksum), ctypes.byref(handle)))
+        self._keep = buf
+        self._handle = handle
+        return self
+
+    @staticmethod
+    def _params(verify_checksum: bool):
+        p = _native.ModelParams()
+        _check(_lib.mr_model_params_default(ctypes.byref(p)))
+        p.verify_checksum = 1 if verify_checksum else 0
+        return ctypes.byref(p)
+
+    _free = "mr_model_free"
+    _what = "model"
+
+    def info(self) -> dict:
+        """name, format_version, n_weights, n_params, file_bytes, checksum, tokenizer."""
+        d = _native.ModelDesc()
+        _check(_lib.mr_model_desc_default(ctypes.byref(d)))
+        _check(_lib.mr_model_info(self._live(), ctypes.byref(d)))
+        return {
+            "name": d.name.decode(), "format_version": d.format_version, "n_weights": d.n_weights,
+            "n_params": d.n_params, "file_bytes": d.file_bytes, "checksum": d.checksum.decode(),
+            "tokenizer": d.tokenizer.decode(),
+        }
+
+    def config(self) -> dict:
+        """The model configuration (parsed JSON)."""
+        needed = ctypes.c_size_t(0)
+        _check(_lib.mr_model_config_json(self._live(), None, 0, ctypes.byref(needed)))
+        buf = ctypes.create_string_buffer(needed.value)
+        _check(_lib.mr_model_config_json(self._live(), buf, needed.value, ctypes.byref(needed)))
+        return json.loads(buf.value.decode())
+
+    def close(self) -> None:
+        super().close()
+        self._keep = None
 
 
 class Volume(_Handle):
