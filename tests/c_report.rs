@@ -1,5 +1,5 @@
-//! The end-to-end report from C and C++ (`tests/c/report_test.c`, `examples/c/report.c`,
-//! `bindings/cpp/report_example.cpp`) on the tiny synthetic package (`medregion convert
+//! The end-to-end report from C and C++ (`tests/c/report_test.c`, `tests/c/report_test.cpp`,
+//! `examples/c/report.c`, `bindings/cpp/report_example.cpp`) on the tiny synthetic package (`medregion convert
 //! --synthetic tiny`) and the synthetic chest phantom (`medregion phantom`). The test program is
 //! compiled as C99 and as C++17 (`-Wall -Wextra -Werror -pedantic`), against both libraries, run
 //! in full and in its quick mode (one region, no threads); the quick mode also runs under
@@ -70,6 +70,23 @@ fn report_api_from_c99() {
 #[test]
 fn report_api_from_cpp17() {
     check("c++", "c++17", Link::Shared);
+}
+
+/// The C++ wrapper's report calls (`tests/c/report_test.cpp`): cancelling from either
+/// `std::function`, an exception from a callback rethrown as itself, `Session::cancel()` from
+/// another thread, a bad region key, and the session reused after every failure.
+#[test]
+fn report_wrapper_from_cpp17() {
+    let i = inputs();
+    let bin = compile(
+        "c++",
+        "c++17",
+        &[root().join("tests/c/report_test.cpp")],
+        Link::Shared,
+        "report-wrapper-cpp17",
+    );
+    let out = run(&bin, &[&i.package, &i.ct, &i.labels]);
+    assert!(out.contains("all checks passed"), "{out}");
 }
 
 /// Runs `bin MODEL CT MASKS` with `MEDREGION_MAX_NEW_TOKENS`; returns (stdout, stderr).

@@ -424,6 +424,17 @@ fn stops_cancel_and_bad_input() {
     let out = s.generate(Input::Tokens(&r.prompt), &greedy(30), None, nop).unwrap();
     assert_eq!((out.stop, out.tokens.len()), (StopReason::Cancelled, 1));
     assert!(!s.cancel_flag().load(Ordering::SeqCst), "a cancel is consumed");
+    // A long prefill stops between chunks (32 positions), keeping what it fed; one step never
+    // looks at the flag (the decode loop does).
+    s.reset();
+    let long: Vec<u32> = r.prompt.iter().copied().cycle().take(60).collect();
+    s.cancel_flag().store(true, Ordering::SeqCst);
+    let e = s.prefill(Input::Tokens(&long)).unwrap_err();
+    assert!(matches!(e, medregion::Error::Cancelled), "{e}");
+    assert_eq!(s.len(), 32, "the first chunk stays");
+    assert!(!s.cancel_flag().load(Ordering::SeqCst), "a cancel is consumed");
+    s.reset();
+    assert!(s.prefill(Input::Tokens(&long)).is_ok());
 
     // Context full ends generation; a prompt that does not fit is an error.
     let mut small =

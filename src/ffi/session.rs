@@ -8,7 +8,8 @@
 //!   is running fails at once with `MR_ERR_BUSY` (nothing waits, nothing is changed).
 //!   `mr_session_cancel` is the exception: any thread, any time; the running (or next)
 //!   generation stops after the current step and returns `MR_ERR_CANCELLED`, keeping what it
-//!   streamed.
+//!   streamed; a running prefill (or report) stops between chunks of 32 positions, keeping the
+//!   positions already fed.
 //! * Low level: `mr_session_prefill(ids)`, then `mr_session_logits` (the distribution of the next
 //!   token) and `mr_session_next_token` (sample one with the session's sampler, feed it, return
 //!   it). High level: `mr_session_generate(prompt text)` streams each token to a callback; a
@@ -362,8 +363,10 @@ pub unsafe extern "C" fn mr_session_reset(session: *mut mr_session) -> mr_status
     })
 }
 
-/// Asks the running (or next) generation on `session` to stop after the current step. Safe from
-/// any thread, while another thread is inside a call on the session.
+/// Asks the running (or next) generation on `session` to stop after the current step (a long
+/// prefill: after the current chunk of 32 positions; a report: at the next stage boundary,
+/// encoder batch, prefill chunk or decode step). Safe from any thread, while another thread is
+/// inside a call on the session.
 ///
 /// # Safety
 /// `session` from `mr_session_create` and not yet freed.

@@ -434,6 +434,10 @@ impl Session<'_> {
             }
             let mut done = 0;
             while done < slen {
+                // Cancelling during the suffix prefills stops between chunks (see `feed`).
+                if (i > 0 || done > 0) && self.take_cancel() {
+                    return Err(Error::Cancelled);
+                }
                 let m = self.chunk.min(slen - done);
                 for j in 0..m {
                     let x = &mut self.scratch.x[j * d..(j + 1) * d];

@@ -1,6 +1,6 @@
 //! [`Session`]: the mutable state of one decoder run over an immutable [`Model`].
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::forward::{forward, KvCache, Logits, Row, Scratch};
@@ -287,6 +287,11 @@ impl<'m> Session<'m> {
         let chunk = self.chunk;
         let mut done = 0;
         while done < n {
+            // A long prefill honours the cancel flag between chunks (never within one step):
+            // the chunks already fed stay in the cache.
+            if done > 0 && self.cancel.swap(false, Ordering::AcqRel) {
+                return Err(Error::Cancelled);
+            }
             let m = chunk.min(n - done);
             let start = self.cache.len;
             match input {

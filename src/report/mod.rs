@@ -27,8 +27,8 @@
 //! * **Sessions.** [`generate_report`] makes a decoder session sized for the study;
 //!   [`generate_report_in`] runs in a caller's session (the C ABI's `mr_session`): it resets the
 //!   session's conversation, uses its threads for every stage, and honours its cancel flag
-//!   (set from any thread) at every stage boundary, after every encoder batch and every decode
-//!   step. A prompt longer than the session's context is refused before decoding; a context
+//!   (set from any thread) at every stage boundary, after every encoder batch, between prefill
+//!   chunks (32 positions) and after every decode step. A prompt longer than the session's context is refused before decoding; a context
 //!   too small for `max_new_tokens` ends the regions with `context_full`.
 
 use std::ops::ControlFlow;
