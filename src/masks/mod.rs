@@ -693,7 +693,7 @@ fn binary_source(volume: &Volume, stem: &str, origin: &str) -> Result<Source> {
 
 #[cfg(test)]
 mod tests {
-    use super::mask_stem;
+    use super::volume_stem;
 
     #[test]
     fn mask_file_stems() {
