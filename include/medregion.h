@@ -1081,8 +1081,10 @@ void mr_session_free(struct mr_session *session);
 mr_status mr_session_reset(struct mr_session *session);
 
 /**
- * Asks the running (or next) generation on `session` to stop after the current step. Safe from
- * any thread, while another thread is inside a call on the session.
+ * Asks the running (or next) generation on `session` to stop after the current step (a long
+ * prefill: after the current chunk of 32 positions; a report: at the next stage boundary,
+ * encoder batch, prefill chunk or decode step). Safe from any thread, while another thread is
+ * inside a call on the session.
  *
  * # Safety
  * `session` from `mr_session_create` and not yet freed.
