@@ -7,7 +7,7 @@ use std::ffi::c_char;
 
 use super::boundary::status_call;
 use super::status::*;
-use super::util::{c_str, copy_out_str, non_null, non_null_mut};
+use super::util::{c_str, copy_out_str, non_null, non_null_mut, read_versioned};
 use super::volume::mr_volume;
 use crate::attributes::{compute_volumes, Attributes, LabelScheme};
 use crate::error::{Error, Result};
@@ -53,6 +53,7 @@ pub(crate) unsafe fn label_scheme(label_table: mr_label_table, json: *const c_ch
 
 /// How to measure. Fill with `mr_attributes_params_default`, then change fields.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct mr_attributes_params {
     /// `sizeof(mr_attributes_params)` as the caller compiled it.
     pub struct_size: u32,
@@ -100,22 +101,8 @@ pub unsafe extern "C" fn mr_attributes_params_default(out: *mut mr_attributes_pa
 /// # Safety
 /// `params` NULL or readable for its `struct_size` bytes, its strings NULL or NUL-terminated.
 unsafe fn read_params(params: *const mr_attributes_params) -> Result<(LabelScheme, AttributeConfig)> {
-    let p = if params.is_null() {
-        default_params()
-    } else {
-        // SAFETY: `struct_size` is the first field of every version; read it alone first.
-        let size = unsafe { params.cast::<u32>().read_unaligned() };
-        let need = std::mem::size_of::<mr_attributes_params>() as u32;
-        if size < need {
-            return Err(Error::invalid(
-                "params->struct_size",
-                format!("is {size}, at least {need} needed (call mr_attributes_params_default first)"),
-            ));
-        }
-        // SAFETY: readable for at least `need` bytes, checked just above.
-        let p = unsafe { &*params };
-        mr_attributes_params { ..*p }
-    };
+    // SAFETY: forwarded caller contract.
+    let p = unsafe { read_versioned(params, "params", default_params(), "mr_attributes_params_default") }?;
     // SAFETY: forwarded caller contract.
     let scheme = unsafe { label_scheme(p.label_table, p.label_table_json) }?;
     let config = if p.config_json.is_null() {

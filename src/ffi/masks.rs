@@ -14,7 +14,7 @@ use std::path::Path;
 use super::attributes::{label_scheme, mr_label_table, MR_LABELS_TOTALSEG};
 use super::boundary::status_call;
 use super::status::*;
-use super::util::{c_str, copy_out_str, non_null, non_null_mut};
+use super::util::{c_str, copy_out_str, non_null, non_null_mut, read_versioned};
 use super::volume::{buffer_view, mr_volume, mr_volume_buffer};
 use crate::error::{Error, Result};
 use crate::masks::{LabelScheme, Masks};
@@ -22,6 +22,7 @@ use crate::volume::Volume;
 
 /// Which label table masks use. Fill with `mr_masks_params_default`, then change fields.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct mr_masks_params {
     /// `sizeof(mr_masks_params)` as the caller compiled it.
     pub struct_size: u32,
@@ -76,22 +77,8 @@ pub unsafe extern "C" fn mr_masks_params_default(out: *mut mr_masks_params) -> m
 /// # Safety
 /// `params` NULL or readable for its `struct_size` bytes, its string NULL or NUL-terminated.
 unsafe fn read_params(params: *const mr_masks_params) -> Result<LabelScheme> {
-    let p = if params.is_null() {
-        default_params()
-    } else {
-        // SAFETY: `struct_size` is the first field of every version; read it alone first.
-        let size = unsafe { params.cast::<u32>().read_unaligned() };
-        let need = std::mem::size_of::<mr_masks_params>() as u32;
-        if size < need {
-            return Err(Error::invalid(
-                "params->struct_size",
-                format!("is {size}, at least {need} needed (call mr_masks_params_default first)"),
-            ));
-        }
-        // SAFETY: readable for at least `need` bytes, checked just above.
-        let p = unsafe { &*params };
-        mr_masks_params { ..*p }
-    };
+    // SAFETY: forwarded caller contract.
+    let p = unsafe { read_versioned(params, "params", default_params(), "mr_masks_params_default") }?;
     // SAFETY: forwarded caller contract.
     unsafe { label_scheme(p.label_table, p.label_table_json) }
 }

@@ -20,7 +20,7 @@ use super::boundary::status_call;
 use super::masks::mr_masks;
 use super::session::{mr_session, with_session_parts};
 use super::status::*;
-use super::util::{c_str, copy_out_str, non_null, non_null_mut};
+use super::util::{c_str, copy_out_str, non_null, non_null_mut, read_versioned};
 use super::volume::mr_volume;
 use crate::error::{Error, Result};
 use crate::report::{generate_report_in, Event, Report, ReportOptions, Stage};
@@ -132,27 +132,6 @@ fn default_params() -> mr_report_params {
     }
 }
 
-/// The caller's params (NULL: the defaults), refusing a `struct_size` older than ours.
-///
-/// # Safety
-/// `p` NULL or readable for its `struct_size` bytes.
-unsafe fn read_params(p: *const mr_report_params) -> Result<mr_report_params> {
-    if p.is_null() {
-        return Ok(default_params());
-    }
-    // SAFETY: `struct_size` is the first field of every version; read it alone first.
-    let size = unsafe { p.cast::<u32>().read_unaligned() };
-    let need = std::mem::size_of::<mr_report_params>() as u32;
-    if size < need {
-        return Err(Error::invalid(
-            "params->struct_size",
-            format!("is {size}, at least {need} needed (call mr_report_params_default first)"),
-        ));
-    }
-    // SAFETY: readable for at least `need` bytes, checked just above.
-    Ok(unsafe { *p })
-}
-
 /// The pipeline options of the caller's params.
 ///
 /// # Safety
@@ -249,7 +228,7 @@ pub unsafe extern "C" fn mr_session_generate_report(
             return Err(Error::NullPointer("out"));
         }
         // SAFETY: forwarded caller contract.
-        let p = unsafe { read_params(params) }?;
+        let p = unsafe { read_versioned(params, "params", default_params(), "mr_report_params_default") }?;
         // SAFETY: forwarded caller contract.
         let options = unsafe { options_of(&p) }?;
         let run = |s: &mut crate::llm::Session<'static>,

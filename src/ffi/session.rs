@@ -29,7 +29,7 @@ use std::sync::Arc;
 use super::boundary::status_call;
 use super::model::mr_model;
 use super::status::*;
-use super::util::{c_str, copy_out_str, non_null, non_null_mut};
+use super::util::{c_str, copy_out_str, non_null, non_null_mut, read_versioned};
 use crate::error::{Error, Result};
 use crate::io::package::Model;
 use crate::llm::{GenerateOptions, Input, Sampler, SamplingParams, Session, SessionOptions, StopReason};
@@ -150,25 +150,6 @@ fn default_generate_params() -> mr_generate_params {
         chat: 0,
         allow_special: 0,
     }
-}
-
-/// Reads a caller struct whose first field is `struct_size`, refusing one older than ours.
-unsafe fn read_params<T: Copy>(p: *const T, name: &str, default: T) -> Result<T> {
-    if p.is_null() {
-        return Ok(default);
-    }
-    // SAFETY: non-NULL; the caller promises at least `struct_size` readable bytes, and the
-    // first field of every params struct is a u32 `struct_size`.
-    let size = unsafe { *p.cast::<u32>() };
-    let need = std::mem::size_of::<T>() as u32;
-    if size < need {
-        return Err(Error::invalid(
-            format!("{name}->struct_size"),
-            format!("is {size}, at least {need} needed (call the *_default function first)"),
-        ));
-    }
-    // SAFETY: size checked above.
-    Ok(unsafe { *p })
 }
 
 fn sampling_of(p: &mr_generate_params) -> SamplingParams {
@@ -301,7 +282,9 @@ pub unsafe extern "C" fn mr_session_create(
         // SAFETY: forwarded caller contract.
         let out = unsafe { non_null_mut(out, "out") }?;
         // SAFETY: forwarded caller contract.
-        let p = unsafe { read_params(params, "params", default_session_params()) }?;
+        let p = unsafe {
+            read_versioned(params, "params", default_session_params(), "mr_session_params_default")
+        }?;
         let arc = m.shared();
         let tokenizer = m.tokenizer()?;
         // SAFETY: the Arc's contents never move and live at least as long as `arc`, which the
@@ -574,7 +557,9 @@ pub unsafe extern "C" fn mr_session_next_token(
         // SAFETY: forwarded caller contract.
         let token = unsafe { non_null_mut(token, "token") }?;
         // SAFETY: forwarded caller contract.
-        let p = unsafe { read_params(params, "params", default_generate_params()) }?;
+        let p = unsafe {
+            read_versioned(params, "params", default_generate_params(), "mr_generate_params_default")
+        }?;
         let sampling = sampling_of(&p);
         // SAFETY: forwarded caller contract.
         unsafe {
@@ -632,7 +617,9 @@ pub unsafe extern "C" fn mr_session_generate(
         // SAFETY: forwarded caller contract.
         let prompt = unsafe { c_str(prompt, "prompt") }?;
         // SAFETY: forwarded caller contract.
-        let p = unsafe { read_params(params, "params", default_generate_params()) }?;
+        let p = unsafe {
+            read_versioned(params, "params", default_generate_params(), "mr_generate_params_default")
+        }?;
         if !result.is_null() {
             // SAFETY: non-NULL, readable (caller contract).
             let size = unsafe { (*result).struct_size };

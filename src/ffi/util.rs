@@ -22,6 +22,34 @@ pub(crate) unsafe fn non_null_mut<'a, T>(p: *mut T, name: &'static str) -> Resul
     unsafe { p.as_mut() }.ok_or(Error::NullPointer(name))
 }
 
+/// A caller's versioned struct (first field `uint32_t struct_size`), or `default` for NULL;
+/// refuses a `struct_size` older than ours, naming `name` and the `*_default` function that
+/// fills it.
+///
+/// # Safety
+/// `p` must be NULL or readable for its `struct_size` bytes.
+pub(crate) unsafe fn read_versioned<T: Copy>(
+    p: *const T,
+    name: &str,
+    default: T,
+    default_fn: &str,
+) -> Result<T> {
+    if p.is_null() {
+        return Ok(default);
+    }
+    // SAFETY: `struct_size` is the first field of every version; read it alone first.
+    let size = unsafe { p.cast::<u32>().read_unaligned() };
+    let need = std::mem::size_of::<T>() as u32;
+    if size < need {
+        return Err(Error::invalid(
+            format!("{name}->struct_size"),
+            format!("is {size}, at least {need} needed (call {default_fn} first)"),
+        ));
+    }
+    // SAFETY: readable for at least `need` bytes, checked just above.
+    Ok(unsafe { p.read_unaligned() })
+}
+
 /// A NUL-terminated UTF-8 string argument.
 ///
 /// # Safety
