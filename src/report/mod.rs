@@ -28,8 +28,9 @@
 //!   [`generate_report_in`] runs in a caller's session (the C ABI's `mr_session`): it resets the
 //!   session's conversation, uses its threads for every stage, and honours its cancel flag
 //!   (set from any thread) at every stage boundary, after every encoder batch, between prefill
-//!   chunks (32 positions) and after every decode step. A prompt longer than the session's context is refused before decoding; a context
-//!   too small for `max_new_tokens` ends the regions with `context_full`.
+//!   chunks (32 positions) and after every decode step. A prompt longer than the session's
+//!   context is refused before decoding; a context too small for `max_new_tokens` ends the
+//!   regions with `context_full`.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -360,9 +361,9 @@ fn decode(
     t_start: Instant,
 ) -> Result<Report> {
     let config = model.config();
+    let longest = prepared.longest_prompt();
     let Prepared { regions, max_new_tokens, pre_shape, slot, attributes, tokens, prompts, mut timings } =
         prepared;
-    let longest = prompts.iter().map(|p| p.ids.len()).max().unwrap_or(0);
     if longest >= session.context() {
         return Err(Error::invalid(
             "session context",
@@ -426,7 +427,10 @@ fn decode(
         let g =
             session.generate_batch_inputs(prefix, &suffixes, &gen_opts, Some(tokenizer), &mut on_batch)?;
         let wall = t.elapsed().as_secs_f64();
-        flag.store(false, Ordering::Release);
+        if cancelled {
+            // Our own request, not a caller's `mr_session_cancel` (which the batch consumed).
+            flag.store(false, Ordering::Release);
+        }
         if cancelled || g.iter().any(|g| matches!(g.stop, StopReason::Cancelled | StopReason::Callback)) {
             return Err(Error::Cancelled);
         }

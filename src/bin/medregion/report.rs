@@ -30,7 +30,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::files::write_atomic;
+use crate::files::{write_atomic, TempFile};
 use crate::progress::{Mode, Progress};
 
 use medregion::attributes::LabelScheme;
@@ -91,21 +91,21 @@ pub struct Args {
     progress_json: bool,
 }
 
-/// Removes the demo's temporary package when dropped.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// One study of the run.
 struct Study {
     name: String,
     ct: PathBuf,
     /// Its masks, or why none were found (reported as that study's failure).
     masks: std::result::Result<PathBuf, String>,
+}
+
+impl Study {
+    /// The CT and its masks (a missing masks path is this study's error).
+    fn load(&self, scheme: &LabelScheme) -> Result<(Volume, Masks)> {
+        let ct = Volume::load(&self.ct)?;
+        let masks = self.masks.as_ref().map_err(|e| Error::invalid("--masks", e.clone()))?;
+        Ok((ct, Masks::load(masks, scheme)?))
+    }
 }
 
 /// `cpu` or `cuda[:N]`; CUDA is refused with the reason it cannot run the pipeline.
@@ -260,9 +260,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut progress = Progress::new(mode, studies.len(), tokens_hint(&model, &options));
     if !batch {
         let s = &studies[0];
-        let ct = Volume::load(&s.ct)?;
-        let masks =
-            Masks::load(s.masks.as_ref().map_err(|e| Error::invalid("--masks", e.clone()))?, &scheme)?;
+        let (ct, masks) = s.load(&scheme)?;
         progress.start_study(&s.name, false);
         let report = run_one(&model, &ct, &masks, &options, &mut progress)?;
         progress.finish();
@@ -277,9 +275,7 @@ pub fn run(args: Args) -> Result<()> {
         let t = Instant::now();
         // A panic in one study (a bug) must not stop the others.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(PathBuf, PathBuf)> {
-            let ct = Volume::load(&s.ct)?;
-            let masks =
-                Masks::load(s.masks.as_ref().map_err(|e| Error::invalid("--masks", e.clone()))?, &scheme)?;
+            let (ct, masks) = s.load(&scheme)?;
             let report = run_one(&model, &ct, &masks, &options, &mut progress)?;
             write_outputs(out, &s.name, &report)
         }))

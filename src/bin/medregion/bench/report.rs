@@ -18,6 +18,8 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::files::TempFile;
+
 use medregion::attributes::LabelScheme;
 use medregion::io::package::QuantPolicy;
 use medregion::masks::Masks;
@@ -54,15 +56,6 @@ pub struct ReportArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// Removes the temporary package when dropped.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// The storage types of a preset's synthetic package.
