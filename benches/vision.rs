@@ -81,11 +81,11 @@ fn report() {
             let weight = Weight::F32(Dense { name: "bench", shape: &shape, data: &w });
             let x: Vec<f32> = (0..rows * k).map(|i| ((i * 17) % 89) as f32 / 89.0 - 0.5).collect();
             let mut y = vec![0.0f32; rows * out];
-            ops::matmul(&x, rows, &weight, &mut y, &pool).expect("matmul");
+            ops::gemm(&x, rows, &weight, &mut y, &pool).expect("gemm");
             let reps = 3;
             let start = Instant::now();
             for _ in 0..reps {
-                ops::matmul(&x, rows, &weight, &mut y, &pool).expect("matmul");
+                ops::gemm(&x, rows, &weight, &mut y, &pool).expect("gemm");
             }
             let secs = start.elapsed().as_secs_f64() / reps as f64;
             println!(

@@ -193,28 +193,9 @@ unsafe fn head_body<T: Tile>(
                 // SAFETY: the ISA of `T` is available (the dispatch in `attention_with_isa`);
                 // the lengths are those the trait documents.
                 unsafe { T::scores(&qs[g0 * hd..(g0 + gr) * hd], gr, hd, kt, panels, &mut s) };
-                for r in 0..gr {
-                    let (sr, mr, lr) = (&mut s[r], &mut m[g0 + r], &mut l[g0 + r]);
-                    let mut mx = [f32::NEG_INFINITY; 8];
-                    // Lane j % 8 keeps the max of keys j, j + 8, … (a compare-select rather
-                    // than `f32::max`, whose NaN rule keeps LLVM from vectorizing; scores are
-                    // finite).
-                    for chunk in sr[..cols].chunks(8) {
-                        for (mv, &sj) in mx.iter_mut().zip(chunk) {
-                            *mv = if sj > *mv { sj } else { *mv };
-                        }
-                    }
-                    let tile_max = ((mx[0].max(mx[4])).max(mx[2].max(mx[6])))
-                        .max((mx[1].max(mx[5])).max(mx[3].max(mx[7])));
-                    let m_new = mr.max(tile_max);
-                    corr[r] = exp(*mr - m_new);
-                    for sj in sr[..cols].iter_mut() {
-                        *sj = exp(*sj - m_new);
-                    }
-                    sr[cols..].fill(0.0);
-                    *lr = lr.mul_add(corr[r], sum8(sr));
-                    *mr = m_new;
-                }
+                // p = e^{s − m'} in place, with the running max, sum and correction.
+                // SAFETY: as above.
+                unsafe { T::softmax(&mut s, gr, cols, &mut m[g0..g0 + gr], &mut l[g0..g0 + gr], &mut corr) };
                 // o_r = corr_r · o_r + Σ_j p_rj · v_j
                 // SAFETY: as above.
                 unsafe { T::accumulate(&mut o[g0 * hd..(g0 + gr) * hd], gr, hd, &corr, &s, cols, vt) };
@@ -279,6 +260,23 @@ trait Tile {
     /// `kp.len() == panels · hd · KEY_PANEL`, `panels · KEY_PANEL ≤ KEY_BLOCK`.
     unsafe fn scores(q: &[f32], rows: usize, hd: usize, kp: &[f32], panels: usize, s: &mut Scores);
 
+    /// The online-softmax step of a score tile, for `r < rows`: `m' = max(m[r], max_{j<cols}
+    /// s[r][j])`, `corr[r] = e^{m[r] − m'}`, `s[r][j] = e^{s[r][j] − m'}` for `j < cols` and 0
+    /// beyond, `l[r] = fma(l[r], corr[r], sum8(s[r]))`, `m[r] = m'` (with `exp` and `sum8`
+    /// exactly as in `vision::math` and `layer_norm::sum8`).
+    ///
+    /// # Safety
+    /// The implementation's ISA is available; `rows ≤ GROUP`, `cols ≤ KEY_BLOCK`, `m` and `l`
+    /// hold `rows` values.
+    unsafe fn softmax(
+        s: &mut Scores,
+        rows: usize,
+        cols: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        corr: &mut [f32; GROUP],
+    );
+
     /// For `r < rows`: `o_r = o_r · corr[r]`, then `o_r[x] = fma(s[r][j], v[j·hd + x], o_r[x])`
     /// for `j < cols` in order.
     ///
@@ -299,6 +297,38 @@ trait Tile {
 struct PortableTile;
 
 impl Tile for PortableTile {
+    #[inline(always)]
+    unsafe fn softmax(
+        s: &mut Scores,
+        rows: usize,
+        cols: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        corr: &mut [f32; GROUP],
+    ) {
+        for r in 0..rows {
+            let (sr, mr, lr) = (&mut s[r], &mut m[r], &mut l[r]);
+            let mut mx = [f32::NEG_INFINITY; 8];
+            // Lane j % 8 keeps the max of keys j, j + 8, … (a compare-select rather than
+            // `f32::max`, whose NaN rule keeps LLVM from vectorizing; scores are finite).
+            for chunk in sr[..cols].chunks(8) {
+                for (mv, &sj) in mx.iter_mut().zip(chunk) {
+                    *mv = if sj > *mv { sj } else { *mv };
+                }
+            }
+            let tile_max =
+                ((mx[0].max(mx[4])).max(mx[2].max(mx[6]))).max((mx[1].max(mx[5])).max(mx[3].max(mx[7])));
+            let m_new = mr.max(tile_max);
+            corr[r] = exp(*mr - m_new);
+            for sj in sr[..cols].iter_mut() {
+                *sj = exp(*sj - m_new);
+            }
+            sr[cols..].fill(0.0);
+            *lr = lr.mul_add(corr[r], sum8(sr));
+            *mr = m_new;
+        }
+    }
+
     #[inline(always)]
     unsafe fn scores(q: &[f32], rows: usize, hd: usize, kp: &[f32], panels: usize, s: &mut Scores) {
         for (r, sr) in s.iter_mut().enumerate().take(rows) {
@@ -349,6 +379,71 @@ struct Avx2Tile;
 
 #[cfg(target_arch = "x86_64")]
 impl Avx2Tile {
+    /// [`Tile::softmax`] on whole vectors: the max and the exponentials of a row take 8
+    /// scores per instruction (the last, partial vector masked: `-∞` for the max, 0 after
+    /// `exp`); the sum adds the vectors in order like `sum8` (the all-zero vectors past `cols`
+    /// are skipped: adding +0 to a non-negative sum changes nothing) and reduces with
+    /// `hsum8`, `sum8`'s tree.
+    ///
+    /// # Safety
+    /// AVX2/FMA/F16C; the contract of [`Tile::softmax`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn softmax_avx2(
+        s: &mut Scores,
+        rows: usize,
+        cols: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        corr: &mut [f32; GROUP],
+    ) {
+        use std::arch::x86_64::*;
+
+        use crate::ops::cpu::simd::avx2::{hmax8, hsum8};
+        use crate::vision::math::avx2::exp8;
+        assert!(rows <= GROUP && cols <= KEY_BLOCK && m.len() == rows && l.len() == rows);
+        let full = cols / 8;
+        let tail = cols % 8;
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(tail as i32), lane));
+        let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+        for r in 0..rows {
+            let sp = s[r].as_mut_ptr();
+            // SAFETY (whole block): vector c < cols.div_ceil(8) ≤ KEY_BLOCK / 8 reads and
+            // writes s[r][8c..8c + 8], inside the row.
+            unsafe {
+                let mut mx = neg_inf;
+                for c in 0..full {
+                    mx = _mm256_max_ps(mx, _mm256_loadu_ps(sp.add(8 * c)));
+                }
+                if tail > 0 {
+                    let v = _mm256_blendv_ps(neg_inf, _mm256_loadu_ps(sp.add(8 * full)), keep);
+                    mx = _mm256_max_ps(mx, v);
+                }
+                let m_new = m[r].max(hmax8(mx));
+                corr[r] = exp(m[r] - m_new);
+                let mv = _mm256_set1_ps(m_new);
+                let mut sum = _mm256_setzero_ps();
+                for c in 0..full {
+                    let p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sp.add(8 * c)), mv));
+                    _mm256_storeu_ps(sp.add(8 * c), p);
+                    sum = _mm256_add_ps(sum, p);
+                }
+                if tail > 0 {
+                    let p = exp8(_mm256_sub_ps(_mm256_loadu_ps(sp.add(8 * full)), mv));
+                    let p = _mm256_and_ps(p, keep);
+                    _mm256_storeu_ps(sp.add(8 * full), p);
+                    sum = _mm256_add_ps(sum, p);
+                }
+                for c in cols.div_ceil(8)..KEY_BLOCK / 8 {
+                    _mm256_storeu_ps(sp.add(8 * c), _mm256_setzero_ps());
+                }
+                l[r] = l[r].mul_add(corr[r], hsum8(sum));
+                m[r] = m_new;
+            }
+        }
+    }
+
     /// # Safety
     /// AVX2/FMA; the contract of [`Tile::scores`] with `rows == R`.
     #[target_feature(enable = "avx2,fma")]
@@ -437,6 +532,19 @@ impl Avx2Tile {
 
 #[cfg(target_arch = "x86_64")]
 impl Tile for Avx2Tile {
+    #[inline(always)]
+    unsafe fn softmax(
+        s: &mut Scores,
+        rows: usize,
+        cols: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        corr: &mut [f32; GROUP],
+    ) {
+        // SAFETY: the caller guarantees AVX2/FMA/F16C and the lengths.
+        unsafe { Avx2Tile::softmax_avx2(s, rows, cols, m, l, corr) }
+    }
+
     #[inline(always)]
     unsafe fn scores(q: &[f32], rows: usize, hd: usize, kp: &[f32], panels: usize, s: &mut Scores) {
         // SAFETY: the caller guarantees AVX2/FMA and the lengths (asserted again inside).

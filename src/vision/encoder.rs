@@ -102,7 +102,7 @@ impl EncoderFlops {
 /// Wall-clock seconds of one [`VisionEncoder::encode_profiled`] call by kind of op.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct EncodeProfile {
-    /// `ops::matmul` calls (patch embedding, q/k/v/o, fc1, fc2).
+    /// `ops::gemm` calls (patch embedding, q/k/v/o, fc1, fc2).
     pub gemm_secs: f64,
     /// The attention kernel.
     pub attention_secs: f64,
@@ -367,7 +367,7 @@ impl<'m> VisionEncoder<'m> {
         let patch_w =
             Weight::F32(Dense { name: PATCH_NAME, shape: &self.patch_shape, data: &self.patch_weight });
         let pe = &mut sc.q[..bs * g * g * d];
-        timed(&mut prof.gemm_secs, || ops::matmul(patches, bs * g * g, &patch_w, pe, pool))?; // [bs·g², D]
+        timed(&mut prof.gemm_secs, || ops::gemm(patches, bs * g * g, &patch_w, pe, pool))?; // [bs·g², D]
         for b in 0..bs {
             for j in 0..t {
                 let row = &mut h[(b * t + j) * d..(b * t + j + 1) * d];
@@ -392,18 +392,18 @@ impl<'m> VisionEncoder<'m> {
             layer_norm(h, a, &blk.norm1.0, &blk.norm1.1, eps, pool)?; // [n, D]
             let (q, k, v) = (&mut sc.q[..n * d], &mut sc.k[..n * d], &mut sc.v[..n * d]);
             for (dst, (w, bias)) in [&mut *q, &mut *k, &mut *v].into_iter().zip(&blk.qkv) {
-                timed(&mut prof.gemm_secs, || ops::matmul(a, n, w, dst, pool))?; // [n, D]
+                timed(&mut prof.gemm_secs, || ops::gemm(a, n, w, dst, pool))?; // [n, D]
                 add_bias(dst, bias, pool)?;
             }
             timed(&mut prof.attention_secs, || attention(q, k, v, a, shape, pool))?; // [n, D]
-            timed(&mut prof.gemm_secs, || ops::matmul(a, n, &blk.out.0, q, pool))?; // [n, D]
+            timed(&mut prof.gemm_secs, || ops::gemm(a, n, &blk.out.0, q, pool))?; // [n, D]
             residual(h, q, &blk.out.1, &blk.lambda1, pool, isa)?;
             // h = h + λ2 ⊙ fc2(gelu(fc1(LN2(h))))
             layer_norm(h, a, &blk.norm2.0, &blk.norm2.1, eps, pool)?; // [n, D]
             let m = &mut sc.mlp[..n * c.intermediate_size];
-            timed(&mut prof.gemm_secs, || ops::matmul(a, n, &blk.fc1.0, m, pool))?; // [n, I]
+            timed(&mut prof.gemm_secs, || ops::gemm(a, n, &blk.fc1.0, m, pool))?; // [n, I]
             bias_gelu(m, &blk.fc1.1, pool, isa)?;
-            timed(&mut prof.gemm_secs, || ops::matmul(m, n, &blk.fc2.0, q, pool))?; // [n, D]
+            timed(&mut prof.gemm_secs, || ops::gemm(m, n, &blk.fc2.0, q, pool))?; // [n, D]
             residual(h, q, &blk.fc2.1, &blk.lambda2, pool, isa)?;
             keep(i + 1, h); // hidden_states[i + 1]
         }

@@ -83,3 +83,67 @@ pub fn gelu_slice(values: &mut [f32]) {
         *v = gelu(*v);
     }
 }
+
+/// 8-lane AVX2 twins of the scalar functions above: the same operations in the same order
+/// (separate multiply and add where the scalar code has them, FMA where it has `mul_add`), so
+/// every lane gives the bits of the scalar function.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{EXP_MAX, EXP_MIN, LN2_HI, LN2_LO, LOG2E, ROUND_MAGIC};
+
+    /// [`super::exp`] of each lane, for finite inputs (softmax scores).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) fn exp8(x: __m256) -> __m256 {
+        // clamp(min, max) as `f32::clamp` for non-NaN x.
+        let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_MIN)), _mm256_set1_ps(EXP_MAX));
+        let magic = _mm256_set1_ps(ROUND_MAGIC);
+        let n = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(LOG2E)), magic), magic);
+        let neg_n = _mm256_xor_ps(n, _mm256_set1_ps(-0.0));
+        let r =
+            _mm256_fmadd_ps(neg_n, _mm256_set1_ps(LN2_LO), _mm256_fmadd_ps(neg_n, _mm256_set1_ps(LN2_HI), x));
+        let mut p = _mm256_set1_ps(1.0 / 720.0);
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0 / 120.0));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0 / 24.0));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0 / 6.0));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0));
+        let n = _mm256_cvttps_epi32(n); // exact: n is an integer in [-126, 128]
+        let half = _mm256_srai_epi32::<1>(n);
+        let bias = _mm256_set1_epi32(127);
+        let s1 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(half, bias)));
+        let s2 =
+            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_sub_epi32(n, half), bias)));
+        _mm256_mul_ps(_mm256_mul_ps(p, s1), s2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The AVX2 `exp8` gives the scalar `exp`'s bits in every lane.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp8_matches_scalar_bits() {
+        use std::arch::x86_64::*;
+        if !crate::ops::Isa::Avx2.available() {
+            return;
+        }
+        let mut x = -100.0f32;
+        while x < 100.0 {
+            let xs: [f32; 8] = std::array::from_fn(|l| x + l as f32 * 1.3e-3);
+            let mut got = [0.0f32; 8];
+            // SAFETY: AVX2/FMA/F16C checked above; both arrays hold 8 values.
+            unsafe { _mm256_storeu_ps(got.as_mut_ptr(), super::avx2::exp8(_mm256_loadu_ps(xs.as_ptr()))) };
+            for (g, &v) in got.iter().zip(&xs) {
+                assert_eq!(g.to_bits(), super::exp(v).to_bits(), "exp({v})");
+            }
+            x += 0.0173;
+        }
+    }
+}

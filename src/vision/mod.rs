@@ -9,7 +9,8 @@
 //! last_hidden_state = LN_final(h);  hidden_states[0] = embeddings, [i] = output of layer i
 //! ```
 //!
-//! * Linear layers (patch embedding, q/k/v/o, fc1, fc2) go through [`crate::ops::matmul`], so
+//! * Linear layers (patch embedding, q/k/v/o, fc1, fc2) go through [`crate::ops::gemm`] (the
+//!   packed GEMM for thousands of rows; quantized weights fall back to `ops::matmul`), so
 //!   one forward serves F32/F16/BF16/Q8_0/Q4 weights (DESIGN.md §4); the patch-embedding
 //!   convolution (stride = kernel, no padding) is exactly a matmul over unfolded patches. Rows
 //!   and columns that the stride-14 convolution does not reach (the last `S mod 14` pixels)

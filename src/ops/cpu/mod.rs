@@ -10,11 +10,15 @@
 //!   output of those rows for all `n` activation rows, and nothing else. One output is always
 //!   computed by one task with one summation order, so results do not depend on the number of
 //!   threads or on which thread ran which task.
-//! * Files: `matmul_f32` (float micro-kernel, f32), `matmul_f16` (f16/bf16 loads),
+//! * [`gemm`] (the vision encoder's many-row products) is the one exception to "rows are
+//!   split over tasks": `gemm_f32` packs both operands and gives each task a block of
+//!   activation rows; its single FMA chain per output is also independent of threads and tiling.
+//! * Files: `gemm_f32` (packed GEMM), `matmul_f32` (float micro-kernel, f32), `matmul_f16` (f16/bf16 loads),
 //!   `matmul_quant` (shared quantized kernel), `matmul_q8_0`, `matmul_q4` (block dot products),
 //!   `quantize_act` (int8 activations, [`MatmulScratch`]), `simd` (reductions), `threads`
 //!   ([`ThreadPool`]).
 
+mod gemm_f32;
 mod matmul_f16;
 mod matmul_f32;
 mod matmul_q4;
@@ -152,6 +156,37 @@ pub(crate) fn matmul(
                 QuantType::Q4_1 => run_quant::<matmul_q4::Q4_1>(acts, n, m, rows, out, pool, isa),
             }
         }
+    }
+}
+
+/// [`matmul`]'s many-row twin for float weights (the packed GEMM of `gemm_f32`: one sequential
+/// FMA chain per output); quantized weights go through [`matmul`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &Weight<'_>,
+    rows: usize,
+    out: &mut [f32],
+    scratch: &mut MatmulScratch,
+    pool: &ThreadPool,
+    isa: Isa,
+) -> Result<()> {
+    if n == 0 || rows == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        out[..n * rows].fill(0.0); // empty sums (the packed path has no k step to store them)
+        return Ok(());
+    }
+    let o = OutPtr(out.as_mut_ptr());
+    // SAFETY (all three): the caller checked x = [n, k], w = [rows, k], out = [n, rows].
+    match w {
+        Weight::F32(d) => unsafe { gemm_f32::gemm(x, n, k, d.data, rows, o, pool, isa) },
+        Weight::F16(d) => unsafe { gemm_f32::gemm(x, n, k, d.data, rows, o, pool, isa) },
+        Weight::BF16(d) => unsafe { gemm_f32::gemm(x, n, k, d.data, rows, o, pool, isa) },
+        Weight::Quant(_) => matmul(x, n, k, w, rows, out, scratch, pool, isa),
     }
 }
 

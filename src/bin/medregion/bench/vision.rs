@@ -131,7 +131,7 @@ fn gemm(name: &'static str, m: usize, w: &Weight<'_>, reps: usize, pool: &Thread
     let [n, k] = [w.shape()[0], w.shape()[1]];
     let x = values(m * k, 17, 89);
     let mut y = vec![0.0f32; m * n];
-    let secs = best_of(reps, || ops::matmul(&x, m, w, &mut y, pool))?;
+    let secs = best_of(reps, || ops::gemm(&x, m, w, &mut y, pool))?;
     Ok(Gemm { name, m, k, n, secs })
 }
 
