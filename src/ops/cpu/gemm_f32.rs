@@ -138,11 +138,11 @@ unsafe fn packed<W: FloatWeight>(
         grow(packed, panels * k * NR, "packed weight")?;
         let wp = OutPtr(packed.as_mut_ptr());
         pool.run(panels.div_ceil(PACK_PANELS), &|t| {
-            let wp = wp; // the whole (Sync) wrapper, not its raw field
+            let base = wp; // the whole (Sync) wrapper, not its raw field
             for p in t * PACK_PANELS..((t + 1) * PACK_PANELS).min(panels) {
                 // SAFETY: panel p occupies `[p·k·NR, (p+1)·k·NR)` of the packed buffer, which
                 // holds `panels·k·NR` values; task t alone writes its panels.
-                let dst = unsafe { std::slice::from_raw_parts_mut(wp.0.add(p * k * NR), k * NR) };
+                let dst = unsafe { std::slice::from_raw_parts_mut(base.0.add(p * k * NR), k * NR) };
                 pack_w(w, k, rows, p * NR, dst);
             }
         })?;
