@@ -62,7 +62,7 @@ fn aligned(bytes: &[u8]) -> Vec<f32> {
 fn load_err(bytes: &[u8]) -> Error {
     let words = aligned(bytes);
     let view = &as_bytes(&words)[..bytes.len()];
-    match Model::load_from_memory(view, &LoadOptions { verify_checksum: true }) {
+    match Model::load_from_memory(view, &LoadOptions { verify_checksum: true, ..LoadOptions::default() }) {
         Ok(_) => panic!("a bad package loaded"),
         Err(e) => e,
     }
@@ -125,7 +125,8 @@ fn round_trip_every_weight_type() {
         let path = dir.path(&format!("tiny-{t}.safetensors"));
         let policy = QuantPolicy::all(t);
         let report = write_synthetic(&path, Preset::Tiny, seed, policy.clone()).unwrap();
-        let model = Model::load(&path, &LoadOptions { verify_checksum: true }).unwrap();
+        let model =
+            Model::load(&path, &LoadOptions { verify_checksum: true, ..LoadOptions::default() }).unwrap();
         assert_eq!(model.checksum(), report.checksum);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), report.file_len);
         let mut n_of_type = 0;
@@ -271,7 +272,9 @@ fn load_from_memory_is_zero_copy() {
     let bytes = tiny_bytes(QuantPolicy::all(WeightType::F32));
     let words = aligned(&bytes);
     let view = &as_bytes(&words)[..bytes.len()];
-    let model = Model::load_from_memory(view, &LoadOptions { verify_checksum: true }).unwrap();
+    let model =
+        Model::load_from_memory(view, &LoadOptions { verify_checksum: true, ..LoadOptions::default() })
+            .unwrap();
     let range = view.as_ptr_range();
     let Weight::F32(d) = model.weight("llm.norm.weight").unwrap() else { panic!() };
     assert!(range.contains(&(d.data.as_ptr() as *const u8)));
@@ -288,6 +291,37 @@ fn load_from_memory_is_zero_copy() {
 
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Model<'static>>();
+}
+
+#[test]
+fn in_memory_load_equals_the_mapped_one() {
+    let dir = TempDir::new("in_memory");
+    let path = dir.path("tiny-q4_0.safetensors");
+    write_synthetic(&path, Preset::Tiny, 5, QuantPolicy::all(WeightType::Q4_0)).unwrap();
+    let mapped = Model::load(&path, &LoadOptions::default()).unwrap();
+    let resident = Model::load(&path, &LoadOptions { in_memory: true, verify_checksum: true }).unwrap();
+    assert_eq!(resident.as_bytes(), mapped.as_bytes());
+    assert_ne!(resident.as_bytes().as_ptr(), mapped.as_bytes().as_ptr(), "a private copy");
+    assert_eq!(resident.as_bytes().as_ptr() as usize % 4096, 0, "page-aligned copy");
+    assert_eq!(resident.checksum(), mapped.checksum());
+    assert_eq!(resident.path(), mapped.path());
+    // The copy no longer depends on the file: truncating it leaves the model readable.
+    let before = resident.weight("llm.layers.0.mlp.down_proj.weight").unwrap().to_f32().unwrap();
+    let truncated = dir.path("truncated.safetensors");
+    std::fs::copy(&path, &truncated).unwrap();
+    let copy = Model::load(&truncated, &LoadOptions { in_memory: true, ..LoadOptions::default() }).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&truncated).unwrap().set_len(100).unwrap();
+    let after = copy.weight("llm.layers.0.mlp.down_proj.weight").unwrap().to_f32().unwrap();
+    assert_eq!(bits(&before), bits(&after));
+    // A file that is already truncated is the same clear error either way.
+    let e = Model::load(&truncated, &LoadOptions { in_memory: true, ..LoadOptions::default() }).unwrap_err();
+    let m = Model::load(&truncated, &LoadOptions::default()).unwrap_err();
+    assert_eq!(e.to_string(), m.to_string());
+    let missing = Model::load(
+        dir.path("missing.safetensors"),
+        &LoadOptions { in_memory: true, ..LoadOptions::default() },
+    );
+    assert!(matches!(missing, Err(Error::Io { .. })), "{missing:?}");
 }
 
 #[test]
@@ -526,7 +560,8 @@ fn micro_packages_load() {
             .policy(policy)
             .write(&path, &mut SyntheticSource::new(1))
             .unwrap();
-        let model = Model::load(&path, &LoadOptions { verify_checksum: true }).unwrap();
+        let model =
+            Model::load(&path, &LoadOptions { verify_checksum: true, ..LoadOptions::default() }).unwrap();
         assert_eq!(model.config(), &micro_config());
         assert!(std::fs::metadata(&path).unwrap().len() < 128 * 1024);
     }

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let bytes = &medregion::tensor::as_bytes(&words)[..data.len()];
-    let Ok(model) = Model::load_from_memory(bytes, &LoadOptions { verify_checksum: false }) else {
+    let Ok(model) = Model::load_from_memory(bytes, &LoadOptions::default()) else {
         return;
     };
     assert!(

@@ -136,7 +136,7 @@ unsafe fn load_options(params: *const mr_model_params) -> Result<LoadOptions> {
         }
         other => return Err(Error::invalid("params->device_kind", format!("{other} is not a device kind"))),
     }
-    Ok(LoadOptions { verify_checksum: p.verify_checksum != 0 })
+    Ok(LoadOptions { verify_checksum: p.verify_checksum != 0, ..LoadOptions::default() })
 }
 
 /// Maps the package at `path` (UTF-8) and checks it against its config; `params` may be NULL

@@ -41,6 +41,10 @@ struct LlmArgs {
     /// The model package.
     #[arg(long)]
     model: PathBuf,
+    /// Read the model into memory (huge pages) instead of mapping it: slower to load, faster
+    /// to decode (see `LoadOptions::in_memory`).
+    #[arg(long)]
+    in_memory: bool,
     /// Threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -70,7 +74,7 @@ fn llm(a: LlmArgs) -> Result<()> {
     if a.prompt_len == 0 || a.steps == 0 || a.batch == 0 {
         return Err(Error::invalid("--prompt-len/--steps/--batch", "must be at least 1"));
     }
-    let model = Model::load(&a.model, &LoadOptions::default())?;
+    let model = Model::load(&a.model, &LoadOptions { in_memory: a.in_memory, ..LoadOptions::default() })?;
     let vocab = model.config().decoder.vocab_size;
     let context = a.prompt_len + a.steps + 2;
     let mut s = Session::new(

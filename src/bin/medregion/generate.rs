@@ -17,6 +17,10 @@ pub struct Args {
     /// The model package.
     #[arg(long)]
     model: PathBuf,
+    /// Read the model into memory (huge pages) instead of mapping it: slower to load, faster
+    /// to decode (see `LoadOptions::in_memory`).
+    #[arg(long)]
+    in_memory: bool,
 
     /// The prompt text (BOS is added; with --chat, the user message).
     #[arg(long)]
@@ -83,7 +87,8 @@ pub fn run(args: Args) -> Result<()> {
     if opts.max_new_tokens == 0 {
         return Err(Error::invalid("--max-new-tokens", "must be at least 1"));
     }
-    let model = Model::load(&args.model, &LoadOptions::default())?;
+    let model =
+        Model::load(&args.model, &LoadOptions { in_memory: args.in_memory, ..LoadOptions::default() })?;
     let tok = Tokenizer::from_package(&model)?;
     let ids = if args.chat {
         let template = tok.chat_template().ok_or_else(|| {

@@ -49,6 +49,10 @@ pub struct Args {
     /// Model package (.mrm / .safetensors).
     #[arg(long, required_unless_present = "demo")]
     model: Option<PathBuf>,
+    /// Read the model into memory (huge pages) instead of mapping it: slower to load, faster
+    /// to decode (see `LoadOptions::in_memory`).
+    #[arg(long)]
+    in_memory: bool,
     /// CT volume(s): NIfTI-1 (.nii, .nii.gz) or NRRD (.nrrd) files, or folders of them. More
     /// than one study is batch mode (needs --out).
     #[arg(long, num_args = 1.., required_unless_present = "demo")]
@@ -255,7 +259,8 @@ pub fn run(args: Args) -> Result<()> {
         ));
     }
     let scheme = LabelScheme::from_arg(&args.labels)?;
-    let model = Model::load(&model_path, &LoadOptions::default())?;
+    let model =
+        Model::load(&model_path, &LoadOptions { in_memory: args.in_memory, ..LoadOptions::default() })?;
     let mode = Mode::choose(args.quiet, args.progress_json);
     let mut progress = Progress::new(mode, studies.len(), tokens_hint(&model, &options));
     if !batch {

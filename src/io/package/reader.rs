@@ -22,6 +22,14 @@ pub struct LoadOptions {
     /// Recompute the checksum and compare it with the stored one. Reads every byte of the file
     /// (seconds for a multi-GB model); off by default.
     pub verify_checksum: bool,
+    /// Read the whole file into anonymous memory (advised for 2 MiB transparent huge pages on
+    /// Linux) instead of mapping it. Loading then reads every byte once (about a second per
+    /// GB), and the copy is private to this process rather than shared page cache, but weight
+    /// streaming is faster: decode of a 1 GB Q8_0 model went from 73–78 % to 83–85 % of the
+    /// machine's read bandwidth on 1 thread and from 63–71 % to 78–84 % on 2 (fewer TLB misses;
+    /// the hardware prefetchers stop at page boundaries). It also removes the mapped file's
+    /// SIGBUS hazard if the file is truncated while loaded. Off by default.
+    pub in_memory: bool,
 }
 
 enum Bytes<'a> {
@@ -65,11 +73,16 @@ impl Model<'static> {
         if len < 8 {
             return Err(truncated(&what, len));
         }
-        // SAFETY: the map is read-only and private to this `Model`; we never create a mutable
-        // view of it. Its contents could still change if another process modified the file
-        // while it is mapped; the documented contract (module doc, README) is that model files
-        // are only ever replaced by atomic rename, never truncated or rewritten in place.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let map = if options.in_memory {
+            resident_copy(file, len, path)?
+        } else {
+            // SAFETY: the map is read-only and private to this `Model`; we never create a
+            // mutable view of it. Its contents could still change if another process modified
+            // the file while it is mapped; the documented contract (module doc, README) is that
+            // model files are only ever replaced by atomic rename, never truncated or rewritten
+            // in place.
+            unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?
+        };
         let index = parse(&map, &what)?;
         let model = Model { bytes: Bytes::Mapped(map), path: Some(what), index };
         if options.verify_checksum {
@@ -77,6 +90,22 @@ impl Model<'static> {
         }
         Ok(model)
     }
+}
+
+/// The file's bytes in a private anonymous mapping (huge pages advised where supported), made
+/// read-only once filled.
+fn resident_copy(mut file: File, len: u64, path: &Path) -> Result<Mmap> {
+    use std::io::Read;
+    let len = usize::try_from(len)
+        .map_err(|_| Error::invalid("model file", format!("{} bytes do not fit in memory", len)))?;
+    let mut anon = memmap2::MmapMut::map_anon(len).map_err(|e| Error::io(path, e))?;
+    #[cfg(target_os = "linux")]
+    {
+        // Advice only: without transparent huge pages the copy still works with 4 KiB pages.
+        let _ = anon.advise(memmap2::Advice::HugePage);
+    }
+    file.read_exact(&mut anon).map_err(|e| Error::io(path, e))?;
+    anon.make_read_only().map_err(|e| Error::io(path, e))
 }
 
 impl<'a> Model<'a> {
