@@ -88,6 +88,9 @@ fn generate_is_deterministic_and_dumps_the_librarys_logits() {
         medregion(&[&args[..args.len() - sampled.len() - 2], &["--threads", "1"], &sampled[..]].concat());
     assert!(ok);
     assert_eq!(first, one_thread, "the thread count does not change the output");
+    let (ok, in_memory, err) = medregion(&[&args[..], &["--in-memory"]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(first, in_memory, "reading the model into memory does not change the output");
 
     let dump_s = dump.to_str().unwrap();
     let (ok, _, err) = medregion(&[&args[..], &["--dump-logits", dump_s]].concat());
