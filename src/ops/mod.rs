@@ -67,11 +67,15 @@ pub fn matmul(x: &[f32], n: usize, w: &Weight<'_>, out: &mut [f32], pool: &Threa
 
 /// [`matmul`] for many activation rows (the vision encoder's linear layers, `n` in the
 /// thousands): a packed outer-product GEMM (`cpu::gemm_f32`) for f32/f16/bf16 weights, where
-/// each output is one sequential FMA chain over k (`acc = fma(x[i][j], W[r][j], acc)`, j = 0..k).
+/// each output is a sequential FMA chain per k block of 256, the blocks added in order.
 /// Results are bit-identical across thread counts, ISAs and batch composition, like
 /// [`matmul`]'s, but they round differently from [`matmul`]'s 8-lane sums, so a caller uses one
-/// or the other for a given product. Quantized weights take [`matmul`]'s path.
+/// or the other for a given product. Quantized weights are [`matmul`] itself (with its
+/// per-thread activation scratch).
 pub fn gemm(x: &[f32], n: usize, w: &Weight<'_>, out: &mut [f32], pool: &ThreadPool) -> Result<()> {
+    if matches!(w, Weight::Quant(_)) {
+        return matmul(x, n, w, out, pool);
+    }
     gemm_with_isa(x, n, w, out, pool, Isa::detect())
 }
 
@@ -90,11 +94,11 @@ pub fn gemm_with_isa(
         return Err(Error::Unsupported(format!("{} kernels on this CPU", isa.name())));
     }
     let (rows, k) = check(x, n, w, out)?;
-    let mut scratch = MatmulScratch::new();
     if matches!(w, Weight::Quant(_)) {
-        scratch.reserve(n, k)?;
+        let mut scratch = MatmulScratch::with_capacity(n, k)?;
+        return cpu::matmul(x, n, k, w, rows, out, &mut scratch, pool, isa);
     }
-    cpu::gemm(x, n, k, w, rows, out, &mut scratch, pool, isa)
+    cpu::gemm(x, n, k, w, rows, out, pool, isa)
 }
 
 /// [`matmul`] with a caller-owned activation scratch: never allocates. Quantized weights need

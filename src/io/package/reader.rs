@@ -25,10 +25,10 @@ pub struct LoadOptions {
     /// Read the whole file into anonymous memory (advised for 2 MiB transparent huge pages on
     /// Linux) instead of mapping it. Loading then reads every byte once (about a second per
     /// GB), and the copy is private to this process rather than shared page cache, but weight
-    /// streaming is faster: decode of a 1 GB Q8_0 model went from 73–78 % to 83–85 % of the
-    /// machine's read bandwidth on 1 thread and from 63–71 % to 78–84 % on 2 (fewer TLB misses;
-    /// the hardware prefetchers stop at page boundaries). It also removes the mapped file's
-    /// SIGBUS hazard if the file is truncated while loaded. Off by default.
+    /// streaming is faster: 1 GB models decode 13–31 % faster (fewer TLB misses; the hardware
+    /// prefetchers stop at page boundaries; measured in the README's decoder section). It also
+    /// removes the mapped file's SIGBUS hazard if the file is truncated while loaded. Off by
+    /// default.
     pub in_memory: bool,
 }
 

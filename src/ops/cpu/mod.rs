@@ -12,7 +12,7 @@
 //!   threads or on which thread ran which task.
 //! * [`gemm`] (the vision encoder's many-row products) is the one exception to "rows are
 //!   split over tasks": `gemm_f32` packs both operands and gives each task a block of
-//!   activation rows; its single FMA chain per output is also independent of threads and tiling.
+//!   activation rows; its per-k-block FMA chains are also independent of threads and tiling.
 //! * Files: `gemm_f32` (packed GEMM), `matmul_f32` (float micro-kernel, f32), `matmul_f16` (f16/bf16 loads),
 //!   `matmul_quant` (shared quantized kernel), `matmul_q8_0`, `matmul_q4` (block dot products),
 //!   `quantize_act` (int8 activations, [`MatmulScratch`]), `simd` (reductions), `threads`
@@ -159,8 +159,8 @@ pub(crate) fn matmul(
     }
 }
 
-/// [`matmul`]'s many-row twin for float weights (the packed GEMM of `gemm_f32`: one sequential
-/// FMA chain per output); quantized weights go through [`matmul`].
+/// [`matmul`]'s many-row twin for float weights (the packed GEMM of `gemm_f32`: a sequential
+/// FMA chain per k block of 256 per output); the caller sends quantized weights to [`matmul`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm(
     x: &[f32],
@@ -169,7 +169,6 @@ pub(crate) fn gemm(
     w: &Weight<'_>,
     rows: usize,
     out: &mut [f32],
-    scratch: &mut MatmulScratch,
     pool: &ThreadPool,
     isa: Isa,
 ) -> Result<()> {
@@ -186,7 +185,10 @@ pub(crate) fn gemm(
         Weight::F32(d) => unsafe { gemm_f32::gemm(x, n, k, d.data, rows, o, pool, isa) },
         Weight::F16(d) => unsafe { gemm_f32::gemm(x, n, k, d.data, rows, o, pool, isa) },
         Weight::BF16(d) => unsafe { gemm_f32::gemm(x, n, k, d.data, rows, o, pool, isa) },
-        Weight::Quant(_) => matmul(x, n, k, w, rows, out, scratch, pool, isa),
+        Weight::Quant(q) => Err(crate::Error::Internal(format!(
+            "gemm called with quantized weight `{}` (ops::gemm sends those to matmul)",
+            q.name
+        ))),
     }
 }
 
