@@ -246,3 +246,26 @@ fn device_is_checked_before_any_work() {
     let out = medregion(&["report", "--demo", "--device", "cpu", "--quiet", "--max-new-tokens", "2"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn every_computing_command_checks_its_device_first() {
+    // The files do not exist: the device must be refused before anything is opened.
+    let commands: [&[&str]; 6] = [
+        &["generate", "--model", "missing.safetensors", "--prompt", "hi"],
+        &["encode", "--model", "missing.safetensors", "--ct", "missing.nrrd", "--dump", "x.safetensors"],
+        &["tokens", "--model", "missing.safetensors", "--ct", "missing.nrrd", "--masks", "m", "--dump", "x"],
+        &["bench", "llm", "--model", "missing.safetensors"],
+        &["bench", "vision", "--model", "missing.safetensors"],
+        &["bench", "report", "--model", "missing.safetensors"],
+    ];
+    for args in commands {
+        for (device, needle) in [("cuda:0", "device cuda:0"), ("gpu", "`gpu` is not")] {
+            let mut full = args.to_vec();
+            full.extend(["--device", device]);
+            let out = medregion(&full);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{full:?} should fail: {err}");
+            assert!(err.contains(needle) && !err.contains("missing"), "{full:?}: {err}");
+        }
+    }
+}

@@ -48,6 +48,8 @@ struct LlmArgs {
     /// Threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    device: crate::device::DeviceArg,
     /// Sequences decoded together in the batched run (1 skips it).
     #[arg(long, default_value_t = 6)]
     batch: usize,
@@ -71,6 +73,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn llm(a: LlmArgs) -> Result<()> {
+    a.device.check("the decoder benchmark")?;
     if a.prompt_len == 0 || a.steps == 0 || a.batch == 0 {
         return Err(Error::invalid("--prompt-len/--steps/--batch", "must be at least 1"));
     }

@@ -42,6 +42,8 @@ pub struct Args {
     /// Threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    device: crate::device::DeviceArg,
     /// Hidden states to dump, comma-separated (default: the mask extractor's levels).
     #[arg(long, value_delimiter = ',')]
     levels: Option<Vec<usize>>,
@@ -55,6 +57,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.device.check("the vision encoder")?;
     let model = Model::load(&args.model, &LoadOptions::default())?;
     let config = model.config();
     let volume = Volume::load(&args.ct)?;

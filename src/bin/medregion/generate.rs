@@ -61,6 +61,8 @@ pub struct Args {
     /// Threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    device: crate::device::DeviceArg,
 
     /// Write the logits of every position to this float32 .npy file.
     #[arg(long)]
@@ -68,6 +70,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.device.check("text generation")?;
     let sampling = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,

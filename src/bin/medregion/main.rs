@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod attributes;
 mod bench;
 mod convert;
+mod device;
 mod encode;
 mod eval;
 mod files;

@@ -42,7 +42,7 @@ use medregion::phantom::chest_phantom;
 use medregion::report::{generate_report, Event, Report, ReportOptions};
 use medregion::tensor::WeightType;
 use medregion::volume::Volume;
-use medregion::{DeviceKind, Error, Result};
+use medregion::{Error, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -110,28 +110,6 @@ impl Study {
         let masks = self.masks.as_ref().map_err(|e| Error::invalid("--masks", e.clone()))?;
         Ok((ct, Masks::load(masks, scheme)?))
     }
-}
-
-/// `cpu` or `cuda[:N]`; CUDA is refused with the reason it cannot run the pipeline.
-fn check_device(spec: &str) -> Result<()> {
-    let bad = || Error::invalid("--device", format!("`{spec}` is not `cpu` or `cuda[:N]`"));
-    let (kind, ordinal) = match spec.split_once(':') {
-        None if spec == "cpu" => return Ok(()),
-        None if spec == "cuda" => (DeviceKind::Cuda, 0),
-        Some(("cuda", n)) => (DeviceKind::Cuda, n.parse::<i32>().map_err(|_| bad())?),
-        _ => return Err(bad()),
-    };
-    let devices = medregion::devices();
-    let found = devices.iter().find(|d| d.kind == kind && d.ordinal == ordinal);
-    let why = match found {
-        Some(d) if !d.available => d.reason.clone(),
-        Some(_) => "the CUDA backend does not run the report pipeline yet; use --device cpu".to_string(),
-        None => {
-            let n = devices.iter().filter(|d| d.kind == kind && d.available).count();
-            format!("there is no such device ({n} CUDA device(s) available)")
-        }
-    };
-    Err(Error::Unsupported(format!("device {spec}: {why}")))
 }
 
 fn is_volume_file(p: &Path) -> bool {
@@ -219,7 +197,7 @@ fn studies(cts: &[PathBuf], masks: &[PathBuf]) -> Result<Vec<Study>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    check_device(&args.device)?;
+    crate::device::check(&args.device, "the report pipeline")?;
     let mut options = ReportOptions {
         regions: args.regions.clone(),
         max_new_tokens: args.max_new_tokens,

@@ -55,6 +55,8 @@ pub struct Args {
     /// Threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    device: crate::device::DeviceArg,
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -66,6 +68,7 @@ fn i64_bytes<T: Copy + TryInto<i64>>(v: &[T]) -> Vec<u8> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.device.check("region tokens")?;
     let model = Model::load(&args.model, &LoadOptions::default())?;
     let config = model.config();
     let ct = Volume::load(&args.ct)?;

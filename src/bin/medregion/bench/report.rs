@@ -43,6 +43,8 @@ pub struct ReportArgs {
     /// Threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    device: crate::device::DeviceArg,
     /// New tokens per region.
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
@@ -143,6 +145,7 @@ fn first_difference(a: &Report, b: &Report) -> Option<String> {
 }
 
 pub fn run(a: ReportArgs) -> Result<()> {
+    a.device.check("the report benchmark")?;
     if a.max_new_tokens == 0 {
         return Err(Error::invalid("--max-new-tokens", "must be at least 1"));
     }

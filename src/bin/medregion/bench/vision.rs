@@ -46,6 +46,8 @@ pub struct VisionArgs {
     /// Threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    #[command(flatten)]
+    device: crate::device::DeviceArg,
     /// Slices per encoder batch (0 = the encoder's default).
     #[arg(long, default_value_t = 0)]
     batch: usize,
@@ -151,6 +153,7 @@ fn model_path(a: &VisionArgs) -> Result<(PathBuf, String)> {
 }
 
 pub fn run(a: VisionArgs) -> Result<()> {
+    a.device.check("the encoder benchmark")?;
     if a.slices == 0 || a.peak_size == 0 {
         return Err(Error::invalid("--slices/--peak-size", "must be at least 1"));
     }
