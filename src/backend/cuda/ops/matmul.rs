@@ -57,27 +57,107 @@ const QUANT_BLOCKS_PER_BLOCK: usize = QUANT_THREADS as usize / 32;
 /// Threads per block of the dequantizers (one 16-byte unit of values each).
 const DEQUANT_THREADS: u32 = 256;
 
+/// GEMV kernel names by format (Q8_0, Q4_0, Q4_1) and activation rows − 1 (static, so a decode
+/// step allocates nothing on the host either).
+const QUANT_KERNELS: [[&str; MAX_ROWS_PER_LAUNCH]; 3] = [
+    [
+        "matmul_quant_q8_0_n1",
+        "matmul_quant_q8_0_n2",
+        "matmul_quant_q8_0_n3",
+        "matmul_quant_q8_0_n4",
+        "matmul_quant_q8_0_n5",
+        "matmul_quant_q8_0_n6",
+        "matmul_quant_q8_0_n7",
+        "matmul_quant_q8_0_n8",
+    ],
+    [
+        "matmul_quant_q4_0_n1",
+        "matmul_quant_q4_0_n2",
+        "matmul_quant_q4_0_n3",
+        "matmul_quant_q4_0_n4",
+        "matmul_quant_q4_0_n5",
+        "matmul_quant_q4_0_n6",
+        "matmul_quant_q4_0_n7",
+        "matmul_quant_q4_0_n8",
+    ],
+    [
+        "matmul_quant_q4_1_n1",
+        "matmul_quant_q4_1_n2",
+        "matmul_quant_q4_1_n3",
+        "matmul_quant_q4_1_n4",
+        "matmul_quant_q4_1_n5",
+        "matmul_quant_q4_1_n6",
+        "matmul_quant_q4_1_n7",
+        "matmul_quant_q4_1_n8",
+    ],
+];
+/// Dense GEMV kernel names by type (f32, f16, bf16) and activation rows − 1.
+const DENSE_KERNELS: [[&str; MAX_ROWS_PER_LAUNCH]; 3] = [
+    [
+        "matmul_dense_f32_n1",
+        "matmul_dense_f32_n2",
+        "matmul_dense_f32_n3",
+        "matmul_dense_f32_n4",
+        "matmul_dense_f32_n5",
+        "matmul_dense_f32_n6",
+        "matmul_dense_f32_n7",
+        "matmul_dense_f32_n8",
+    ],
+    [
+        "matmul_dense_f16_n1",
+        "matmul_dense_f16_n2",
+        "matmul_dense_f16_n3",
+        "matmul_dense_f16_n4",
+        "matmul_dense_f16_n5",
+        "matmul_dense_f16_n6",
+        "matmul_dense_f16_n7",
+        "matmul_dense_f16_n8",
+    ],
+    [
+        "matmul_dense_bf16_n1",
+        "matmul_dense_bf16_n2",
+        "matmul_dense_bf16_n3",
+        "matmul_dense_bf16_n4",
+        "matmul_dense_bf16_n5",
+        "matmul_dense_bf16_n6",
+        "matmul_dense_bf16_n7",
+        "matmul_dense_bf16_n8",
+    ],
+];
+/// Dequantizer names by format (Q8_0, Q4_0, Q4_1) and output type (f16, bf16).
+const DEQUANT_KERNELS: [[&str; 2]; 3] = [
+    ["matmul_quant_dequantize_q8_0_f16", "matmul_quant_dequantize_q8_0_bf16"],
+    ["matmul_quant_dequantize_q4_0_f16", "matmul_quant_dequantize_q4_0_bf16"],
+    ["matmul_quant_dequantize_q4_1_f16", "matmul_quant_dequantize_q4_1_bf16"],
+];
+
+/// Row of [`QUANT_KERNELS`] / [`DEQUANT_KERNELS`] for a format.
+fn format_index(q: QuantType) -> usize {
+    match q {
+        QuantType::Q8_0 => 0,
+        QuantType::Q4_0 => 1,
+        QuantType::Q4_1 => 2,
+    }
+}
+
 /// The 16-bit float type a dequantizer writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HalfType {
-    F16,
-    Bf16,
-}
-
-impl HalfType {
-    fn name(self) -> &'static str {
-        match self {
-            HalfType::F16 => "f16",
-            HalfType::Bf16 => "bf16",
-        }
-    }
+    F16 = 0,
+    Bf16 = 1,
 }
 
 /// Checks that device buffer `what` holds at least `needed` elements.
 fn need(what: &str, len: usize, needed: usize) -> Result<()> {
+    need_with(len, needed, || what.to_string())
+}
+
+/// [`need`] with the buffer's description built only on failure (launchers allocate nothing on
+/// success).
+fn need_with(len: usize, needed: usize, what: impl FnOnce() -> String) -> Result<()> {
     if len < needed {
         return Err(Error::Shape {
-            what: what.to_string(),
+            what: what(),
             expected: format!("at least {needed} elements"),
             found: format!("{len} elements"),
         });
@@ -90,11 +170,11 @@ fn product(what: &str, a: usize, b: usize) -> Result<usize> {
     a.checked_mul(b).ok_or_else(|| Error::invalid(what, format!("{a} × {b} overflows")))
 }
 
-/// Checks `k % 32 == 0` for a quantized product.
-fn check_k_blocks(what: &str, k: usize) -> Result<()> {
+/// Checks `k % 32 == 0` for a quantized product (`what` built only on failure).
+fn check_k_blocks(k: usize, what: impl FnOnce() -> String) -> Result<()> {
     if k % QK != 0 {
         return Err(Error::Shape {
-            what: what.to_string(),
+            what: what(),
             expected: format!("a multiple of {QK}"),
             found: k.to_string(),
         });
@@ -127,7 +207,7 @@ impl QuantizedActs {
     /// Room for `n` rows of `k` activations (`k % 32 == 0`; any `n · k` up to the same total
     /// works later).
     pub fn new(gpu: &Gpu, n: usize, k: usize) -> Result<QuantizedActs> {
-        check_k_blocks("columns of quantized activations", k)?;
+        check_k_blocks(k, || "columns of quantized activations".into())?;
         // At least one block: CUDA allocations are never empty.
         let elements = product("quantized activations", n, k)?.max(QK);
         Ok(QuantizedActs {
@@ -175,7 +255,7 @@ pub fn quantize_act(
     k: usize,
     acts: &mut QuantizedActs,
 ) -> Result<()> {
-    check_k_blocks("columns of activations to quantize", k)?;
+    check_k_blocks(k, || "columns of activations to quantize".into())?;
     let elements = product("activations to quantize", n, k)?;
     need("quantize_act input x [n, k]", x.len(), elements)?;
     if acts.capacity() < elements {
@@ -225,11 +305,11 @@ impl QuantBuffers<'_> {
     fn check(&self, what: &str, blocks: usize) -> Result<&CudaSlice<u16>> {
         let q = self.qtype;
         let value_bytes = product(what, blocks, q.value_bytes_per_block())?;
-        need(&format!("{what}: {q} values (bytes)"), self.values.len(), value_bytes)?;
-        need(&format!("{what}: {q} scales"), self.scales.len(), blocks)?;
+        need_with(self.values.len(), value_bytes, || format!("{what}: {q} values (bytes)"))?;
+        need_with(self.scales.len(), blocks, || format!("{what}: {q} scales"))?;
         match (q.has_mins(), self.mins) {
             (true, Some(m)) => {
-                need(&format!("{what}: {q} mins"), m.len(), blocks)?;
+                need_with(m.len(), blocks, || format!("{what}: {q} mins"))?;
                 Ok(m)
             }
             (true, None) => Err(Error::invalid("mins", format!("{what}: {q} weights need their mins"))),
@@ -251,7 +331,7 @@ pub fn matmul_quant(
     acts: &QuantizedActs,
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    check_k_blocks(&format!("columns of the {} weight", w.qtype), k)?;
+    check_k_blocks(k, || format!("columns of the {} weight", w.qtype))?;
     let (n, ak) = acts.shape();
     if n > 0 && ak != k {
         return Err(Error::Shape {
@@ -274,8 +354,8 @@ pub fn matmul_quant(
     let mut i0 = 0;
     while i0 < n {
         let m = (n - i0).min(MAX_ROWS_PER_LAUNCH);
-        let name = format!("matmul_quant_{}_n{m}", w.qtype.name());
-        let f = gpu.function(&name)?;
+        let name = QUANT_KERNELS[format_index(w.qtype)][m - 1];
+        let f = gpu.function(name)?;
         let qx = acts.values.slice(i0 * k..(i0 + m) * k);
         let dx = acts.scales.slice(i0 * nb..(i0 + m) * nb);
         let sx = acts.sums.slice(i0 * nb..(i0 + m) * nb);
@@ -294,7 +374,7 @@ pub fn matmul_quant(
                 shared_mem_bytes: 0,
             })
         }
-        .map_err(|e| launch_error(&name, e))?;
+        .map_err(|e| launch_error(name, e))?;
         i0 += m;
     }
     Ok(())
@@ -314,6 +394,15 @@ impl DenseBuffer<'_> {
             DenseBuffer::F32(_) => "f32",
             DenseBuffer::F16(_) => "f16",
             DenseBuffer::Bf16(_) => "bf16",
+        }
+    }
+
+    /// Row of [`DENSE_KERNELS`].
+    fn index(&self) -> usize {
+        match self {
+            DenseBuffer::F32(_) => 0,
+            DenseBuffer::F16(_) => 1,
+            DenseBuffer::Bf16(_) => 2,
         }
     }
 
@@ -337,8 +426,9 @@ pub fn matmul_dense(
     n: usize,
     out: &mut CudaViewMut<'_, f32>,
 ) -> Result<()> {
-    let ty = w.name();
-    need(&format!("matmul_dense {ty} weight [rows, k]"), w.len(), product("weight", rows, k)?)?;
+    need_with(w.len(), product("weight", rows, k)?, || {
+        format!("matmul_dense {} weight [rows, k]", w.name())
+    })?;
     need("matmul_dense input x [n, k]", x.len(), product("matmul_dense input", n, k)?)?;
     need("matmul_dense output [n, rows]", out.len(), product("matmul_dense output", n, rows)?)?;
     let rows_i32 = to_i32("rows", rows)?;
@@ -350,8 +440,8 @@ pub fn matmul_dense(
     let mut i0 = 0;
     while i0 < n {
         let m = (n - i0).min(MAX_ROWS_PER_LAUNCH);
-        let name = format!("matmul_dense_{ty}_n{m}");
-        let f = gpu.function(&name)?;
+        let name = DENSE_KERNELS[w.index()][m - 1];
+        let f = gpu.function(name)?;
         let xs = x.slice(i0 * k..(i0 + m) * k);
         let mut o = out.slice_mut(i0 * rows..(i0 + m) * rows);
         let mut b = gpu.stream().launch_builder(&f);
@@ -370,7 +460,7 @@ pub fn matmul_dense(
                 shared_mem_bytes: 0,
             })
         }
-        .map_err(|e| launch_error(&name, e))?;
+        .map_err(|e| launch_error(name, e))?;
         i0 += m;
     }
     Ok(())
@@ -395,8 +485,8 @@ pub fn dequantize(
     if blocks == 0 {
         return Ok(());
     }
-    let name = format!("matmul_quant_dequantize_{}_{}", w.qtype.name(), to.name());
-    let f = gpu.function(&name)?;
+    let name = DEQUANT_KERNELS[format_index(w.qtype)][to as usize];
+    let f = gpu.function(name)?;
     let mut b = gpu.stream().launch_builder(&f);
     b.arg(w.values).arg(w.scales).arg(mins).arg(out).arg(&blocks_i32);
     // SAFETY: the kernel reads `blocks` blocks of the weight and writes blocks·32 elements of
@@ -409,7 +499,7 @@ pub fn dequantize(
             shared_mem_bytes: 0,
         })
     }
-    .map_err(|e| launch_error(&name, e))?;
+    .map_err(|e| launch_error(name, e))?;
     Ok(())
 }
 
@@ -480,7 +570,7 @@ impl DeviceWeight {
                 DeviceData::Bf16(gpu.upload(d.data.reinterpret_cast())?)
             }
             Weight::Quant(q) => {
-                check_k_blocks(&format!("columns of {} weight `{name}`", q.qtype), k)?;
+                check_k_blocks(k, || format!("columns of {} weight `{name}`", q.qtype))?;
                 let blocks = numel / QK;
                 exact(
                     format!("{} values of `{name}` (bytes)", q.qtype),
