@@ -107,34 +107,37 @@ extern "C" __global__ void __launch_bounds__(256)
     }
 }
 
-// gelu_bias_f16 / gelu_bias_bf16: y[r, c] = half(act(x[r, c] + bias[c])): as gelu_bias_f32, out of
-// place, with the f32 result rounded to nearest even into f16 / bf16 (16-bit patterns): the input
-// of the next GEMM (fc2) in half precision.
-//   x: f32 [rows, cols].  bias: f32 [cols].  y: u16 [rows, cols].  rows·cols < 2^31.
-// Launch: 1-D grid-stride, any grid/block, no shared memory.
-// Numerics: y = RNE(the f32 bits of gelu_bias_f32).
-extern "C" __global__ void __launch_bounds__(256) gelu_bias_f16(const float* __restrict__ x,
-                                                                const float* __restrict__ bias,
-                                                                uint16_t* __restrict__ y, int rows,
-                                                                int cols, int gelu) {
-    const unsigned n = (unsigned)rows * (unsigned)cols, c = (unsigned)cols;
-    // Unsigned: i + stride cannot overflow for n < 2^31.
-    const unsigned stride = gridDim.x * blockDim.x;
-    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        const float v = x[i] + bias[i % c];
-        y[i] = mr_f32_to_f16(gelu ? gelu_value(v) : v);
-    }
-}
+struct GeluF32 {
+    typedef float T;
+    static __device__ __forceinline__ float cvt(float v) { return v; }
+};
+struct GeluF16 {
+    typedef uint16_t T;
+    static __device__ __forceinline__ uint16_t cvt(float v) { return mr_f32_to_f16(v); }
+};
+struct GeluBf16 {
+    typedef uint16_t T;
+    static __device__ __forceinline__ uint16_t cvt(float v) { return gelu_to_bf16(v); }
+};
 
-extern "C" __global__ void __launch_bounds__(256) gelu_bias_bf16(const float* __restrict__ x,
-                                                                 const float* __restrict__ bias,
-                                                                 uint16_t* __restrict__ y, int rows,
-                                                                 int cols, int gelu) {
-    const unsigned n = (unsigned)rows * (unsigned)cols, c = (unsigned)cols;
-    // Unsigned: i + stride cannot overflow for n < 2^31.
-    const unsigned stride = gridDim.x * blockDim.x;
-    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        const float v = x[i] + bias[i % c];
-        y[i] = gelu_to_bf16(gelu ? gelu_value(v) : v);
+// gelu_bias_to_f32 / gelu_bias_to_f16 / gelu_bias_to_bf16: y[r, c] = out(act(x[r, c] + bias[c])):
+// as gelu_bias_f32, out of place, the f32 result stored as f32 or rounded to nearest even into
+// f16 / bf16 (16-bit patterns): the input of the next GEMM (fc2) in the precision cuBLAS takes.
+//   x: f32 [rows, cols].  bias: f32 [cols].  y: [rows, cols] f32 or u16, not aliasing x.
+//   rows·cols < 2^31.
+// Launch: 1-D grid-stride, any grid/block, no shared memory.
+// Numerics: y = the f32 bits of gelu_bias_f32 (f32), or their RNE conversion.
+#define GELU_TO(NAME, O)                                                                          \
+    extern "C" __global__ void __launch_bounds__(256)                                             \
+        NAME(const float* __restrict__ x, const float* __restrict__ bias, O::T* __restrict__ y,    \
+             int rows, int cols, int gelu) {                                                       \
+        const unsigned n = (unsigned)rows * (unsigned)cols, c = (unsigned)cols;                    \
+        const unsigned stride = gridDim.x * blockDim.x;                                            \
+        for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {             \
+            const float v = x[i] + bias[i % c];                                                    \
+            y[i] = O::cvt(gelu ? gelu_value(v) : v);                                               \
+        }                                                                                          \
     }
-}
+GELU_TO(gelu_bias_to_f32, GeluF32)
+GELU_TO(gelu_bias_to_f16, GeluF16)
+GELU_TO(gelu_bias_to_bf16, GeluBf16)
