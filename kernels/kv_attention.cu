@@ -358,7 +358,7 @@ static __device__ __forceinline__ void kv_decode(const float* __restrict__ q, co
 //   scale         1/√HD as the CPU computes it; n_heads a multiple of n_kv_heads
 //
 // Launch: grid (workers ≥ 1, ceil(n_seq·group / 8) + n_seq·ceil(group / 8), n_kv_heads),
-// block 128, no dynamic shared memory (static: 41 KiB for HD 128). Any number of workers gives
+// block 128, no dynamic shared memory (static: 21 KiB for HD 64, 39 KiB for HD 128). Any number of workers gives
 // the same bits (each chunk's record depends only on the chunk). Then kv_attention_decode_combine.
 extern "C" __global__ void __launch_bounds__(DEC_THREADS, 4)
     kv_attention_decode_hd64(const float* __restrict__ q, const float* __restrict__ k_cache,
