@@ -249,7 +249,8 @@ static __device__ __forceinline__ void kv_decode(const float* __restrict__ q, co
         // Keys of the chunk: ks[j][d] (coalesced rows; zero past the end).
         for (int idx = tid; idx < DEC_CH * D4; idx += DEC_THREADS) {
             const int j = idx / D4, d4 = idx % D4;
-            const float4 x = j < cols ? att_ld4(kb + (long long)(j0 + j) * kv_dim + 4 * d4) : make_float4(0.f, 0.f, 0.f, 0.f);
+            const float4 x =
+                j < cols ? att_ld4(kb + (long long)(j0 + j) * kv_dim + 4 * d4) : make_float4(0.f, 0.f, 0.f, 0.f);
             att_st4(ks + j * KS + 4 * d4, x);
         }
         __syncthreads();  // also orders the query stores before the first use
@@ -292,7 +293,8 @@ static __device__ __forceinline__ void kv_decode(const float* __restrict__ q, co
                 const float l = mr_warp_sum(p0 + p1);
                 if (lane == 0) {
                     const int rho = rho0 + r, s = rho / group, g = rho - s * group;
-                    float* rec = ws + (((long long)s * n_heads + kvh * group + g) * (npc + noc) + slot0 + c) * DEC_REC(HD);
+                    const long long row = (long long)s * n_heads + kvh * group + g;
+                    float* rec = ws + (row * (npc + noc) + slot0 + c) * DEC_REC(HD);
                     rec[0] = mx;
                     rec[1] = l;
                 }
@@ -358,8 +360,9 @@ static __device__ __forceinline__ void kv_decode(const float* __restrict__ q, co
 //   scale         1/√HD as the CPU computes it; n_heads a multiple of n_kv_heads
 //
 // Launch: grid (workers ≥ 1, ceil(n_seq·group / 8) + n_seq·ceil(group / 8), n_kv_heads),
-// block 128, no dynamic shared memory (static: 21 KiB for HD 64, 39 KiB for HD 128). Any number of workers gives
-// the same bits (each chunk's record depends only on the chunk). Then kv_attention_decode_combine.
+// block 128, no dynamic shared memory (static: 21 KiB for HD 64, 39 KiB for HD 128). Any number
+// of workers gives the same bits (each chunk's record depends only on the chunk). Then
+// kv_attention_decode_combine.
 extern "C" __global__ void __launch_bounds__(DEC_THREADS, 4)
     kv_attention_decode_hd64(const float* __restrict__ q, const float* __restrict__ k_cache,
                              const float* __restrict__ v_cache, const float* __restrict__ pk,
