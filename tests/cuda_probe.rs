@@ -39,3 +39,17 @@ fn cuda_probe_reports_instead_of_failing() {
         assert!(cuda[0].reason.contains("no CUDA driver"), "{}", cuda[0].reason);
     }
 }
+
+#[test]
+fn opening_a_gpu_without_one_is_an_error_not_a_panic() {
+    use medregion::backend::cuda::Gpu;
+    let usable = devices().iter().any(|d| d.kind == DeviceKind::Cuda && d.available);
+    if !usable {
+        let err = Gpu::open(0).expect_err("no usable CUDA device");
+        let text = err.to_string();
+        assert!(text.contains("cuda:0"), "{text}");
+    }
+    // An ordinal past the last device is an error on every machine.
+    let err = Gpu::open(4096).expect_err("no such device");
+    assert!(err.to_string().contains("cuda:4096"), "{err}");
+}

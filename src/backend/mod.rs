@@ -6,6 +6,8 @@
 use std::sync::OnceLock;
 
 #[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(feature = "cuda")]
 mod cuda_probe;
 
 /// Kind of a compute device.
