@@ -76,26 +76,31 @@ sampling_observe(uint8_t* __restrict__ seen, int seen_ld, const int* __restrict_
 // ------------------------------------------------------------------------------------------------
 // Visiting a logits row.
 
-// Calls f(x · scale, j) for every j < vocab of `row`, thread-strided (float4 loads when the row
-// is 16-byte aligned, then a scalar tail). Every thread visits its ids in increasing order.
+// Calls f(x · scale, j) for every j < vocab of `row`, thread-strided: up to 3 scalar loads until
+// the row is 16-byte aligned (rows of an odd vocabulary such as 128259 are not), float4 loads for
+// the body, then a scalar tail. Every thread visits its ids in increasing order.
 template <typename F>
 static __device__ __forceinline__ void sp_for_each(const float* __restrict__ row, int vocab,
                                                    float scale, F f) {
-    if ((((unsigned long long)row) & 15ull) == 0) {
-        const int n4 = vocab >> 2;
-        const float4* r4 = reinterpret_cast<const float4*>(row);
-        for (int i = threadIdx.x; i < n4; i += blockDim.x) {
-            const float4 v = r4[i];
-            const int j = i << 2;
-            f(v.x * scale, j);
-            f(v.y * scale, j + 1);
-            f(v.z * scale, j + 2);
-            f(v.w * scale, j + 3);
-        }
-        for (int j = (n4 << 2) + threadIdx.x; j < vocab; j += blockDim.x) f(row[j] * scale, j);
-    } else {
+    const unsigned long long addr = (unsigned long long)row;
+    if ((addr & 3ull) != 0) {  // not even float-aligned: all scalar
         for (int j = threadIdx.x; j < vocab; j += blockDim.x) f(row[j] * scale, j);
+        return;
     }
+    int pre = (int)(((16ull - (addr & 15ull)) & 15ull) >> 2);  // 0..3 floats up to alignment
+    if (pre > vocab) pre = vocab;
+    if ((int)threadIdx.x < pre) f(row[threadIdx.x] * scale, (int)threadIdx.x);
+    const int n4 = (vocab - pre) >> 2;
+    const float4* r4 = reinterpret_cast<const float4*>(row + pre);
+    for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+        const float4 v = r4[i];
+        const int j = pre + (i << 2);
+        f(v.x * scale, j);
+        f(v.y * scale, j + 1);
+        f(v.z * scale, j + 2);
+        f(v.w * scale, j + 3);
+    }
+    for (int j = pre + (n4 << 2) + threadIdx.x; j < vocab; j += blockDim.x) f(row[j] * scale, j);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -113,7 +118,7 @@ static __device__ __forceinline__ bool sp_better(float v1, int i1, float v2, int
 // the CPU, where neither is `>` the other), so the lower id wins.
 //   logits [n_seqs rows, stride ld ≥ vocab] f32; tokens [n_seqs] int32 (device)
 // Launch: grid (n_seqs, 1, 1); block (1024, 1, 1) (any multiple of 32 ≤ 1024 works); no dynamic
-// shared memory. One block per sequence; float4 loads when the row is 16-byte aligned.
+// shared memory. One block per sequence; float4 loads (after up to 3 scalar ones to align).
 extern "C" __global__ void __launch_bounds__(1024)
 sampling_argmax_f32(const float* __restrict__ logits, int vocab, int ld, int* __restrict__ tokens) {
     __shared__ float s_v[32];
@@ -271,7 +276,7 @@ static __device__ __forceinline__ unsigned long long sp_excl_scan(unsigned long 
 }
 
 // Histogram (count, mass) of digit `level` over the ids whose key agrees with `prefix` above it.
-static __device__ void sp_build_hist(SpShared& sh, const float* __restrict__ row, int vocab,
+static __device__ __forceinline__ void sp_build_hist(SpShared& sh, const float* __restrict__ row, int vocab,
                                      float inv_t, float m, int level, unsigned long long prefix) {
     __syncthreads();  // earlier readers of the histogram are done
     for (int b = threadIdx.x; b < SP_BINS; b += blockDim.x) {
@@ -299,7 +304,7 @@ static __device__ void sp_build_hist(SpShared& sh, const float* __restrict__ row
 // The bin where the running sum (over bins in key order) of the metric first reaches t
 // (1 ≤ t ≤ the histogram's total): sh.f_bin (−1 if none), and both metrics' sums over the bins
 // before it (sh.f_before_mass, sh.f_before_cnt). Needs blockDim.x == SP_BINS / 2.
-static __device__ void sp_find_bin(SpShared& sh, bool by_mass, unsigned long long t) {
+static __device__ __forceinline__ void sp_find_bin(SpShared& sh, bool by_mass, unsigned long long t) {
     __syncthreads();
     if (threadIdx.x == 0) sh.f_bin = -1;
     const int b0 = threadIdx.x * 2;
@@ -324,7 +329,7 @@ static __device__ void sp_find_bin(SpShared& sh, bool by_mass, unsigned long lon
 // Gathers the ids whose key >> shift == full (at most SP_CAP of them: the caller checked the
 // bin's count) into sh.c_key / sh.c_mass and sorts them by key (bitonic; deterministic since
 // keys are unique, whatever order the atomic slots gave).
-static __device__ void sp_gather(SpShared& sh, const float* __restrict__ row, int vocab,
+static __device__ __forceinline__ void sp_gather(SpShared& sh, const float* __restrict__ row, int vocab,
                                  float inv_t, float m, int shift, unsigned long long full) {
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -375,7 +380,7 @@ static __device__ void sp_gather(SpShared& sh, const float* __restrict__ row, in
 // In the sorted candidate list: the first entry where the running sum of the metric reaches t
 // (relative to the list start): sh.f_key (SP_NONE if none), and its running sums of mass and
 // count (inclusive, relative): sh.f_mass, sh.f_cnt. Needs blockDim.x == SP_CAP.
-static __device__ void sp_find_in_list(SpShared& sh, bool by_mass, unsigned long long t) {
+static __device__ __forceinline__ void sp_find_in_list(SpShared& sh, bool by_mass, unsigned long long t) {
     __syncthreads();
     if (threadIdx.x == 0) sh.f_key = SP_NONE;
     const int n = sh.c_n < SP_CAP ? sh.c_n : SP_CAP;
@@ -395,7 +400,7 @@ static __device__ void sp_find_in_list(SpShared& sh, bool by_mass, unsigned long
 // The first id in sorted order whose running sum of the metric (q, or 1 per id) reaches t
 // (1 ≤ t ≤ the row's total): sh.f_key (SP_NONE if none) and its absolute inclusive running sums
 // sh.f_mass, sh.f_cnt.
-static __device__ void sp_search(SpShared& sh, const float* __restrict__ row, int vocab,
+static __device__ __forceinline__ void sp_search(SpShared& sh, const float* __restrict__ row, int vocab,
                                  float inv_t, float m, bool by_mass, unsigned long long t) {
     unsigned long long before_m = 0, before_c = 0, prefix = 0;
     for (int level = 0; level < SP_LEVELS; ++level) {
@@ -435,7 +440,7 @@ static __device__ void sp_search(SpShared& sh, const float* __restrict__ row, in
 //     `SplitMix64::next_f64`); tokens [n_seqs] int32 (device), −1 on the errors listed at the top
 // Launch: grid (n_seqs, 1, 1); block (1024, 1, 1) exactly; ~42 KB static shared memory, no
 // dynamic shared memory.
-extern "C" __global__ void __launch_bounds__(SP_THREADS)
+extern "C" __global__ void __launch_bounds__(SP_THREADS, 1)
 sampling_top_p_f32(const float* __restrict__ logits, int vocab, int ld, float temperature,
                    int top_k, float top_p, const double* __restrict__ u, int* __restrict__ tokens) {
     __shared__ SpShared sh;

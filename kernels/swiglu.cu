@@ -70,8 +70,9 @@ static __device__ __forceinline__ float sw_silu_mul(float g, float u) {
 // swiglu_f32: out[r, j] = silu(gate[r, j]) · up[r, j] for r < rows, j < f.
 //   gate  row r at gate + r·ld_gate, f values
 //   up    row r at up + r·ld_up, f values
-//   out   row r at out + r·ld_out, f values; may be exactly gate (in place, like the CPU, which
-//         overwrites gate) but must not otherwise overlap gate or up
+//   out   row r at out + r·ld_out, f values; must not overlap gate or up, except:
+//   gate == nullptr: in place, like the CPU (which overwrites gate): gate is read from `out`
+//         (with stride ld_out; ld_gate is then ignored)
 //   rows, f, ld_gate, ld_up, ld_out ≥ f
 // Launch: grid (ceil(f / (4 · 256)), rows, 1); block (256, 1, 1); no dynamic shared memory. Each
 // thread handles 4 consecutive columns: one float4 per operand when f, every ld and every
@@ -83,6 +84,10 @@ swiglu_f32(const float* gate, const float* __restrict__ up, float* out, int rows
     const int j = (blockIdx.x * blockDim.x + threadIdx.x) * 4;
     const int r = blockIdx.y;
     if (j >= f || r >= rows) return;
+    if (gate == nullptr) {
+        gate = out;
+        ld_gate = ld_out;
+    }
     const float* g = gate + (long long)r * ld_gate;
     const float* u = up + (long long)r * ld_up;
     float* o = out + (long long)r * ld_out;
