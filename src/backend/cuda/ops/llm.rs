@@ -6,7 +6,10 @@
 //! The decode step is meant to be captured once as a CUDA graph and replayed, so everything
 //! that changes per step lives in device memory: token ids ([`embed`]), positions ([`rope`]),
 //! the uniform random numbers ([`sample`]), the chosen tokens, the repetition-penalty history
-//! ([`observe`]). Launchers only enqueue (no synchronization, no allocation).
+//! ([`observe`]). The per-step launchers only enqueue (no synchronization, no allocation; the
+//! one-time set-up [`RopeTable::new`] and [`DeviceEmbedding::upload`] allocate and upload).
+//! Launch shapes: one block per row (RMSNorm, up to 1024 threads), one block of 1024 threads per
+//! sequence (selection), one thread per element or pair elsewhere; see each kernel's comment.
 //!
 //! | launcher | kernel(s) | CPU twin | numerics |
 //! |---|---|---|---|
