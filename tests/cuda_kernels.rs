@@ -97,3 +97,23 @@ fn each_device_gets_the_right_image() {
     assert_eq!(pick(12, 0), "ptx");
     assert_eq!(pick(7, 5), "none"); // T4: too old
 }
+
+#[test]
+fn info_lists_the_embedded_kernels() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medregion"))
+        .args(["info", "--kernels", "--json"])
+        .output()
+        .expect("run medregion");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let families: Vec<&str> =
+        doc["kernels"]["families"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(families, FAMILIES.iter().map(|f| f.name).collect::<Vec<_>>());
+    assert_eq!(doc["kernels"]["ptxas"].as_array().unwrap().len(), PTXAS_STATS.len());
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_medregion"))
+        .args(["info", "--kernels"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("CUBIN for sm_80, sm_86, sm_89, sm_90 + PTX"), "{text}");
+}

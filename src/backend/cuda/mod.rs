@@ -23,6 +23,7 @@ use cudarc::driver::{
 use crate::backend::{devices, DeviceKind};
 use crate::{Error, Result};
 
+pub mod blas;
 pub mod kernels;
 pub mod ops;
 
@@ -185,6 +186,38 @@ impl Gpu {
     /// Waits until everything enqueued on the stream has run; reports a kernel's fault.
     pub fn sync(&self) -> Result<()> {
         self.stream.synchronize().map_err(|e| driver_error("stream synchronize", e))
+    }
+}
+
+impl Gpu {
+    /// Milliseconds per run of `f` (which enqueues work on [`Gpu::stream`]), timed with CUDA
+    /// events around `iters` runs after `warmup` untimed ones. For benchmarks.
+    pub fn time_ms(&self, warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+        for _ in 0..warmup {
+            f()?;
+        }
+        self.sync()?;
+        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.ctx.new_event(timing).map_err(|e| driver_error("event", e))?;
+        let end = self.ctx.new_event(timing).map_err(|e| driver_error("event", e))?;
+        start.record(&self.stream).map_err(|e| driver_error("event record", e))?;
+        for _ in 0..iters.max(1) {
+            f()?;
+        }
+        end.record(&self.stream).map_err(|e| driver_error("event record", e))?;
+        let ms = start.elapsed_ms(&end).map_err(|e| driver_error("event elapsed", e))?;
+        Ok(ms as f64 / iters.max(1) as f64)
+    }
+
+    /// Device-to-device copy bandwidth in GB/s (bytes read + bytes written per second) over a
+    /// `bytes`-sized buffer: the memory-bound kernels' yardstick.
+    pub fn copy_bandwidth_gbs(&self, bytes: usize) -> Result<f64> {
+        let src = self.alloc::<u8>(bytes)?;
+        let mut dst = self.alloc::<u8>(bytes)?;
+        let ms = self.time_ms(3, 20, || {
+            self.stream.memcpy_dtod(&src, &mut dst).map_err(|e| driver_error("copy", e))
+        })?;
+        Ok(2.0 * bytes as f64 / (ms * 1e-3) / 1e9)
     }
 }
 
