@@ -102,12 +102,63 @@ mod bench {
 mod gemv {
     use std::sync::Arc;
 
+    use medregion::backend::cuda::ops::matmul::{matmul, DeviceWeight, QuantizedActs};
     use medregion::backend::cuda::Gpu;
+    use medregion::quant::{quantize, QuantType};
+    use medregion::tensor::{QuantWeight, Weight};
     use medregion::Result;
 
-    /// Decode GEMV rows (filled in with the quantized matmul kernels).
-    pub fn run(_gpu: &Arc<Gpu>, _copy_gbs: f64) -> Result<Vec<super::bench::Row>> {
-        Ok(Vec::new())
+    use super::bench::Row;
+
+    /// Decode GEMVs at LLaMA-3-8B shapes (the full-size study): the weight is read once
+    /// per call for all `n` sequences, so the effective bandwidth is weight bytes / time; the
+    /// limit is the device copy bandwidth of the same run.
+    pub fn run(gpu: &Arc<Gpu>, copy_gbs: f64) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        // (name, rows, k): attention q/o projections, the MLP's up (gate and up) and down.
+        let shapes =
+            [("q/o 4096x4096", 4096, 4096), ("up 14336x4096", 14336, 4096), ("down 4096x14336", 4096, 14336)];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for qtype in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1] {
+            for &(name, r, k) in &shapes {
+                let src: Vec<f32> = (0..r * k)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+                    })
+                    .collect();
+                let q = quantize(qtype, &src)?;
+                let shape = [r, k];
+                let w = Weight::Quant(QuantWeight {
+                    name: "bench",
+                    qtype,
+                    shape: &shape,
+                    values: &q.values,
+                    scales: &q.scales,
+                    mins: &q.mins,
+                });
+                let dw = DeviceWeight::upload(gpu, &w)?;
+                let bytes = q.values.len() + 2 * q.scales.len() + 2 * q.mins.len();
+                for n in [1usize, 6] {
+                    let x = gpu.upload(&src[..n * k])?;
+                    let mut acts = QuantizedActs::new(gpu, n, k)?;
+                    let mut out = gpu.alloc::<f32>(n * r)?;
+                    let ms = gpu.time_ms(5, 50, || {
+                        matmul(gpu, &dw, &x.slice(..), n, &mut acts, &mut out.slice_mut(..))
+                    })?;
+                    rows.push(Row {
+                        name: format!("GEMV {qtype} {name} batch {n}"),
+                        ms,
+                        value: bytes as f64 / (ms * 1e-3) / 1e9,
+                        unit: "GB/s",
+                        limit: copy_gbs,
+                    });
+                }
+            }
+        }
+        Ok(rows)
     }
 }
 
