@@ -24,13 +24,21 @@ for line in open(sys.argv[2]):
         continue
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
         continue
-    name = m["target"]["name"]
-    kind = "bench" if "bench" in m["target"]["kind"] else "tests"
-    out = os.path.join(dest, "tests" if kind == "tests" else "bin", name)
+    name, kinds = m["target"]["name"], m["target"]["kind"]
+    if "test" in kinds:
+        out = os.path.join(dest, "tests", name)
+    elif "bench" in kinds:
+        out = os.path.join(dest, "bin", name)
+    else:
+        continue
     shutil.copy2(m["executable"], out)
 PY
 rm -f "$json"
 cp "$CARGO_TARGET_DIR/release/medregion" "$dest/bin/medregion"
 strip "$dest"/tests/* "$dest"/bin/*
-cp scripts/gpu-check.sh "$dest/"
-du -sh "$dest"; ls -la "$dest/tests" "$dest/bin"
+ls -la "$dest/tests" "$dest/bin"
+# Every binary embeds the same ~28 MB of kernels: one xz stream with a 64 MiB dictionary stores
+# them about once, so the bundle fits the device tool's 64 MiB carry.
+tar -C "$dest" -cf - tests bin | xz -9 -T1 > "$dest/bundle.tar.xz"
+rm -rf "$dest/tests" "$dest/bin"
+du -sh "$dest/bundle.tar.xz"

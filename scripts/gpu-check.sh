@@ -9,6 +9,9 @@ out="${1:?usage: gpu-check.sh OUTDIR}"
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 dev=.device
+if [ -f "$dev/bundle.tar.xz" ] && [ ! -d "$dev/tests" ]; then
+    tar -C "$dev" -xJf "$dev/bundle.tar.xz"
+fi
 [ -d "$dev/tests" ] || { echo "no $dev/tests: run scripts/gpu-build.sh where Rust is" >&2; exit 2; }
 
 # The driver, NVRTC-free (kernels are embedded), cuBLAS from the system or the nvidia-* wheels.
@@ -36,12 +39,13 @@ for t in "$dev"/tests/*; do
     [ $rc -eq 0 ] || status=1
     line=$(grep -E '^test result:' "$out/test-$name.log" | tail -1)
     printf '%-22s rc=%-3s %s\n' "$name" "$rc" "${line:-no result line (crashed or timed out)}" >> "$summary"
+    grep -E '^test .* FAILED$' "$out/test-$name.log" | head -10 | sed 's/^/    /' >> "$summary"
 done
 
 if [ -x "$dev/bin/cuda" ]; then
     timeout 400 "$dev/bin/cuda" --bench > "$out/bench-cuda.log" 2>&1 || status=1
     printf '\n' >> "$summary"
-    grep -E '^\|' "$out/bench-cuda.log" >> "$summary"
+    grep -E '^\|' "$out/bench-cuda.log" >> "$summary" || tail -3 "$out/bench-cuda.log" >> "$summary"
 fi
 echo
 echo "=== summary ($(head -2 "$out/gpu.txt" | tail -1)) ==="
