@@ -1,0 +1,583 @@
+//! The RAD-DINO vision encoder on the GPU (issue #9): the twin of the CPU's
+//! [`crate::vision::VisionEncoder`], composed from the launchers of [`super::ops::vision`],
+//! [`super::ops::attention`] and the cuBLAS GEMMs of [`super::blas`].
+//!
+//! Design — per batch of `bs` slices (`n = bs·T` rows, `T = 1 + g²`), everything on the
+//! [`Gpu`]'s stream, one host synchronisation at the end of the batch:
+//!
+//! ```text
+//! pixels [bs,C,S,S] ─ unfold_patches ─► patches ─ GEMM patch weight ─► pe [bs·g², D]
+//! h = assemble_embeddings(pe, bias, cls, positions)           → hidden_states[0]
+//! a = layer_norm(h, norm1 of block 0)
+//! for each block i:
+//!     q,k,v = GEMM(a, Wq/Wk/Wv) + bias (bias_act Identity, in place)
+//!     a = attention_encoder(q, k, v)
+//!     y = GEMM(a, Wo)
+//!     h += λ1·(y + bo);  a = LN2(h)                           (residual_layer_norm, fused)
+//!     m = gelu(GEMM(a, W1) + b1)                               (bias_act / bias_act_to)
+//!     y = GEMM(m, W2)
+//!     h += λ2·(y + b2);  a = LN(h) with norm1 of block i+1, or the final norm after the last
+//!                                                              → hidden_states[i + 1] = h
+//! last_hidden_state = a
+//! ```
+//!
+//! The CPU's order of operations is kept exactly (`residual` then `layer_norm` is what the
+//! fused kernel repeats); only the GEMMs differ. Requested hidden states are copied on the
+//! device into per-level buffers while the batch runs, then downloaded with
+//! `last_hidden_state` once per batch.
+//!
+//! [`Precision`]:
+//! * [`Precision::F32`] (validation): weights stay f32, GEMMs are [`Blas::gemm_xwt_f32`]
+//!   (`CUBLAS_COMPUTE_32F`, no TF32). Every element-wise kernel (unfold, embeddings,
+//!   LayerNorm, residual, bias, GELU, attention) is bit-identical to the CPU, so the only
+//!   difference is the order in which cuBLAS sums the `k` products of each GEMM output (f32
+//!   rounding, about 1e-7 relative per GEMM, carried through the layers): within
+//!   `max_rel(VisionOp::Encoder(F32))`-class tolerance of the CPU (tests/cuda_encoder.rs: 1e-4).
+//! * [`Precision::Bf16`] (production): the linear weights are rounded to bf16 once (round to
+//!   nearest even, `half::bf16::from_f32`), and every GEMM input activation is rounded to bf16
+//!   by the kernel that produces it (`Out::Bf16` of LayerNorm / unfold / bias-GELU,
+//!   `f32_to_half` for the attention output); cuBLAS accumulates in f32 and writes f32.
+//!   Biases, norms, LayerScale, CLS, positions, the residual stream and attention stay f32.
+//!   The error is the bf16 rounding of both GEMM operands (2⁻⁸ relative each) propagated
+//!   through the layers: tests/cuda_encoder.rs allows 3e-2 against the CPU's f32 encoder.
+//!
+//! Limits / left to do:
+//! * Head widths 64 and 128 only (the attention kernel's); other configs are refused by
+//!   [`DeviceEncoder::upload`] with [`Error::Unsupported`].
+//! * Scratch is allocated per [`DeviceEncoder::encode`] call (one set for the batch size, one
+//!   more for a shorter last batch: the attention launcher wants exact buffer lengths); no
+//!   reuse across calls, no CUDA graph, no pinned host memory, no overlap of the pixel upload
+//!   with compute. q/k/v are three GEMMs (a fused `[3D, D]` weight would need a strided
+//!   attention input).
+//! * Weights are read dequantized (`Weight::to_f32`) then rounded: a Q8_0/Q4 package runs with
+//!   bf16 (or f32) copies of its dequantized weights, not with the quantized GEMV kernels.
+//! * Not yet wired into the pipeline / CLI (`Backend` selection).
+
+use std::sync::Arc;
+
+use cudarc::driver::CudaSlice;
+
+use super::blas::{f32_to_half, Blas, Half};
+use super::ops::attention::attention_encoder;
+use super::ops::vision::{
+    assemble_embeddings, bias_act, bias_act_to, layer_norm, residual_layer_norm, unfold_patches, Activation,
+    LayerNormParams, Out,
+};
+use super::{driver_error, Gpu};
+use crate::model::config::VisionConfig;
+use crate::model::names::vit_layer;
+use crate::model::Model;
+use crate::vision::{AttentionShape, EncodeOptions, VisionOutput, DEFAULT_BATCH};
+use crate::{Error, Result};
+
+/// How the linear layers run (module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// bf16 weights and GEMM inputs, f32 accumulation (production).
+    Bf16,
+    /// f32 weights and GEMMs (validation).
+    F32,
+}
+
+const PATCH_NAME: &str = "vit.embeddings.patch_embeddings.projection.weight";
+
+/// A linear layer's weight `[rows, cols]` on the device, in the encoder's precision.
+enum DeviceWeight {
+    F32(CudaSlice<f32>),
+    Bf16(CudaSlice<u16>),
+}
+
+/// `y = x·Wᵀ` (+ `bias`, applied by the caller's kernel): `w` `[rows, cols]`, `bias` `[rows]`.
+struct Linear {
+    w: DeviceWeight,
+    bias: CudaSlice<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+/// LayerNorm weight and bias `[D]`.
+struct Norm {
+    weight: CudaSlice<f32>,
+    bias: CudaSlice<f32>,
+}
+
+/// One pre-norm block (HF `Dinov2Layer`).
+struct Block {
+    norm1: Norm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    lambda1: CudaSlice<f32>,
+    norm2: Norm,
+    fc1: Linear,
+    fc2: Linear,
+    lambda2: CudaSlice<f32>,
+}
+
+/// The vision encoder's weights on one GPU, uploaded once; `encode` runs the forward pass.
+pub struct DeviceEncoder {
+    gpu: Arc<Gpu>,
+    blas: Blas,
+    config: VisionConfig,
+    precision: Precision,
+    patch: Linear, // [D, C·p·p], bias [D]
+    cls: CudaSlice<f32>,
+    positions: CudaSlice<f32>, // [T, D]
+    blocks: Vec<Block>,
+    final_norm: Norm,
+}
+
+impl std::fmt::Debug for DeviceEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceEncoder")
+            .field("gpu", &self.gpu.ordinal())
+            .field("precision", &self.precision)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Weight `name` as f32, checked to hold `len` values.
+fn host_vector(model: &Model<'_>, name: &str, len: usize) -> Result<Vec<f32>> {
+    let w = model.weight(name)?;
+    if w.numel() != len {
+        return Err(Error::Shape {
+            what: format!("weight `{name}`"),
+            expected: format!("{len} values"),
+            found: w.numel().to_string(),
+        });
+    }
+    w.to_f32()
+}
+
+/// Weight `name` as f32, checked to be `[rows, cols]` (the patch weight `[D, C, p, p]` is read
+/// flattened, as the CPU does).
+fn host_matrix(model: &Model<'_>, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
+    if name == PATCH_NAME {
+        return host_vector(model, name, rows * cols);
+    }
+    let w = model.weight(name)?;
+    if w.shape() != [rows, cols] {
+        return Err(Error::Shape {
+            what: format!("weight `{name}`"),
+            expected: format!("[{rows}, {cols}]"),
+            found: crate::tensor::shape_string(w.shape()),
+        });
+    }
+    w.to_f32()
+}
+
+/// Checks the config against what the GPU path supports.
+fn check_config(c: &VisionConfig) -> Result<()> {
+    if c.hidden_size == 0 || c.n_heads == 0 || c.hidden_size % c.n_heads != 0 {
+        return Err(Error::invalid(
+            "vision config",
+            format!("hidden_size {} is not a positive multiple of n_heads {}", c.hidden_size, c.n_heads),
+        ));
+    }
+    let hd = c.hidden_size / c.n_heads;
+    if hd != 64 && hd != 128 {
+        return Err(Error::Unsupported(format!(
+            "CUDA vision encoder with heads of {hd} values (the attention kernel takes 64 or 128)"
+        )));
+    }
+    if c.patch_size == 0 || c.image_size < c.patch_size || c.num_channels == 0 || c.intermediate_size == 0 {
+        return Err(Error::invalid(
+            "vision config",
+            format!(
+                "image_size {}, patch_size {}, num_channels {}, intermediate_size {}: need 1 ≤ patch ≤ image and channels, intermediate ≥ 1",
+                c.image_size, c.patch_size, c.num_channels, c.intermediate_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl DeviceEncoder {
+    /// Reads the `vit.*` weights of `model` (by the CPU encoder's names and shape checks) and
+    /// uploads them to `gpu` once, the linear weights in `precision`.
+    pub fn upload(gpu: &Arc<Gpu>, model: &Model<'_>, precision: Precision) -> Result<DeviceEncoder> {
+        let config = model.config().vision.clone();
+        check_config(&config)?;
+        let blas = Blas::new(gpu)?;
+        let (d, inter) = (config.hidden_size, config.intermediate_size);
+        let p = config.patch_size;
+        let patch_cols = config.num_channels * p * p;
+        let vector = |name: &str, len: usize| -> Result<CudaSlice<f32>> {
+            gpu.upload(&host_vector(model, name, len)?)
+        };
+        let weight = |host: Vec<f32>| -> Result<DeviceWeight> {
+            Ok(match precision {
+                Precision::F32 => DeviceWeight::F32(gpu.upload(&host)?),
+                Precision::Bf16 => {
+                    let bits: Vec<u16> = host.iter().map(|&v| half::bf16::from_f32(v).to_bits()).collect();
+                    DeviceWeight::Bf16(gpu.upload(&bits)?)
+                }
+            })
+        };
+        let linear = |prefix: &str, rows: usize, cols: usize, bias: bool| -> Result<Linear> {
+            let w = weight(host_matrix(model, &format!("{prefix}.weight"), rows, cols)?)?;
+            let bias = if bias {
+                vector(&format!("{prefix}.bias"), rows)?
+            } else {
+                gpu.upload(&vec![0.0f32; rows])?
+            };
+            Ok(Linear { w, bias, rows, cols })
+        };
+        let norm = |prefix: &str| -> Result<Norm> {
+            Ok(Norm {
+                weight: vector(&format!("{prefix}.weight"), d)?,
+                bias: vector(&format!("{prefix}.bias"), d)?,
+            })
+        };
+        let scale = |name: String| -> Result<CudaSlice<f32>> {
+            if config.layerscale {
+                vector(&name, d)
+            } else {
+                gpu.upload(&vec![1.0f32; d])
+            }
+        };
+        let mut blocks = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let attn =
+                |leaf: &str, bias: bool| linear(&vit_layer(i, &format!("attention.{leaf}")), d, d, bias);
+            blocks.push(Block {
+                norm1: norm(&vit_layer(i, "norm1"))?,
+                q: attn("attention.query", config.qkv_bias)?,
+                k: attn("attention.key", config.qkv_bias)?,
+                v: attn("attention.value", config.qkv_bias)?,
+                out: attn("output.dense", true)?,
+                lambda1: scale(vit_layer(i, "layer_scale1.lambda1"))?,
+                norm2: norm(&vit_layer(i, "norm2"))?,
+                fc1: linear(&vit_layer(i, "mlp.fc1"), inter, d, true)?,
+                fc2: linear(&vit_layer(i, "mlp.fc2"), d, inter, true)?,
+                lambda2: scale(vit_layer(i, "layer_scale2.lambda1"))?,
+            });
+        }
+        let patch = Linear {
+            w: weight(host_matrix(model, PATCH_NAME, d, patch_cols)?)?,
+            bias: vector("vit.embeddings.patch_embeddings.projection.bias", d)?,
+            rows: d,
+            cols: patch_cols,
+        };
+        let enc = DeviceEncoder {
+            cls: vector("vit.embeddings.cls_token", d)?,
+            positions: vector("vit.embeddings.position_embeddings", config.n_positions() * d)?,
+            final_norm: norm("vit.layernorm")?,
+            gpu: gpu.clone(),
+            blas,
+            patch,
+            blocks,
+            precision,
+            config,
+        };
+        enc.gpu.sync()?;
+        Ok(enc)
+    }
+
+    /// The encoder's configuration.
+    pub fn config(&self) -> &VisionConfig {
+        &self.config
+    }
+
+    /// The precision of the linear layers.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Encodes `n_slices` slices `pixels` `[n_slices, C, S, S]` (normalized, as
+    /// [`crate::vision::slices_from_volume`] makes them; the CPU encoder's input), in batches of
+    /// `options.batch` slices (0 = [`DEFAULT_BATCH`]), returning `last_hidden_state` and the
+    /// hidden states of `options.levels` exactly as [`crate::vision::VisionEncoder::encode`]
+    /// does (same layout; values within the tolerance of the module doc). Bad shapes,
+    /// non-finite pixels and unknown levels are errors (nothing is launched).
+    pub fn encode(&self, pixels: &[f32], n_slices: usize, options: &EncodeOptions) -> Result<VisionOutput> {
+        let c = &self.config;
+        let (s, d) = (c.image_size, c.hidden_size);
+        let per_slice = c.num_channels * s * s;
+        if n_slices.checked_mul(per_slice) != Some(pixels.len()) {
+            return Err(Error::Shape {
+                what: "encoder input pixels".into(),
+                expected: format!(
+                    "[{n_slices}, {}, {s}, {s}] = {} values",
+                    c.num_channels,
+                    n_slices.saturating_mul(per_slice)
+                ),
+                found: pixels.len().to_string(),
+            });
+        }
+        if let Some(bad) = pixels.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid("pixels", format!("value {bad} is {} (must be finite)", pixels[bad])));
+        }
+        let mut levels = options.levels.clone();
+        levels.sort_unstable();
+        levels.dedup();
+        if let Some(&bad) = levels.iter().find(|&&l| l > c.n_layers) {
+            return Err(Error::invalid(
+                "levels",
+                format!("hidden state {bad} does not exist (0 = embeddings ..= {} layers)", c.n_layers),
+            ));
+        }
+        let t = c.n_positions();
+        let batch = if options.batch == 0 { DEFAULT_BATCH } else { options.batch }.min(n_slices.max(1));
+        let total = n_slices.checked_mul(t).and_then(|v| v.checked_mul(d)).ok_or_else(|| {
+            Error::invalid("n_slices", format!("{n_slices} slices overflow the output size"))
+        })?;
+        let mut output = VisionOutput {
+            n_slices,
+            n_tokens: t,
+            hidden_size: d,
+            last_hidden_state: vec![0.0; total],
+            hidden_states: levels.iter().map(|&l| (l, vec![0.0; total])).collect(),
+        };
+        if n_slices == 0 {
+            return Ok(output);
+        }
+        let mut scratch: Option<Scratch> = None;
+        for b0 in (0..n_slices).step_by(batch) {
+            let bs = batch.min(n_slices - b0);
+            if scratch.as_ref().is_none_or(|sc| sc.bs != bs) {
+                drop(scratch.take()); // free the previous set first
+                scratch = Some(self.scratch(bs, levels.len())?);
+            }
+            let sc = scratch.as_mut().expect("allocated above");
+            self.gpu
+                .stream()
+                .memcpy_htod(&pixels[b0 * per_slice..(b0 + bs) * per_slice], &mut sc.pixels)
+                .map_err(|e| driver_error("pixel upload", e))?;
+            self.forward_batch(sc, &levels)?;
+            let span = b0 * t * d..(b0 + bs) * t * d;
+            let stream = self.gpu.stream();
+            stream
+                .memcpy_dtoh(&sc.a, &mut output.last_hidden_state[span.clone()])
+                .map_err(|e| driver_error("last_hidden_state download", e))?;
+            for ((_, dst), src) in output.hidden_states.iter_mut().zip(&sc.levels) {
+                stream
+                    .memcpy_dtoh(src, &mut dst[span.clone()])
+                    .map_err(|e| driver_error("hidden state download", e))?;
+            }
+            self.gpu.sync()?;
+        }
+        Ok(output)
+    }
+
+    /// Device buffers for a batch of `bs` slices keeping `n_levels` hidden states.
+    fn scratch(&self, bs: usize, n_levels: usize) -> Result<Scratch> {
+        let c = &self.config;
+        let (d, inter, t, g) = (c.hidden_size, c.intermediate_size, c.n_positions(), c.grid());
+        let n = bs * t;
+        let n_patches = bs * g * g;
+        let gpu = &self.gpu;
+        let half = match self.precision {
+            Precision::F32 => None,
+            Precision::Bf16 => {
+                let len = (n * d).max(n * inter).max(n_patches * self.patch.cols);
+                Some(gpu.alloc::<u16>(len)?)
+            }
+        };
+        let patches = match self.precision {
+            Precision::F32 => Some(gpu.alloc::<f32>(n_patches * self.patch.cols)?),
+            Precision::Bf16 => None,
+        };
+        Ok(Scratch {
+            bs,
+            pixels: gpu.alloc(bs * c.num_channels * c.image_size * c.image_size)?,
+            patches,
+            half,
+            h: gpu.alloc(n * d)?,
+            a: gpu.alloc(n * d)?,
+            q: gpu.alloc(n * d)?,
+            k: gpu.alloc(n * d)?,
+            v: gpu.alloc(n * d)?,
+            mlp: gpu.alloc(n * inter)?,
+            levels: (0..n_levels).map(|_| gpu.alloc(n * d)).collect::<Result<_>>()?,
+        })
+    }
+
+    /// `out[m, rows] = x[m, cols] · Wᵀ` for the GEMM input of this precision (`x` f32 on the
+    /// F32 path, `x16` bf16 bits on the Bf16 path).
+    fn gemm(
+        &self,
+        lin: &Linear,
+        x: &CudaSlice<f32>,
+        x16: Option<&CudaSlice<u16>>,
+        m: usize,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        match (&lin.w, x16) {
+            (DeviceWeight::F32(w), _) => self.blas.gemm_xwt_f32(x, w, out, m, lin.rows, lin.cols),
+            (DeviceWeight::Bf16(w), Some(x16)) => {
+                self.blas.gemm_xwt(Half::Bf16, x16, w, out, m, lin.rows, lin.cols)
+            }
+            (DeviceWeight::Bf16(_), None) => {
+                Err(Error::Internal("bf16 GEMM without its bf16 input buffer".into()))
+            }
+        }
+    }
+
+    /// One batch: pixels in `sc.pixels`; leaves `last_hidden_state` in `sc.a` and
+    /// `hidden_states[levels[j]]` in `sc.levels[j]` (enqueued, not synchronised).
+    fn forward_batch(&self, sc: &mut Scratch, levels: &[usize]) -> Result<()> {
+        let gpu = &*self.gpu;
+        let c = &self.config;
+        let (d, inter, t, g) = (c.hidden_size, c.intermediate_size, c.n_positions(), c.grid());
+        let bs = sc.bs;
+        let n = bs * t;
+        let n_patches = bs * g * g;
+        let eps = c.layer_norm_eps;
+        let keep = |sc: &mut Scratch, level: usize| -> Result<()> {
+            if let Some(j) = levels.iter().position(|&l| l == level) {
+                gpu.stream()
+                    .memcpy_dtod(&sc.h, &mut sc.levels[j])
+                    .map_err(|e| driver_error("hidden state copy", e))?;
+            }
+            Ok(())
+        };
+
+        // Embeddings: patches [bs·g², C·p·p] → pe [bs·g², D] (in q); h = cat(cls, pe + b) + pos.
+        let pcols = self.patch.cols;
+        match (&mut sc.patches, &mut sc.half) {
+            (Some(p), _) => unfold_patches(
+                gpu,
+                &sc.pixels.as_view(),
+                bs,
+                c.num_channels,
+                c.image_size,
+                c.patch_size,
+                Out::F32(p.slice_mut(..n_patches * pcols)),
+            )?,
+            (None, Some(x16)) => unfold_patches(
+                gpu,
+                &sc.pixels.as_view(),
+                bs,
+                c.num_channels,
+                c.image_size,
+                c.patch_size,
+                Out::Bf16(x16.slice_mut(..n_patches * pcols)),
+            )?,
+            (None, None) => return Err(Error::Internal("encoder scratch without a patch buffer".into())),
+        }
+        match &sc.patches {
+            Some(p) => self.gemm(&self.patch, p, None, n_patches, &mut sc.q)?,
+            None => self.gemm(&self.patch, &sc.a, sc.half.as_ref(), n_patches, &mut sc.q)?,
+        }
+        assemble_embeddings(
+            gpu,
+            &sc.q.slice(..n_patches * d),
+            &self.patch.bias.as_view(),
+            &self.cls.as_view(),
+            &self.positions.as_view(),
+            bs,
+            &mut sc.h.as_view_mut(),
+        )?;
+        keep(sc, 0)?;
+
+        // The GEMM input of the next linear layer: LN output / attention output / GELU output,
+        // in `a` / `mlp` (f32) or in `half` (bf16 bits).
+        let first_norm = self.blocks.first().map_or(&self.final_norm, |b| &b.norm1);
+        if self.blocks.is_empty() {
+            // last_hidden_state = LN_final(embeddings), in f32.
+            layer_norm(
+                gpu,
+                &sc.h.as_view(),
+                &norm_params(&self.final_norm, eps),
+                Out::F32(sc.a.as_view_mut()),
+            )?;
+            return Ok(());
+        }
+        layer_norm(
+            gpu,
+            &sc.h.as_view(),
+            &norm_params(first_norm, eps),
+            gemm_input(&mut sc.a, &mut sc.half, n * d),
+        )?;
+
+        let shape = AttentionShape { n_seq: bs, n_tokens: t, n_heads: c.n_heads, head_dim: c.head_dim() };
+        for (i, blk) in self.blocks.iter().enumerate() {
+            // h = h + λ1 ⊙ attn(LN1(h)); LN1(h) is in a / half.
+            self.gemm(&blk.q, &sc.a, sc.half.as_ref(), n, &mut sc.q)?;
+            bias_act(gpu, &mut sc.q.as_view_mut(), &blk.q.bias.as_view(), Activation::Identity)?;
+            self.gemm(&blk.k, &sc.a, sc.half.as_ref(), n, &mut sc.k)?;
+            bias_act(gpu, &mut sc.k.as_view_mut(), &blk.k.bias.as_view(), Activation::Identity)?;
+            self.gemm(&blk.v, &sc.a, sc.half.as_ref(), n, &mut sc.v)?;
+            bias_act(gpu, &mut sc.v.as_view_mut(), &blk.v.bias.as_view(), Activation::Identity)?;
+            attention_encoder(gpu, &sc.q, &sc.k, &sc.v, &mut sc.a, shape)?;
+            if let Some(x16) = sc.half.as_mut() {
+                f32_to_half(gpu, Half::Bf16, &sc.a, x16, n * d)?;
+            }
+            self.gemm(&blk.out, &sc.a, sc.half.as_ref(), n, &mut sc.q)?;
+            residual_layer_norm(
+                gpu,
+                &mut sc.h.as_view_mut(),
+                &sc.q.as_view(),
+                &blk.out.bias.as_view(),
+                &blk.lambda1.as_view(),
+                &norm_params(&blk.norm2, eps),
+                gemm_input(&mut sc.a, &mut sc.half, n * d),
+            )?;
+
+            // h = h + λ2 ⊙ fc2(gelu(fc1(LN2(h)))); LN2(h) is in a / half.
+            self.gemm(&blk.fc1, &sc.a, sc.half.as_ref(), n, &mut sc.mlp)?;
+            match sc.half.as_mut() {
+                Some(x16) => bias_act_to(
+                    gpu,
+                    &sc.mlp.as_view(),
+                    &blk.fc1.bias.as_view(),
+                    Activation::Gelu,
+                    Out::Bf16(x16.slice_mut(..n * inter)),
+                )?,
+                None => bias_act(gpu, &mut sc.mlp.as_view_mut(), &blk.fc1.bias.as_view(), Activation::Gelu)?,
+            }
+            self.gemm(&blk.fc2, &sc.mlp, sc.half.as_ref(), n, &mut sc.q)?;
+            // The LayerNorm after this residual: norm1 of the next block, or the final norm
+            // (whose output, last_hidden_state, is f32 on both paths).
+            let last = i + 1 == self.blocks.len();
+            let (next_norm, out) = if last {
+                (&self.final_norm, Out::F32(sc.a.as_view_mut()))
+            } else {
+                (&self.blocks[i + 1].norm1, gemm_input(&mut sc.a, &mut sc.half, n * d))
+            };
+            residual_layer_norm(
+                gpu,
+                &mut sc.h.as_view_mut(),
+                &sc.q.as_view(),
+                &blk.fc2.bias.as_view(),
+                &blk.lambda2.as_view(),
+                &norm_params(next_norm, eps),
+                out,
+            )?;
+            keep(sc, i + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// LayerNorm parameters of `nm` with `eps`.
+fn norm_params(nm: &Norm, eps: f32) -> LayerNormParams<'_> {
+    LayerNormParams { weight: nm.weight.as_view(), bias: nm.bias.as_view(), eps }
+}
+
+/// Where a kernel writes the `[n, D]` (`len` values) input of the next GEMM: the bf16 buffer
+/// on the Bf16 path (it exists only there), else `a` in f32.
+fn gemm_input<'a>(a: &'a mut CudaSlice<f32>, half: &'a mut Option<CudaSlice<u16>>, len: usize) -> Out<'a> {
+    match half {
+        Some(x16) => Out::Bf16(x16.slice_mut(..len)),
+        None => Out::F32(a.as_view_mut()),
+    }
+}
+
+/// Device activations of one batch of `bs` slices (`n = bs·T` rows).
+struct Scratch {
+    bs: usize,
+    pixels: CudaSlice<f32>,          // [bs, C, S, S]
+    patches: Option<CudaSlice<f32>>, // [bs·g², C·p·p] (F32 path)
+    half: Option<CudaSlice<u16>>,    // bf16 GEMM inputs, max([n, D], [n, I], patches) (Bf16 path)
+    h: CudaSlice<f32>,               // [n, D] residual stream
+    a: CudaSlice<f32>,               // [n, D] LN output (F32) / attention output / last_hidden_state
+    q: CudaSlice<f32>,               // [n, D] q, patch embeddings, projection outputs
+    k: CudaSlice<f32>,               // [n, D]
+    v: CudaSlice<f32>,               // [n, D]
+    mlp: CudaSlice<f32>,             // [n, I]
+    levels: Vec<CudaSlice<f32>>,     // [n, D] per requested level
+}
