@@ -8,18 +8,25 @@
 //!
 //! | what | compared how | tolerance |
 //! |---|---|---|
-//! | logits of the prompt's last position (prefill) | `max |gpu − cpu| / max |cpu|` | ≤ 1e-4 |
-//! | logits of 20 decode steps fed the same ids | as above, per step | ≤ 1e-4 |
-//! | argmax of each of those logits rows | equal, where the CPU's top-two margin exceeds 2·1e-4·max|logit| (otherwise reported, not asserted) | exact |
-//! | `generate_greedy` vs `Session::generate` (greedy, same stop ids, 20 tokens) | token ids | identical |
-//! | errors (out-of-vocabulary ids, context overflow, empty input, bad options) | `Err`, session unchanged | exact |
+//! | logits of the prompt's last position (prefill) | `max |gpu − cpu| / max |cpu|` | f32, f16, bf16 weights: ≤ 1e-4; q8_0, q4_0, q4_1: ≤ 2e-2 |
+//! | logits of 20 decode steps fed the same ids | as above, per step | as above |
+//! | argmax of each of those logits rows | equal where the CPU's top-two margin exceeds 2 × the tolerance (otherwise counted and printed, not asserted) | exact |
+//! | `generate_greedy` vs `Session::generate` (greedy, same stop ids, 20 tokens) | token ids | identical up to the first step whose CPU top-two margin is within 2 × the tolerance (all of them when there is none) |
+//! | prefill after `reset` | logits | bit-identical (deterministic kernels) |
+//! | errors (out-of-vocabulary ids, context overflow, empty input, bad options, head width) | `Err` naming the argument, session unchanged | exact |
 //!
 //! Why a tolerance and not bits: every matmul, the embedding, RoPE, SwiGLU and the residual
 //! adds are bit-identical to the CPU (their own tests), but attention over the KV cache is not
 //! (a tiled / split-K online softmax with the device `exp`; ~1e-6 relative per output), and the
-//! layers after it propagate the difference. The measured error is expected around 1e-6 of the
-//! logit range; 1e-4 leaves room for the quantized formats, whose int8 activation quantization
-//! can round a value the other way when an input moved by an ulp.
+//! layers after it propagate the difference: ~1e-6 of the logit range is expected for the dense
+//! types, 1e-4 leaves a wide margin. The block-quantized types quantize every matmul input to
+//! int8 per block of 32; an input moved by an ulp by the attention difference now and then
+//! rounds to the neighbouring int8 value (a full quantization step, ~1/127 of the block's
+//! max), which moves the logits by an estimated ~1e-3 of their range (the whole quantization
+//! error of these types on this model is ~5e-2, tests/llm_parity.rs). Hence 2e-2 for them — an
+//! estimate, not a measurement: the tests print the worst error seen; tighten after the first
+//! GPU run. A structural bug (layer order, a norm, RoPE, GQA mapping, the head) moves the logits
+//! by O(1) of their range and fails both bounds.
 //!
 //! Every test needs a device (`scripts/gpu-check.sh` runs them with `--include-ignored`).
 
@@ -38,8 +45,17 @@ use medregion::model::synthetic::{bytes_tokenizer, Preset, SyntheticSource};
 use medregion::tensor::WeightType;
 use medregion::Error;
 
-/// `max |gpu − cpu| ≤ TOL · max |cpu|` per logits row.
-const TOL: f64 = 1e-4;
+/// `max |gpu − cpu| ≤ tol · max |cpu|` per logits row, dense weight types.
+const TOL_DENSE: f64 = 1e-4;
+/// The same for the block-quantized types (module doc).
+const TOL_QUANT: f64 = 2e-2;
+
+fn tol(t: WeightType) -> f64 {
+    match t {
+        WeightType::F32 | WeightType::F16 | WeightType::Bf16 => TOL_DENSE,
+        _ => TOL_QUANT,
+    }
+}
 /// Prompt length (with chunks of 8: two full chunks and a tail of 5).
 const PROMPT: usize = 21;
 /// Decode steps compared.
@@ -105,7 +121,11 @@ fn top_margin(cpu: &[f32]) -> f64 {
     let best = argmax(cpu) as usize;
     let second =
         cpu.iter().enumerate().filter(|&(i, _)| i != best).fold(f32::NEG_INFINITY, |m, (_, &x)| m.max(x));
-    let scale = cpu.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs())).max(f64::MIN_POSITIVE);
+    let scale = cpu
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold(0.0f64, |m, &x| m.max((x as f64).abs()))
+        .max(f64::MIN_POSITIVE);
     (cpu[best] as f64 - second as f64) / scale
 }
 
@@ -117,22 +137,21 @@ fn gpu_options(chunk: usize) -> DeviceSessionOptions {
     DeviceSessionOptions { context: CONTEXT, max_batch: 1, chunk }
 }
 
-/// Prefill + `STEPS` decode steps fed the CPU's greedy ids: logits within `TOL`, argmax equal
+/// Prefill + `STEPS` decode steps fed the CPU's greedy ids: logits within `tol`, argmax equal
 /// where the margin allows. Returns the worst error seen.
-fn compare_steps(model: &Model<'_>, dec: &DeviceDecoder, chunk: usize, what: &str) -> f64 {
+fn compare_steps(model: &Model<'_>, dec: &DeviceDecoder, chunk: usize, tol: f64, what: &str) -> f64 {
     let mut cpu = cpu_session(model);
     let mut dev = DeviceSession::new(dec, &gpu_options(chunk)).unwrap();
     let ids = prompt(11, PROMPT);
-    let c = cpu.prefill(Input::Tokens(&ids)).unwrap().to_vec();
-    let g = dev.prefill(&ids).unwrap();
+    let mut c = cpu.prefill(Input::Tokens(&ids)).unwrap().to_vec();
+    let mut g = dev.prefill(&ids).unwrap();
     let mut worst = rel_err(&g, &c);
-    assert!(worst <= TOL, "{what}: prefill logits error {worst:e} > {TOL:e}");
+    assert!(worst <= tol, "{what}: prefill logits error {worst:e} > {tol:e}");
     assert_eq!(dev.len(), PROMPT);
     let mut close_calls = 0;
-    let (mut c, mut g) = (c, g);
     for step in 0..STEPS {
         let id = argmax(&c);
-        if top_margin(&c) > 2.0 * TOL {
+        if top_margin(&c) > 2.0 * tol {
             assert_eq!(argmax(&g), id, "{what}: argmax differs before step {step}");
         } else {
             close_calls += 1;
@@ -140,16 +159,27 @@ fn compare_steps(model: &Model<'_>, dec: &DeviceDecoder, chunk: usize, what: &st
         c = cpu.step(id).unwrap().to_vec();
         g = dev.decode_step(id).unwrap();
         let e = rel_err(&g, &c);
-        assert!(e <= TOL, "{what}: step {step} logits error {e:e} > {TOL:e}");
+        assert!(e <= tol, "{what}: step {step} logits error {e:e} > {tol:e}");
         worst = worst.max(e);
     }
     assert_eq!(dev.len(), PROMPT + STEPS);
-    eprintln!("{what}: worst logits error {worst:e} ({close_calls} steps with a top-two margin too close to assert)");
+    eprintln!(
+        "{what}: worst logits error {worst:e} (bound {tol:e}; {close_calls} of {STEPS} steps with a top-two \
+         margin too close to assert the argmax)"
+    );
     worst
 }
 
-/// Greedy generation on both sides: identical ids.
-fn compare_generate(model: &Model<'_>, dec: &DeviceDecoder, chunk: usize, stop: &[u32], what: &str) {
+/// Greedy generation on both sides: the same ids up to the first close call (a CPU top-two
+/// margin within `2 · tol`), all of them when there is none.
+fn compare_generate(
+    model: &Model<'_>,
+    dec: &DeviceDecoder,
+    chunk: usize,
+    stop: &[u32],
+    tol: f64,
+    what: &str,
+) {
     let mut cpu = cpu_session(model);
     let mut dev = DeviceSession::new(dec, &gpu_options(chunk)).unwrap();
     let ids = prompt(23, PROMPT);
@@ -157,12 +187,35 @@ fn compare_generate(model: &Model<'_>, dec: &DeviceDecoder, chunk: usize, stop: 
         max_new_tokens: STEPS,
         sampling: SamplingParams::greedy(),
         stop_ids: Some(stop.to_vec()),
+        keep_logits: true,
         ..Default::default()
     };
     let want = cpu.generate(Input::Tokens(&ids), &opts, None, &mut |_, _| ControlFlow::Continue(())).unwrap();
     let got = dev.generate_greedy(&ids, STEPS, stop).unwrap();
-    assert_eq!(got, want.tokens, "{what}: greedy tokens (stop {stop:?})");
-    assert_eq!(dev.len(), cpu.len(), "{what}: positions held after generation");
+    // Row PROMPT − 1 + j of the kept logits chose token j, with the input-only ids banned.
+    let d = &model.config().decoder;
+    let v = d.vocab_size;
+    let banned = [d.image_token_id, d.mask_token_id, d.pos_token_id];
+    let margin = |j: usize| {
+        let mut row = want.logits[(PROMPT - 1 + j) * v..(PROMPT + j) * v].to_vec();
+        for &id in &banned {
+            row[id as usize] = f32::NEG_INFINITY;
+        }
+        top_margin(&row)
+    };
+    let rows = want.logits.len() / v;
+    let close = (0..rows.saturating_sub(PROMPT - 1)).find(|&j| margin(j) <= 2.0 * tol);
+    match close {
+        None => {
+            assert_eq!(got, want.tokens, "{what}: greedy tokens (stop {stop:?})");
+            assert_eq!(dev.len(), cpu.len(), "{what}: positions held after generation");
+        }
+        Some(j) => {
+            let k = j.min(got.len()).min(want.tokens.len());
+            assert_eq!(got[..k], want.tokens[..k], "{what}: greedy tokens before the close call at {j}");
+            eprintln!("{what}: greedy tokens compared up to step {j} (a close call there)");
+        }
+    }
 }
 
 #[test]
@@ -182,11 +235,11 @@ fn logits_and_greedy_tokens_match_the_cpu_for_every_weight_type() {
         let dec = DeviceDecoder::upload(&gpu, &model).unwrap();
         // Chunks of 8 (full chunks, then a tail of 5) and one chunk for the whole prompt.
         for chunk in [8, 64] {
-            compare_steps(&model, &dec, chunk, &format!("{t:?} untied, chunk {chunk}"));
+            compare_steps(&model, &dec, chunk, tol(t), &format!("{t:?} untied, chunk {chunk}"));
         }
         let eos = model.config().decoder.eos_token_ids.clone();
-        compare_generate(&model, &dec, 8, &[], &format!("{t:?} untied"));
-        compare_generate(&model, &dec, 8, &eos, &format!("{t:?} untied"));
+        compare_generate(&model, &dec, 8, &[], tol(t), &format!("{t:?} untied"));
+        compare_generate(&model, &dec, 8, &eos, tol(t), &format!("{t:?} untied, eos stops"));
     }
 }
 
@@ -198,8 +251,8 @@ fn tied_head_matches_the_cpu() {
         let path = package(config(true), t, "tied");
         let model = Model::load(&path, &LoadOptions::default()).unwrap();
         let dec = DeviceDecoder::upload(&gpu, &model).unwrap();
-        compare_steps(&model, &dec, 8, &format!("{t:?} tied"));
-        compare_generate(&model, &dec, 8, &[], &format!("{t:?} tied"));
+        compare_steps(&model, &dec, 8, tol(t), &format!("{t:?} tied"));
+        compare_generate(&model, &dec, 8, &[], tol(t), &format!("{t:?} tied"));
     }
 }
 
@@ -211,14 +264,14 @@ fn one_token_chunks_and_a_cold_decode_step_match_the_cpu() {
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let dec = DeviceDecoder::upload(&gpu, &model).unwrap();
     // chunk 1: the prompt goes through the decode attention kernel row by row.
-    compare_steps(&model, &dec, 1, "F32 untied, chunk 1");
+    compare_steps(&model, &dec, 1, TOL_DENSE, "F32 untied, chunk 1");
     // A decode step on an empty session is position 0, as on the CPU.
     let mut cpu = cpu_session(&model);
     let mut dev = DeviceSession::new(&dec, &gpu_options(8)).unwrap();
     let c = cpu.step(256).unwrap().to_vec();
     let g = dev.decode_step(256).unwrap();
     let e = rel_err(&g, &c);
-    assert!(e <= TOL, "cold decode step error {e:e}");
+    assert!(e <= TOL_DENSE, "cold decode step error {e:e}");
     // reset forgets everything: the same prompt gives the same logits again.
     let ids = prompt(5, 9);
     let first = dev.prefill(&ids).unwrap();
