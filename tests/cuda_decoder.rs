@@ -90,7 +90,8 @@ fn config(tied: bool) -> ModelConfig {
     c
 }
 
-/// Writes (once per process and variant) a synthetic package of `cfg` stored as `t`.
+/// Writes a synthetic package of `cfg` stored as `t` (`tag` unique per test: the tests run in
+/// parallel and must not rewrite a package another one has loaded).
 fn package(cfg: ModelConfig, t: WeightType, tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("medregion-cuda-decoder-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -260,7 +261,7 @@ fn tied_head_matches_the_cpu() {
 #[ignore = "needs a CUDA device: scripts/gpu-check.sh runs it"]
 fn one_token_chunks_and_a_cold_decode_step_match_the_cpu() {
     let gpu = gpu();
-    let path = package(config(false), WeightType::F32, "untied");
+    let path = package(config(false), WeightType::F32, "untied-chunk1");
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let dec = DeviceDecoder::upload(&gpu, &model).unwrap();
     // chunk 1: the prompt goes through the decode attention kernel row by row.
@@ -292,7 +293,7 @@ fn assert_invalid<T: std::fmt::Debug>(r: medregion::Result<T>, name: &str) {
 #[ignore = "needs a CUDA device: scripts/gpu-check.sh runs it"]
 fn bad_input_is_an_error_and_leaves_the_session_unchanged() {
     let gpu = gpu();
-    let path = package(config(false), WeightType::F32, "untied");
+    let path = package(config(false), WeightType::F32, "untied-errors");
     let model = Model::load(&path, &LoadOptions::default()).unwrap();
     let dec = DeviceDecoder::upload(&gpu, &model).unwrap();
     let v = model.config().decoder.vocab_size as u32;
