@@ -24,8 +24,11 @@
 //!   memory. The per-step launches depend only on host sizes (rows, layer), never on the
 //!   position, which is read by the kernels from device memory: the decode step is ready to be
 //!   captured as a CUDA graph (not done yet, see below). A step allocates nothing on the
-//!   device; it copies its id and position to the device (two 4-byte copies; graph replay would
-//!   need them written by a kernel or into a fixed pinned buffer instead).
+//!   device; it copies its id and position to the device (three 4-byte copies from pageable
+//!   host memory, each of which waits for the stream; graph replay would need them written by a
+//!   kernel, or copied from a fixed pinned buffer, instead). [`DeviceSession::prefill`] and
+//!   [`DeviceSession::decode_step`] download the logits (a sync); `generate_greedy` downloads
+//!   only the chosen id.
 //! * Per layer, exactly the CPU's order: `h = rms_norm(x)`; `q, k, v = h·Wᵀ`; RoPE on `q`, `k`;
 //!   store `k`, `v` in the cache; attention over the cache (GQA); `x += a·Woᵀ` fused with the
 //!   next `rms_norm` ([`super::ops::llm::rms_norm_add`]); `gate, up = h·Wᵀ`; `gate = silu(gate)·up`;
