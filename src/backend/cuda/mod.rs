@@ -24,6 +24,7 @@ use crate::backend::{devices, DeviceKind};
 use crate::{Error, Result};
 
 pub mod blas;
+pub mod decoder;
 pub mod encoder;
 pub mod kernels;
 pub mod ops;
