@@ -282,40 +282,9 @@ impl<'m> VisionEncoder<'m> {
         let start = Instant::now();
         let (gemm0, attn0) = (profile.gemm_secs, profile.attention_secs);
         let c = &self.config;
-        let (s, d) = (c.image_size, c.hidden_size);
-        let per_slice = c.num_channels * s * s;
-        if n_slices.checked_mul(per_slice) != Some(pixels.len()) {
-            return Err(Error::Shape {
-                what: "encoder input pixels".into(),
-                expected: format!(
-                    "[{n_slices}, {}, {s}, {s}] = {} values",
-                    c.num_channels,
-                    n_slices.saturating_mul(per_slice)
-                ),
-                found: pixels.len().to_string(),
-            });
-        }
-        if let Some(bad) = pixels.iter().position(|v| !v.is_finite()) {
-            return Err(Error::invalid("pixels", format!("value {bad} is {} (must be finite)", pixels[bad])));
-        }
-        let mut levels = options.levels.clone();
-        levels.sort_unstable();
-        levels.dedup();
-        if let Some(&bad) = levels.iter().find(|&&l| l > c.n_layers) {
-            return Err(Error::invalid(
-                "levels",
-                format!("hidden state {bad} does not exist (0 = embeddings ..= {} layers)", c.n_layers),
-            ));
-        }
-        let t = c.n_positions();
-        let batch = if options.batch == 0 { DEFAULT_BATCH } else { options.batch }.min(n_slices.max(1));
-        let mut output = VisionOutput {
-            n_slices,
-            n_tokens: t,
-            hidden_size: d,
-            last_hidden_state: vec![0.0; n_slices * t * d],
-            hidden_states: levels.iter().map(|&l| (l, vec![0.0; n_slices * t * d])).collect(),
-        };
+        let (d, t, per_slice) =
+            (c.hidden_size, c.n_positions(), c.num_channels * c.image_size * c.image_size);
+        let (mut output, batch) = plan(c, pixels, n_slices, options)?;
         let mut scratch =
             Scratch::new(batch * t, d, c.intermediate_size, batch * c.grid() * c.grid(), self.patch_shape[1]);
         for b0 in (0..n_slices).step_by(batch) {
@@ -527,4 +496,55 @@ fn bias_gelu(x: &mut [f32], bias: &[f32], pool: &ThreadPool, isa: Isa) -> Result
         Isa::Avx2 => unsafe { bias_gelu_avx2(row, bias) },
         _ => bias_gelu_portable(row, bias),
     })
+}
+
+/// Checks the encoder's input (pixel count, finite pixels, levels) and returns the zeroed output
+/// (with one buffer per requested level, sorted and deduplicated) and the batch size in slices.
+/// Shared by the CPU encoder and the CUDA one (`backend::cuda::encoder`), so both refuse the
+/// same inputs with the same messages.
+pub(crate) fn plan(
+    c: &VisionConfig,
+    pixels: &[f32],
+    n_slices: usize,
+    options: &EncodeOptions,
+) -> Result<(VisionOutput, usize)> {
+    let (s, d) = (c.image_size, c.hidden_size);
+    let per_slice = c.num_channels * s * s;
+    if n_slices.checked_mul(per_slice) != Some(pixels.len()) {
+        return Err(Error::Shape {
+            what: "encoder input pixels".into(),
+            expected: format!(
+                "[{n_slices}, {}, {s}, {s}] = {} values",
+                c.num_channels,
+                n_slices.saturating_mul(per_slice)
+            ),
+            found: pixels.len().to_string(),
+        });
+    }
+    if let Some(bad) = pixels.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid("pixels", format!("value {bad} is {} (must be finite)", pixels[bad])));
+    }
+    let mut levels = options.levels.clone();
+    levels.sort_unstable();
+    levels.dedup();
+    if let Some(&bad) = levels.iter().find(|&&l| l > c.n_layers) {
+        return Err(Error::invalid(
+            "levels",
+            format!("hidden state {bad} does not exist (0 = embeddings ..= {} layers)", c.n_layers),
+        ));
+    }
+    let t = c.n_positions();
+    let batch = if options.batch == 0 { DEFAULT_BATCH } else { options.batch }.min(n_slices.max(1));
+    let total = n_slices
+        .checked_mul(t)
+        .and_then(|v| v.checked_mul(d))
+        .ok_or_else(|| Error::invalid("n_slices", format!("{n_slices} slices overflow the output size")))?;
+    let output = VisionOutput {
+        n_slices,
+        n_tokens: t,
+        hidden_size: d,
+        last_hidden_state: vec![0.0; total],
+        hidden_states: levels.iter().map(|&l| (l, vec![0.0; total])).collect(),
+    };
+    Ok((output, batch))
 }

@@ -32,7 +32,7 @@
 //! rescale: `(x − mean_c) / std_c` in f32.
 
 pub mod attention;
-mod encoder;
+pub(crate) mod encoder;
 pub mod layer_norm;
 pub mod math;
 pub mod reference;

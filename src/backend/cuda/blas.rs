@@ -71,6 +71,43 @@ impl Blas {
         n: usize,
         k: usize,
     ) -> Result<()> {
+        let dtype = match ty {
+            Half::Bf16 => blas_sys::cudaDataType_t::CUDA_R_16BF,
+            Half::F16 => blas_sys::cudaDataType_t::CUDA_R_16F,
+        };
+        self.gemm_ex(dtype, x, w, out, m, n, k)
+    }
+
+    /// `out[m, n] = x[m, k] · w[n, k]ᵀ` (row-major), all f32: the encoder's validation path.
+    ///
+    /// `cublasGemmEx` with `CUDA_R_32F` everywhere and `CUBLAS_COMPUTE_32F` under the handle's
+    /// default math mode, so no TF32 tensor cores (unless the process sets
+    /// `NVIDIA_TF32_OVERRIDE=1`). Sums of `k` products in cuBLAS's own order: not bit-identical
+    /// to the CPU's `ops::gemm`, within f32 rounding of it.
+    pub fn gemm_xwt_f32(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        self.gemm_ex(blas_sys::cudaDataType_t::CUDA_R_32F, x, w, out, m, n, k)
+    }
+
+    /// The row-major `x·wᵀ` of both entry points: inputs of `dtype`, f32 accumulate and out.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_ex<T>(
+        &self,
+        dtype: blas_sys::cudaDataType_t,
+        x: &CudaSlice<T>,
+        w: &CudaSlice<T>,
+        out: &mut CudaSlice<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
         if m == 0 || n == 0 || k == 0 {
             return Err(Error::invalid("gemm", format!("empty GEMM ({m} x {n} x {k})")));
         }
@@ -78,17 +115,14 @@ impl Blas {
         check_len("gemm weight w[n, k]", w, n * k)?;
         check_len("gemm output out[m, n]", out, m * n)?;
         let (mi, ni, ki) = (to_i32("m", m)?, to_i32("n", n)?, to_i32("k", k)?);
-        let dtype = match ty {
-            Half::Bf16 => blas_sys::cudaDataType_t::CUDA_R_16BF,
-            Half::F16 => blas_sys::cudaDataType_t::CUDA_R_16F,
-        };
         let (alpha, beta) = (1.0f32, 0.0f32);
         let stream = self.gpu.stream();
         let (wp, _rw) = w.device_ptr(stream);
         let (xp, _rx) = x.device_ptr(stream);
         let (cp, _rc) = out.device_ptr_mut(stream);
-        // SAFETY: the buffers hold at least the elements checked above, on this handle's
-        // stream; the dimensions and leading dimensions describe exactly those row-major arrays.
+        // SAFETY: the buffers hold at least the elements checked above (of the type `dtype`
+        // names), on this handle's stream; the dimensions and leading dimensions describe
+        // exactly those row-major arrays.
         unsafe {
             blas_result::gemm_ex(
                 *self.blas.handle(),
@@ -113,63 +147,6 @@ impl Blas {
             )
         }
         .map_err(|e| Error::Device(format!("cuBLAS GEMM {m}x{n}x{k}: {e:?}")))
-    }
-
-    /// `out[m, n] = x[m, k] · w[n, k]ᵀ` (row-major), all f32: the encoder's validation path.
-    ///
-    /// `cublasGemmEx` with `CUDA_R_32F` everywhere and `CUBLAS_COMPUTE_32F` under the handle's
-    /// default math mode, so no TF32 tensor cores (unless the process sets
-    /// `NVIDIA_TF32_OVERRIDE=1`). Sums of `k` products in cuBLAS's own order: not bit-identical
-    /// to the CPU's `ops::gemm`, within f32 rounding of it.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemm_xwt_f32(
-        &self,
-        x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
-        out: &mut CudaSlice<f32>,
-        m: usize,
-        n: usize,
-        k: usize,
-    ) -> Result<()> {
-        if m == 0 || n == 0 || k == 0 {
-            return Err(Error::invalid("gemm", format!("empty GEMM ({m} x {n} x {k})")));
-        }
-        check_len("gemm activations x[m, k]", x, m * k)?;
-        check_len("gemm weight w[n, k]", w, n * k)?;
-        check_len("gemm output out[m, n]", out, m * n)?;
-        let (mi, ni, ki) = (to_i32("m", m)?, to_i32("n", n)?, to_i32("k", k)?);
-        let f32_t = blas_sys::cudaDataType_t::CUDA_R_32F;
-        let (alpha, beta) = (1.0f32, 0.0f32);
-        let stream = self.gpu.stream();
-        let (wp, _rw) = w.device_ptr(stream);
-        let (xp, _rx) = x.device_ptr(stream);
-        let (cp, _rc) = out.device_ptr_mut(stream);
-        // SAFETY: as in `gemm_xwt`: the buffers hold at least the elements checked above, on
-        // this handle's stream, and the (leading) dimensions describe those row-major arrays.
-        unsafe {
-            blas_result::gemm_ex(
-                *self.blas.handle(),
-                blas_sys::cublasOperation_t::CUBLAS_OP_T,
-                blas_sys::cublasOperation_t::CUBLAS_OP_N,
-                ni,
-                mi,
-                ki,
-                (&alpha) as *const f32 as *const _,
-                wp as *const _,
-                f32_t,
-                ki,
-                xp as *const _,
-                f32_t,
-                ki,
-                (&beta) as *const f32 as *const _,
-                cp as *mut _,
-                f32_t,
-                ni,
-                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
-        }
-        .map_err(|e| Error::Device(format!("cuBLAS f32 GEMM {m}x{n}x{k}: {e:?}")))
     }
 }
 

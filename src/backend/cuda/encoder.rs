@@ -67,7 +67,7 @@ use super::{driver_error, Gpu};
 use crate::model::config::VisionConfig;
 use crate::model::names::vit_layer;
 use crate::model::Model;
-use crate::vision::{AttentionShape, EncodeOptions, VisionOutput, DEFAULT_BATCH};
+use crate::vision::{AttentionShape, EncodeOptions, VisionOutput};
 use crate::{Error, Result};
 
 /// How the linear layers run (module doc).
@@ -294,43 +294,10 @@ impl DeviceEncoder {
     /// non-finite pixels and unknown levels are errors (nothing is launched).
     pub fn encode(&self, pixels: &[f32], n_slices: usize, options: &EncodeOptions) -> Result<VisionOutput> {
         let c = &self.config;
-        let (s, d) = (c.image_size, c.hidden_size);
-        let per_slice = c.num_channels * s * s;
-        if n_slices.checked_mul(per_slice) != Some(pixels.len()) {
-            return Err(Error::Shape {
-                what: "encoder input pixels".into(),
-                expected: format!(
-                    "[{n_slices}, {}, {s}, {s}] = {} values",
-                    c.num_channels,
-                    n_slices.saturating_mul(per_slice)
-                ),
-                found: pixels.len().to_string(),
-            });
-        }
-        if let Some(bad) = pixels.iter().position(|v| !v.is_finite()) {
-            return Err(Error::invalid("pixels", format!("value {bad} is {} (must be finite)", pixels[bad])));
-        }
-        let mut levels = options.levels.clone();
-        levels.sort_unstable();
-        levels.dedup();
-        if let Some(&bad) = levels.iter().find(|&&l| l > c.n_layers) {
-            return Err(Error::invalid(
-                "levels",
-                format!("hidden state {bad} does not exist (0 = embeddings ..= {} layers)", c.n_layers),
-            ));
-        }
-        let t = c.n_positions();
-        let batch = if options.batch == 0 { DEFAULT_BATCH } else { options.batch }.min(n_slices.max(1));
-        let total = n_slices.checked_mul(t).and_then(|v| v.checked_mul(d)).ok_or_else(|| {
-            Error::invalid("n_slices", format!("{n_slices} slices overflow the output size"))
-        })?;
-        let mut output = VisionOutput {
-            n_slices,
-            n_tokens: t,
-            hidden_size: d,
-            last_hidden_state: vec![0.0; total],
-            hidden_states: levels.iter().map(|&l| (l, vec![0.0; total])).collect(),
-        };
+        let (mut output, batch) = crate::vision::encoder::plan(c, pixels, n_slices, options)?;
+        let (d, t, per_slice) =
+            (c.hidden_size, c.n_positions(), c.num_channels * c.image_size * c.image_size);
+        let levels: Vec<usize> = output.hidden_states.iter().map(|(l, _)| *l).collect();
         if n_slices == 0 {
             return Ok(output);
         }
