@@ -308,7 +308,9 @@ impl DeviceEncoder {
                 drop(scratch.take()); // free the previous set first
                 scratch = Some(self.scratch(bs, levels.len())?);
             }
-            let sc = scratch.as_mut().expect("allocated above");
+            let Some(sc) = scratch.as_mut() else {
+                return Err(Error::Internal("encoder scratch was not allocated".into()));
+            };
             self.gpu
                 .stream()
                 .memcpy_htod(&pixels[b0 * per_slice..(b0 + bs) * per_slice], &mut sc.pixels)
