@@ -43,7 +43,7 @@ pub mod generate;
 pub mod rope;
 pub mod sampling;
 pub mod session;
-mod weights;
+pub(crate) mod weights;
 
 pub use generate::{GenerateOptions, Generation, OnBatchToken, OnToken, StopReason};
 pub use sampling::{argmax, Sampler, SamplingParams};

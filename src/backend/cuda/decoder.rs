@@ -86,11 +86,10 @@ use super::ops::matmul::{matmul, matmul_quant, quantize_act, DenseBuffer, Device
 use super::{driver_error, Gpu};
 use crate::io::package::Model;
 use crate::llm::rope::Rope;
+use crate::llm::weights::DecoderWeights;
 use crate::llm::SamplingParams;
 use crate::model::config::DecoderConfig;
-use crate::model::names::llm_layer;
 use crate::quant::{QuantType, QK};
-use crate::tensor::Weight;
 use crate::{Error, Result};
 
 /// The most sequences a [`DeviceSession`] sizes its state for (the decode kernels' 8-row tiles;
@@ -164,38 +163,31 @@ impl DeviceDecoder {
                 ),
             ));
         }
-        let (d, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-        let matrix = |name: String, rows: usize, cols: usize| -> Result<DeviceWeight> {
-            let w = model.weight(&name)?;
-            check_shape(&name, &w, &[rows, cols])?;
-            DeviceWeight::upload(gpu, &w)
-        };
-        let vector = |name: String| -> Result<CudaSlice<f32>> {
-            let w = model.weight(&name)?;
-            check_shape(&name, &w, &[d])?;
-            gpu.upload(&w.to_f32()?)
-        };
-        let layers = (0..cfg.n_layers)
-            .map(|i| {
+        // The CPU decoder's lookup and shape checks, then one upload per weight.
+        let cpu = DecoderWeights::load(model, &cfg)?;
+        let layers = cpu
+            .layers
+            .iter()
+            .map(|l| {
                 Ok(DeviceLayer {
-                    attn_norm: vector(llm_layer(i, "input_layernorm.weight"))?,
-                    q: matrix(llm_layer(i, "self_attn.q_proj.weight"), cfg.q_dim(), d)?,
-                    k: matrix(llm_layer(i, "self_attn.k_proj.weight"), cfg.kv_dim(), d)?,
-                    v: matrix(llm_layer(i, "self_attn.v_proj.weight"), cfg.kv_dim(), d)?,
-                    o: matrix(llm_layer(i, "self_attn.o_proj.weight"), d, cfg.q_dim())?,
-                    mlp_norm: vector(llm_layer(i, "post_attention_layernorm.weight"))?,
-                    gate: matrix(llm_layer(i, "mlp.gate_proj.weight"), f, d)?,
-                    up: matrix(llm_layer(i, "mlp.up_proj.weight"), f, d)?,
-                    down: matrix(llm_layer(i, "mlp.down_proj.weight"), d, f)?,
+                    attn_norm: gpu.upload(&l.attn_norm)?,
+                    q: DeviceWeight::upload(gpu, &l.q)?,
+                    k: DeviceWeight::upload(gpu, &l.k)?,
+                    v: DeviceWeight::upload(gpu, &l.v)?,
+                    o: DeviceWeight::upload(gpu, &l.o)?,
+                    mlp_norm: gpu.upload(&l.mlp_norm)?,
+                    gate: DeviceWeight::upload(gpu, &l.gate)?,
+                    up: DeviceWeight::upload(gpu, &l.up)?,
+                    down: DeviceWeight::upload(gpu, &l.down)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let embed = matrix("llm.embed_tokens.weight".into(), v, d)?;
+        let embed = DeviceWeight::upload(gpu, &cpu.embed)?;
         // Checks early that the embedding kernels can read this storage type.
         embed_table(&embed)?;
-        let head =
-            if cfg.tie_word_embeddings { None } else { Some(matrix("llm.lm_head.weight".into(), v, d)?) };
-        let norm = vector("llm.norm.weight".into())?;
+        // Tied: the CPU's head is the embedding view; here it is the same device buffer.
+        let head = if cfg.tie_word_embeddings { None } else { Some(DeviceWeight::upload(gpu, &cpu.head)?) };
+        let norm = gpu.upload(&cpu.norm)?;
         let rope = RopeTable::new(gpu, &Rope::new(&cfg), positions)?;
         gpu.sync()?;
         Ok(DeviceDecoder { gpu: Arc::clone(gpu), cfg, embed, layers, norm, head, rope })
@@ -232,17 +224,6 @@ impl DeviceDecoder {
     fn head(&self) -> &DeviceWeight {
         self.head.as_ref().unwrap_or(&self.embed)
     }
-}
-
-fn check_shape(name: &str, w: &Weight<'_>, shape: &[usize]) -> Result<()> {
-    if w.shape() != shape {
-        return Err(Error::Shape {
-            what: format!("decoder weight `{name}`"),
-            expected: format!("{shape:?}"),
-            found: format!("{:?}", w.shape()),
-        });
-    }
-    Ok(())
 }
 
 /// The `embed_*` kernels' view of an embedding stored as a [`DeviceWeight`] (same layouts:
