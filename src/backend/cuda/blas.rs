@@ -157,32 +157,26 @@ fn elementwise_config(n: usize) -> LaunchConfig {
 
 /// `y = ty(x)` for the first `n` elements (round to nearest even).
 pub fn f32_to_half(gpu: &Gpu, ty: Half, x: &CudaSlice<f32>, y: &mut CudaSlice<u16>, n: usize) -> Result<()> {
-    check_len("conversion input", x, n)?;
-    check_len("conversion output", y, n)?;
     let name = match ty {
         Half::Bf16 => "convert_f32_to_bf16",
         Half::F16 => "convert_f32_to_f16",
     };
-    let n_i = to_i32("n", n)?;
-    if n == 0 {
-        return Ok(());
-    }
-    let f = gpu.function(name)?;
-    let mut b = gpu.stream().launch_builder(&f);
-    b.arg(&mut *y).arg(x).arg(&n_i);
-    // SAFETY: both buffers hold at least `n` elements (checked); the kernel touches i < n only.
-    unsafe { b.launch(elementwise_config(n)) }.map_err(|e| launch_error(name, e))?;
-    Ok(())
+    convert(gpu, name, x, y, n)
 }
 
 /// `y = f32(x)` for the first `n` 16-bit elements of type `ty` (exact).
 pub fn half_to_f32(gpu: &Gpu, ty: Half, x: &CudaSlice<u16>, y: &mut CudaSlice<f32>, n: usize) -> Result<()> {
-    check_len("conversion input", x, n)?;
-    check_len("conversion output", y, n)?;
     let name = match ty {
         Half::Bf16 => "convert_bf16_to_f32",
         Half::F16 => "convert_f16_to_f32",
     };
+    convert(gpu, name, x, y, n)
+}
+
+/// Launches the `convert_*` kernel `name`, `(y, x, n)`, over the first `n` elements.
+fn convert<A, B>(gpu: &Gpu, name: &str, x: &CudaSlice<A>, y: &mut CudaSlice<B>, n: usize) -> Result<()> {
+    check_len("conversion input", x, n)?;
+    check_len("conversion output", y, n)?;
     let n_i = to_i32("n", n)?;
     if n == 0 {
         return Ok(());
@@ -190,7 +184,8 @@ pub fn half_to_f32(gpu: &Gpu, ty: Half, x: &CudaSlice<u16>, y: &mut CudaSlice<f3
     let f = gpu.function(name)?;
     let mut b = gpu.stream().launch_builder(&f);
     b.arg(&mut *y).arg(x).arg(&n_i);
-    // SAFETY: as in `f32_to_half`.
+    // SAFETY: both buffers hold at least `n` elements (checked) of the types the kernel `name`
+    // takes; the kernel touches i < n only.
     unsafe { b.launch(elementwise_config(n)) }.map_err(|e| launch_error(name, e))?;
     Ok(())
 }
