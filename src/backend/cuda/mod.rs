@@ -177,9 +177,9 @@ impl Gpu {
         self.stream.alloc_zeros(n).map_err(|e| driver_error(&format!("allocating {n} elements"), e))
     }
 
-    /// Waits for the stream, then copies `dev` to the host.
+    /// Copies `dev` to the host after everything enqueued before it (the copy is ordered on the
+    /// stream; the one wait afterwards also reports an earlier kernel's fault).
     pub fn download<T: DeviceRepr + Default + Clone>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
-        self.sync()?;
         let v = self.stream.clone_dtoh(dev).map_err(|e| driver_error("download", e))?;
         self.sync()?;
         Ok(v)
