@@ -553,7 +553,7 @@ impl<'d> DeviceSession<'d> {
         let logits = self.st.logits.slice(..v);
         let mut next = self.st.next.slice_mut(..1);
         sample(gpu, &logits, &layout, &SamplingParams::greedy(), None, &mut next)?;
-        let id = download(gpu, &self.st.next.slice(..1))?[0];
+        let id = gpu.download(&self.st.next.slice(..1))?[0];
         if id < 0 || id as usize >= v {
             return Err(Error::Internal(format!(
                 "the device argmax returned {id}: the logits hold NaN or +inf, or no finite value"
@@ -564,7 +564,7 @@ impl<'d> DeviceSession<'d> {
 
     /// The logits of the last position fed.
     fn download_logits(&self) -> Result<Vec<f32>> {
-        download(&self.dec.gpu, &self.st.logits.slice(..self.dec.cfg.vocab_size))
+        self.dec.gpu.download(&self.st.logits.slice(..self.dec.cfg.vocab_size))
     }
 
     /// Runs `tokens` through the decoder in chunks, appending them to sequence 0, and leaves
@@ -630,14 +630,6 @@ impl<'d> DeviceSession<'d> {
             .map_err(|e| driver_error("uploading the KV position", e))?;
         Ok(())
     }
-}
-
-/// Waits for the stream and copies `view` to the host.
-fn download<T: cudarc::driver::DeviceRepr>(gpu: &Gpu, view: &CudaView<'_, T>) -> Result<Vec<T>> {
-    gpu.sync()?;
-    let v = gpu.stream().clone_dtoh(view).map_err(|e| driver_error("download", e))?;
-    gpu.sync()?;
-    Ok(v)
 }
 
 /// `outs[i] = x · ws[i]ᵀ` for weights that read the same input `x` `[m, k]`: quantized

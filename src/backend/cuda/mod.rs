@@ -17,7 +17,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, DriverError, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError,
+    ValidAsZeroBits,
 };
 
 use crate::backend::{devices, DeviceKind};
@@ -179,7 +180,7 @@ impl Gpu {
 
     /// Copies `dev` to the host after everything enqueued before it (the copy is ordered on the
     /// stream; the one wait afterwards also reports an earlier kernel's fault).
-    pub fn download<T: DeviceRepr + Default + Clone>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
+    pub fn download<T: DeviceRepr, S: DevicePtr<T>>(&self, dev: &S) -> Result<Vec<T>> {
         let v = self.stream.clone_dtoh(dev).map_err(|e| driver_error("download", e))?;
         self.sync()?;
         Ok(v)
