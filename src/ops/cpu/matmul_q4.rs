@@ -67,6 +67,55 @@ mod avx2 {
         }
         crate::ops::cpu::simd::avx2::reduce8_i16(&p)
     }
+
+    /// 8 blocks (128 bytes) → the 8 interleaved chunks of nibbles: 32-bit word `m` of a block
+    /// holds elements `4m..4m + 4` (low nibbles) and `16 + 4m..` (high nibbles), so a 4 × 4
+    /// transpose per 128-bit half (blocks 0–3 low, 4–7 high) followed by the two nibble masks
+    /// gives chunks `m` and `m + 4`.
+    ///
+    /// # Safety
+    /// `p` is valid for 128 bytes; the CPU has AVX2/FMA/F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(super) unsafe fn transpose(p: *const u8) -> [__m256i; 8] {
+        // SAFETY: blocks j and j + 4 (16 bytes each) lie within the 128 readable bytes.
+        let y: [__m256i; 4] = std::array::from_fn(|j| unsafe {
+            let lo = _mm256_castsi128_si256(_mm_loadu_si128(p.add(16 * j).cast()));
+            _mm256_inserti128_si256::<1>(lo, _mm_loadu_si128(p.add(16 * (j + 4)).cast()))
+        });
+        let t0 = _mm256_unpacklo_epi32(y[0], y[1]);
+        let t1 = _mm256_unpackhi_epi32(y[0], y[1]);
+        let t2 = _mm256_unpacklo_epi32(y[2], y[3]);
+        let t3 = _mm256_unpackhi_epi32(y[2], y[3]);
+        let words = [
+            _mm256_unpacklo_epi64(t0, t2),
+            _mm256_unpackhi_epi64(t0, t2),
+            _mm256_unpacklo_epi64(t1, t3),
+            _mm256_unpackhi_epi64(t1, t3),
+        ];
+        let m = _mm256_set1_epi8(0x0F);
+        let lo = words.map(|w| _mm256_and_si256(w, m));
+        let hi = words.map(|w| _mm256_and_si256(_mm256_srli_epi16::<4>(w), m));
+        [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
+    }
+
+    /// The 8 block sums `Σ nibble · x` of a transposed group with one interleaved activation
+    /// group: the `maddubs` pair sums (≤ 2 · 15 · 127) of the 8 chunks add up in i16 without
+    /// overflow (≤ 30480), and one `madd` gives lane l = block l.
+    ///
+    /// # Safety
+    /// `x` is valid for 256 reads; the CPU has AVX2/FMA/F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(super) unsafe fn group_sums_il(w: &[__m256i; 8], x: *const i8) -> __m256i {
+        let mut acc = [_mm256_setzero_si256(); 2];
+        for (c, &w) in w.iter().enumerate() {
+            // SAFETY: chunk c of the 256-byte group is readable (the caller's contract).
+            let xv = unsafe { _mm256_loadu_si256(x.add(32 * c).cast()) };
+            acc[c % 2] = _mm256_add_epi16(acc[c % 2], _mm256_maddubs_epi16(w, xv));
+        }
+        crate::ops::cpu::simd::avx2::pairs_to_i32(_mm256_add_epi16(acc[0], acc[1]))
+    }
 }
 
 /// The two 4-bit formats differ only in their constants and the scalar offset; the AVX2 path is
@@ -101,6 +150,25 @@ macro_rules! q4_format {
             ) -> std::arch::x86_64::__m256i {
                 // SAFETY: forwarded contract (`blocks` readable activation blocks, AVX2 present).
                 unsafe { avx2::group_sums(u, x, blocks) }
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            type Group = [std::arch::x86_64::__m256i; 8];
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            unsafe fn transpose(p: *const u8) -> Self::Group {
+                // SAFETY: forwarded contract (8 readable blocks, AVX2 present).
+                unsafe { avx2::transpose(p) }
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            unsafe fn group_sums_il(w: &Self::Group, x: *const i8) -> std::arch::x86_64::__m256i {
+                // SAFETY: forwarded contract (256 readable bytes, AVX2 present).
+                unsafe { avx2::group_sums_il(w, x) }
             }
         }
     };
@@ -149,5 +217,37 @@ mod tests {
         };
         assert_eq!(q0 - 8 * sx, Q4_0::block_dot_scalar(&values, &x));
         assert_eq!(q1, Q4_1::block_dot_scalar(&values, &x));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_interleaved_group_matches_scalar_at_the_extremes() {
+        use crate::ops::cpu::quantize_act::interleave_rows;
+        use std::arch::x86_64::*;
+        if !crate::ops::cpu::Isa::Avx2.available() {
+            return;
+        }
+        // 8 blocks of nibbles, mostly 15 (the largest i16 sums: 8 chunks · 2 · 15 · 127), with
+        // a different pattern per block so a lane mix-up shows.
+        let values: Vec<u8> =
+            (0..8 * 16).map(|i| if i % 7 == 3 { (i * 29) as u8 } else { 0xFF }).collect();
+        let x: Vec<i8> = (0..8 * QK).map(|i| if i % 11 == 5 { -127 } else { 127 }).collect();
+        let mut il = vec![0i8; 8 * QK];
+        interleave_rows(&x, 1, 8, &mut il);
+        let (mut a, mut b) = ([0i32; 8], [0i32; 8]);
+        // SAFETY: AVX2/FMA/F16C are available (checked above); transpose reads the 128 value
+        // bytes and group_sums_il the 256 interleaved activation bytes.
+        unsafe {
+            let g = Q4_0::transpose(values.as_ptr());
+            _mm256_storeu_si256(a.as_mut_ptr().cast(), Q4_0::group_sums_il(&g, il.as_ptr()));
+            _mm256_storeu_si256(b.as_mut_ptr().cast(), Q4_1::group_sums_il(&g, il.as_ptr()));
+        }
+        for blk in 0..8 {
+            let xb: &[i8; QK] = x[blk * QK..(blk + 1) * QK].try_into().unwrap();
+            let sx: i32 = xb.iter().map(|&v| v as i32).sum();
+            let v = &values[blk * 16..(blk + 1) * 16];
+            assert_eq!(a[blk] - 8 * sx, Q4_0::block_dot_scalar(v, xb), "Q4_0 block {blk}");
+            assert_eq!(b[blk], Q4_1::block_dot_scalar(v, xb), "Q4_1 block {blk}");
+        }
     }
 }

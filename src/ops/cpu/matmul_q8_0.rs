@@ -49,6 +49,45 @@ impl QuantFormat for Q8_0 {
         }
         super::simd::avx2::reduce8_i32(&p)
     }
+
+    #[cfg(target_arch = "x86_64")]
+    type Group = Q8Group;
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn transpose(p: *const u8) -> Q8Group {
+        use std::arch::x86_64::*;
+        // SAFETY: 8 blocks of 32 bytes are readable at `p` (the trait's contract).
+        let v: [__m256i; 8] = std::array::from_fn(|b| unsafe { _mm256_loadu_si256(p.add(32 * b).cast()) });
+        let w = super::simd::avx2::transpose8x32(&v);
+        // |w| (with |−128| = 0x80, i.e. 128 as the unsigned operand of `maddubs`).
+        Q8Group { abs: w.map(|v| _mm256_sign_epi8(v, v)), w }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn group_sums_il(g: &Q8Group, x: *const i8) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        let mut acc = [_mm256_setzero_si256(); 2];
+        for c in 0..8 {
+            // SAFETY: chunk c of the 256-byte interleaved group is readable (the contract).
+            let xv = unsafe { _mm256_loadu_si256(x.add(32 * c).cast()) };
+            // Pair sums ≤ 2 · 128 · 127 (no saturation); lane l gathers block l only.
+            let prod = _mm256_maddubs_epi16(g.abs[c], _mm256_sign_epi8(xv, g.w[c]));
+            acc[c % 2] = _mm256_add_epi32(acc[c % 2], super::simd::avx2::pairs_to_i32(prod));
+        }
+        _mm256_add_epi32(acc[0], acc[1])
+    }
+}
+
+/// A transposed Q8_0 weight group: the values and their magnitudes (`maddubs` operands).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Q8Group {
+    abs: [std::arch::x86_64::__m256i; 8],
+    w: [std::arch::x86_64::__m256i; 8],
 }
 
 #[cfg(test)]
@@ -84,5 +123,38 @@ mod tests {
             lanes[0]
         };
         assert_eq!(got, Q8_0::block_dot_scalar(&values, &x));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_interleaved_group_matches_scalar_at_the_extremes() {
+        use crate::ops::cpu::quantize_act::interleave_rows;
+        use std::arch::x86_64::*;
+        if !crate::ops::cpu::Isa::Avx2.available() {
+            return;
+        }
+        // 8 blocks: −128 and ±127 weights against ±127 activations (the largest pair sums).
+        let values: Vec<u8> = (0..8 * QK)
+            .map(|i| match i % 5 {
+                0 => 0x80,
+                1 => 127,
+                2 => (-127i8) as u8,
+                _ => ((i * 37) as u8).wrapping_sub(100),
+            })
+            .collect();
+        let x: Vec<i8> = (0..8 * QK).map(|i| if (i / 3) % 2 == 0 { 127 } else { -127 }).collect();
+        let mut il = vec![0i8; 8 * QK];
+        interleave_rows(&x, 1, 8, &mut il);
+        let mut lanes = [0i32; 8];
+        // SAFETY: AVX2/FMA/F16C are available (checked above); transpose reads the 256 value
+        // bytes and group_sums_il the 256 interleaved activation bytes.
+        unsafe {
+            let g = Q8_0::transpose(values.as_ptr());
+            _mm256_storeu_si256(lanes.as_mut_ptr().cast(), Q8_0::group_sums_il(&g, il.as_ptr()));
+        }
+        for (b, &got) in lanes.iter().enumerate() {
+            let xb: &[i8; QK] = x[b * QK..(b + 1) * QK].try_into().unwrap();
+            assert_eq!(got, Q8_0::block_dot_scalar(&values[b * QK..(b + 1) * QK], xb), "block {b}");
+        }
     }
 }

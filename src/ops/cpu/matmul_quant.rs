@@ -25,6 +25,13 @@
 //! own. On Zen 3 `maddubs`, `madd`, `cvtdq2ps` and FMA share two pipes, so this does about
 //! half the work of ggml's loop per block, which is what batched decode is bound by; it also
 //! gives the exact per-block integers above.
+//!
+//! With 2 to 8 activation rows (batched decode, prefill) the tree moves from the results to the
+//! weights: each group of 8 weight blocks is transposed once ([`QuantFormat::transpose`]) so
+//! that 32-bit lane `l` of every vector belongs to block `l`, the activations come in the same
+//! interleaved layout (`quantize_act::interleave_rows`), and a row's 8 block sums are plain
+//! vector adds of `maddubs` results (4-bit weights: 8 `maddubs` + adds + one `madd` per group
+//! and row; no shuffle per row). Same integers `S_b`, same f32 operations: same bits.
 
 use half::f16;
 
@@ -59,6 +66,26 @@ pub(crate) trait QuantFormat: Send + Sync {
     /// `x` is valid for `blocks · 32` reads; the CPU has AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn group_sums(u: &[Unpacked; 8], x: *const i8, blocks: usize) -> std::arch::x86_64::__m256i;
+
+    /// One group of 8 weight blocks transposed into the interleaved activation layout
+    /// (`quantize_act::interleave_rows`), ready for [`QuantFormat::group_sums_il`].
+    #[cfg(target_arch = "x86_64")]
+    type Group: Copy;
+
+    /// Loads and transposes the 8 blocks of values at `p`.
+    ///
+    /// # Safety
+    /// `p` is valid for `8 · VALUE_BYTES` reads and the CPU has AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn transpose(p: *const u8) -> Self::Group;
+
+    /// The 8 block sums `S_b` (before the Q4_0 offset) of a transposed group with one row's
+    /// interleaved activation group at `x` (256 bytes).
+    ///
+    /// # Safety
+    /// `x` is valid for 256 reads; the CPU has AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn group_sums_il(w: &Self::Group, x: *const i8) -> std::arch::x86_64::__m256i;
 }
 
 /// One unpacked weight block: 32 bytes in element order (Q8_0: the signed values; Q4: the
@@ -106,6 +133,7 @@ pub(crate) unsafe fn quant_rows<F: QuantFormat>(
                 for i in 0..n {
                     let x = QActs {
                         qs: &acts.qs[i * nb * QK..(i + 1) * nb * QK],
+                        il: None,
                         d: &acts.d[i * nb..(i + 1) * nb],
                         sum: &acts.sum[i * nb..(i + 1) * nb],
                     };
@@ -153,6 +181,7 @@ mod avx2 {
     use half::f16;
 
     use super::{row_dot_scalar, QActs, QMatrix, QuantFormat, Unpacked};
+    use crate::ops::cpu::quantize_act::{interleaved_blocks, INTERLEAVE_MIN_ROWS};
     use crate::ops::cpu::simd::avx2::hsum8;
     use crate::ops::cpu::simd::LANES;
     use crate::ops::cpu::OutPtr;
@@ -197,18 +226,29 @@ mod avx2 {
             };
             let o = OutPtr(out.0.wrapping_add(i0 * rows));
             let fast = Rows { w, r0, r1: fast_end };
+            let il = acts.il.filter(|_| mr >= INTERLEAVE_MIN_ROWS).map(|il| {
+                il[i0 * interleaved_blocks(nb) * QK..].as_ptr()
+            });
             // SAFETY: the panel holds rows i0..i0 + mr of `acts` plus the slack blocks after
             // the last row; the rows r0..fast_end can be over-read by `over` blocks (checked
             // above); the outputs (i0 + j, r) for r in r0..r1 belong to this task.
             unsafe {
-                match mr {
-                    8 => panel::<F, 8, 1>(fast, x, o, rows),
-                    7 => panel::<F, 7, 1>(fast, x, o, rows),
-                    6 => panel::<F, 6, 1>(fast, x, o, rows),
-                    5 => panel::<F, 5, 1>(fast, x, o, rows),
-                    4 => panel::<F, 4, 2>(fast, x, o, rows),
-                    3 => panel::<F, 3, 2>(fast, x, o, rows),
-                    2 => panel::<F, 2, 4>(fast, x, o, rows),
+                match (mr, il) {
+                    // 2 to 8 rows: interleaved activations, one transposed weight group for all.
+                    (8, Some(il)) => panel_il::<F, 8>(fast, x, il, o, rows),
+                    (7, Some(il)) => panel_il::<F, 7>(fast, x, il, o, rows),
+                    (6, Some(il)) => panel_il::<F, 6>(fast, x, il, o, rows),
+                    (5, Some(il)) => panel_il::<F, 5>(fast, x, il, o, rows),
+                    (4, Some(il)) => panel_il::<F, 4>(fast, x, il, o, rows),
+                    (3, Some(il)) => panel_il::<F, 3>(fast, x, il, o, rows),
+                    (2, Some(il)) => panel_il::<F, 2>(fast, x, il, o, rows),
+                    (8, _) => panel::<F, 8, 1>(fast, x, o, rows),
+                    (7, _) => panel::<F, 7, 1>(fast, x, o, rows),
+                    (6, _) => panel::<F, 6, 1>(fast, x, o, rows),
+                    (5, _) => panel::<F, 5, 1>(fast, x, o, rows),
+                    (4, _) => panel::<F, 4, 2>(fast, x, o, rows),
+                    (3, _) => panel::<F, 3, 2>(fast, x, o, rows),
+                    (2, _) => panel::<F, 2, 4>(fast, x, o, rows),
                     // One weight row at a time: a single sequential stream that the prefetchers
                     // follow (88–108 % of the streaming-read bandwidth on Zen 3 for Q8_0 and
                     // Q4_0 matrices of 4–32 MB, where four interleaved rows reached 47–79 %).
@@ -224,6 +264,7 @@ mod avx2 {
                     let i = i0 + j;
                     let xa = QActs {
                         qs: &acts.qs[i * nb * QK..(i + 1) * nb * QK],
+                        il: None,
                         d: &acts.d[i * nb..(i + 1) * nb],
                         sum: &acts.sum[i * nb..(i + 1) * nb],
                     };
@@ -393,6 +434,125 @@ mod avx2 {
             for (q, acc) in acc.iter().enumerate() {
                 // SAFETY: (j, q) is inside the tile (caller's contract).
                 unsafe { out.write(j * ldo + q, hsum8(*acc)) };
+            }
+        }
+    }
+
+    /// [`panel`] for `M` ≥ 2 activation rows in the interleaved layout (`il`: row `j` at
+    /// `il + j · interleaved_blocks(nb) · 32`), one weight row at a time.
+    ///
+    /// # Safety
+    /// As [`tile_il`] for every row of `rows`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn panel_il<F: QuantFormat, const M: usize>(
+        rows: Rows<'_>,
+        x: Panel,
+        il: *const i8,
+        out: OutPtr,
+        ldo: usize,
+    ) {
+        let (w, nb) = (rows.w, rows.w.nb);
+        for r in rows.r0..rows.r1 {
+            let wr = WRow {
+                values: w.values.as_ptr().wrapping_add(r * nb * F::VALUE_BYTES),
+                scales: w.scales.as_ptr().wrapping_add(r * nb),
+                mins: if F::HAS_MIN { w.mins.as_ptr().wrapping_add(r * nb) } else { std::ptr::null() },
+            };
+            // SAFETY: forwarded contract; r < r1.
+            unsafe { tile_il::<F, M>(wr, x, il, OutPtr(out.0.wrapping_add(r)), ldo) };
+        }
+    }
+
+    /// One weight row against `M` interleaved activation rows: each group of 8 weight blocks is
+    /// transposed once and used for every row. Padded activation blocks are zero, so the
+    /// over-read weight blocks of the last group add nothing; their scales are masked as in
+    /// [`tile`], which makes the f32 steps those of the scalar twin's padded lanes.
+    ///
+    /// # Safety
+    /// `w` is valid for `nb.next_multiple_of(8)` blocks, `il` for `M` interleaved rows, `x`
+    /// for the scales and sums of `M` rows plus the over-read of the last group, `out` for the
+    /// `M` strided writes; the CPU has AVX2/FMA/F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_il<F: QuantFormat, const M: usize>(
+        w: WRow,
+        x: Panel,
+        il: *const i8,
+        out: OutPtr,
+        ldo: usize,
+    ) {
+        let nb = x.nb;
+        let mut acc = [_mm256_setzero_ps(); M];
+        let (full, rem) = (nb / LANES, nb % LANES);
+        // SAFETY (both): the caller's contract covers every group, the last one's over-read
+        // included.
+        for g in 0..full {
+            unsafe { il_group::<F, M, false>(w, x, il, g * LANES, rem, &mut acc) };
+        }
+        if rem != 0 {
+            unsafe { il_group::<F, M, true>(w, x, il, full * LANES, rem, &mut acc) };
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            // SAFETY: row j < M of the tile (caller's contract).
+            unsafe { out.write(j * ldo, hsum8(*acc)) };
+        }
+    }
+
+    /// One group of [`tile_il`] (blocks `b0..b0 + 8`); `MASKED` for the last, partial group,
+    /// whose lanes `≥ rem` get zero scales and sums (the scalar twin's padded lanes).
+    ///
+    /// # Safety
+    /// As [`tile_il`], for this group.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn il_group<F: QuantFormat, const M: usize, const MASKED: bool>(
+        w: WRow,
+        x: Panel,
+        il: *const i8,
+        b0: usize,
+        rem: usize,
+        acc: &mut [__m256; M],
+    ) {
+        let (nb, vb) = (x.nb, F::VALUE_BYTES);
+        let row_il = interleaved_blocks(nb) * QK;
+        let tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        // SAFETY: blocks b0..b0 + 8 of the weight row (incl. the last group's over-read), the
+        // interleaved group of every row and the scales/sums of blocks b0..b0 + 8 of every row
+        // (plus slack) are readable: the caller's contract. Prefetches never fault.
+        unsafe {
+            let p = w.values.add(b0 * vb);
+            let ahead = p.wrapping_add(PREFETCH_BYTES);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+            if vb * LANES > 128 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(192).cast());
+            }
+            let sahead = w.scales.add(b0).cast::<u8>().wrapping_add(PREFETCH_BYTES * 2 / vb);
+            _mm_prefetch::<_MM_HINT_T0>(sahead.cast());
+            if F::HAS_MIN {
+                let mahead = w.mins.add(b0).cast::<u8>().wrapping_add(PREFETCH_BYTES * 2 / vb);
+                _mm_prefetch::<_MM_HINT_T0>(mahead.cast());
+            }
+            let t = F::transpose(p);
+            let mut dw = _mm256_cvtph_ps(_mm_loadu_si128(w.scales.add(b0).cast()));
+            let mut mw = if F::HAS_MIN {
+                _mm256_cvtph_ps(_mm_loadu_si128(w.mins.add(b0).cast()))
+            } else {
+                _mm256_setzero_ps()
+            };
+            if MASKED {
+                dw = _mm256_and_ps(dw, _mm256_castsi256_ps(tail));
+                mw = _mm256_and_ps(mw, _mm256_castsi256_ps(tail));
+            }
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let s = F::group_sums_il(&t, il.add(j * row_il + b0 * QK));
+                let mut xd = _mm256_loadu_ps(x.d.add(j * nb + b0));
+                let mut xs = _mm256_loadu_si256(x.sum.add(j * nb + b0).cast());
+                if MASKED {
+                    xd = _mm256_and_ps(xd, _mm256_castsi256_ps(tail));
+                    xs = _mm256_and_si256(xs, tail);
+                }
+                *acc = accumulate::<F>(*acc, s, dw, mw, xd, xs);
             }
         }
     }

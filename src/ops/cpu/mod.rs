@@ -148,7 +148,8 @@ pub(crate) fn matmul(
         Weight::F16(d) => run_float(x, n, k, d.data, rows, out, pool, isa),
         Weight::BF16(d) => run_float(x, n, k, d.data, rows, out, pool, isa),
         Weight::Quant(q) => {
-            let acts = scratch.quantize(x, n, k, isa)?;
+            let interleave = isa == Isa::Avx2 && n >= quantize_act::INTERLEAVE_MIN_ROWS;
+            let acts = scratch.quantize(x, n, k, isa, interleave)?;
             let m = QMatrix { values: q.values, scales: q.scales, mins: q.mins, nb: k / QK };
             match q.qtype {
                 QuantType::Q8_0 => run_quant::<matmul_q8_0::Q8_0>(acts, n, m, rows, out, pool, isa),

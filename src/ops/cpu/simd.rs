@@ -85,6 +85,47 @@ pub(crate) mod avx2 {
         _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(r)))
     }
 
+    /// Transposes 8 vectors of 8 32-bit lanes: lane `l` of output `c` is lane `c` of input `l`
+    /// (unpacks within 128-bit halves, then the halves exchanged).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) fn transpose8x32(v: &[__m256i; 8]) -> [__m256i; 8] {
+        // t: per half, pairs of inputs interleaved; s: per half, lane c of 4 inputs.
+        let lo32 = |a, b| _mm256_unpacklo_epi32(a, b);
+        let hi32 = |a, b| _mm256_unpackhi_epi32(a, b);
+        let t = [
+            lo32(v[0], v[1]),
+            hi32(v[0], v[1]),
+            lo32(v[2], v[3]),
+            hi32(v[2], v[3]),
+            lo32(v[4], v[5]),
+            hi32(v[4], v[5]),
+            lo32(v[6], v[7]),
+            hi32(v[6], v[7]),
+        ];
+        // s[q]: half h holds lane 4h + q of inputs 0..4 (q < 4) or of inputs 4..8 (s[q + 4]).
+        let s = [
+            _mm256_unpacklo_epi64(t[0], t[2]),
+            _mm256_unpackhi_epi64(t[0], t[2]),
+            _mm256_unpacklo_epi64(t[1], t[3]),
+            _mm256_unpackhi_epi64(t[1], t[3]),
+            _mm256_unpacklo_epi64(t[4], t[6]),
+            _mm256_unpackhi_epi64(t[4], t[6]),
+            _mm256_unpacklo_epi64(t[5], t[7]),
+            _mm256_unpackhi_epi64(t[5], t[7]),
+        ];
+        [
+            _mm256_permute2x128_si256::<0x20>(s[0], s[4]),
+            _mm256_permute2x128_si256::<0x20>(s[1], s[5]),
+            _mm256_permute2x128_si256::<0x20>(s[2], s[6]),
+            _mm256_permute2x128_si256::<0x20>(s[3], s[7]),
+            _mm256_permute2x128_si256::<0x31>(s[0], s[4]),
+            _mm256_permute2x128_si256::<0x31>(s[1], s[5]),
+            _mm256_permute2x128_si256::<0x31>(s[2], s[6]),
+            _mm256_permute2x128_si256::<0x31>(s[3], s[7]),
+        ]
+    }
+
     /// `_mm256_madd_epi16(v, 1)`: adds adjacent i16 pairs into i32 lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
@@ -118,6 +159,12 @@ pub(crate) mod avx2 {
                 let (mut o32, mut o16) = ([0i32; 8], [0i32; 8]);
                 _mm256_storeu_si256(o32.as_mut_ptr().cast(), reduce8_i32(&vs));
                 _mm256_storeu_si256(o16.as_mut_ptr().cast(), reduce8_i16(&hs));
+                let tr = transpose8x32(&vs);
+                for (c, t) in tr.iter().enumerate() {
+                    let mut lanes = [0i32; 8];
+                    _mm256_storeu_si256(lanes.as_mut_ptr().cast(), *t);
+                    assert_eq!(lanes, std::array::from_fn(|l| iv[l][c]), "transpose lane {c}");
+                }
                 for i in 0..8 {
                     assert_eq!(o32[i], iv[i].iter().sum::<i32>());
                     assert_eq!(hsum8_i32(vs[i]), iv[i].iter().sum::<i32>());
