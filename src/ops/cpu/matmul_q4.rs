@@ -229,8 +229,7 @@ mod tests {
         }
         // 8 blocks of nibbles, mostly 15 (the largest i16 sums: 8 chunks · 2 · 15 · 127), with
         // a different pattern per block so a lane mix-up shows.
-        let values: Vec<u8> =
-            (0..8 * 16).map(|i| if i % 7 == 3 { (i * 29) as u8 } else { 0xFF }).collect();
+        let values: Vec<u8> = (0..8 * 16).map(|i| if i % 7 == 3 { (i * 29) as u8 } else { 0xFF }).collect();
         let x: Vec<i8> = (0..8 * QK).map(|i| if i % 11 == 5 { -127 } else { 127 }).collect();
         let mut il = vec![0i8; 8 * QK];
         interleave_rows(&x, 1, 8, &mut il);

@@ -226,9 +226,10 @@ mod avx2 {
             };
             let o = OutPtr(out.0.wrapping_add(i0 * rows));
             let fast = Rows { w, r0, r1: fast_end };
-            let il = acts.il.filter(|_| mr >= INTERLEAVE_MIN_ROWS).map(|il| {
-                il[i0 * interleaved_blocks(nb) * QK..].as_ptr()
-            });
+            let il = acts
+                .il
+                .filter(|_| mr >= INTERLEAVE_MIN_ROWS)
+                .map(|il| il[i0 * interleaved_blocks(nb) * QK..].as_ptr());
             // SAFETY: the panel holds rows i0..i0 + mr of `acts` plus the slack blocks after
             // the last row; the rows r0..fast_end can be over-read by `over` blocks (checked
             // above); the outputs (i0 + j, r) for r in r0..r1 belong to this task.
@@ -514,7 +515,8 @@ mod avx2 {
     ) {
         let (nb, vb) = (x.nb, F::VALUE_BYTES);
         let row_il = interleaved_blocks(nb) * QK;
-        let tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        let tail =
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
         // SAFETY: blocks b0..b0 + 8 of the weight row (incl. the last group's over-read), the
         // interleaved group of every row and the scales/sums of blocks b0..b0 + 8 of every row
         // (plus slack) are readable: the caller's contract. Prefetches never fault.

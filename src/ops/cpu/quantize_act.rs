@@ -344,7 +344,10 @@ mod tests {
     fn too_small_scratch_is_an_error() {
         let mut s = MatmulScratch::with_capacity(1, 64).unwrap();
         assert_eq!(s.capacity(), 64);
-        assert!(matches!(s.quantize(&[1.0; 96], 1, 96, Isa::Scalar, false), Err(Error::BufferTooSmall { .. })));
+        assert!(matches!(
+            s.quantize(&[1.0; 96], 1, 96, Isa::Scalar, false),
+            Err(Error::BufferTooSmall { .. })
+        ));
         assert!(s.quantize(&[1.0; 64], 2, 32, Isa::Scalar, false).is_ok());
         // The interleaved copy pads each row to 8 blocks: 2 rows of 1 block do not fit the
         // room reserved for 1 row of 2, so that call takes the row-by-row path.
