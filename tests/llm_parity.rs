@@ -374,6 +374,39 @@ fn batch_with_shared_prefix_equals_each_alone() {
 }
 
 #[test]
+fn long_shared_prefix_batch_equals_each_alone() {
+    // A prefix longer than the attention's prefix chunk (64 keys), so rows that share it walk
+    // it together chunk by chunk; with 1 and 2 threads the rows are grouped differently.
+    let dir = TempDir::new();
+    let model = package(&dir, WeightType::Q8_0);
+    let prefix: Vec<u32> = (0..150u32).map(|i| (i * 37 + 11) % 250).collect();
+    let suffixes: [&[u32]; 3] = [&[5, 6], &[], &[42]];
+    let opts = GenerateOptions { keep_logits: true, ..greedy(6) };
+    for threads in [1, 2] {
+        let mut s =
+            Session::new(&model, &SessionOptions { context: 192, threads, ..SessionOptions::default() })
+                .unwrap();
+        let v = s.vocab_size();
+        let batch = s
+            .generate_batch(Input::Tokens(&prefix), &suffixes, &opts, None, &mut |_, _, _| {
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        for (i, suffix) in suffixes.iter().enumerate() {
+            let prompt: Vec<u32> = prefix.iter().chain(suffix.iter()).copied().collect();
+            s.reset();
+            let alone = s
+                .generate(Input::Tokens(&prompt), &opts, None, &mut |_, _| ControlFlow::Continue(()))
+                .unwrap();
+            assert_eq!(batch[i].tokens, alone.tokens, "sequence {i}, {threads} threads");
+            let steps = batch[i].tokens.len() * v;
+            let (b, a) = (&batch[i].logits, &alone.logits);
+            assert_eq!(b[b.len() - steps..], a[a.len() - steps..], "sequence {i}, {threads} threads");
+        }
+    }
+}
+
+#[test]
 fn stops_cancel_and_bad_input() {
     let r = reference();
     let dir = TempDir::new();

@@ -214,41 +214,80 @@ pub(crate) fn forward(
             let q = &s.q;
             let att = SharedOut(s.att.as_mut_ptr());
             let att = &att;
-            // One task per (row, kv head, up to GROUP_MAX of its query heads): each key and
-            // value is read once for all the query heads that share it (GQA).
+            // One task per (group of rows, kv head, up to GROUP_MAX of its query heads): each
+            // key and value is read once for all the query heads that share it (GQA). Rows
+            // that share a prefix (batched decoding, suffix prefill) are grouped, up to
+            // ROW_TILE per task, and walk the prefix together in chunks of PREFIX_CHUNK keys,
+            // so the prefix's keys and values are read from memory once per task rather than
+            // once per row; without a prefix each row is its own task. Each row's keys still
+            // come in position order, and `attend` gives the same bits however the keys are
+            // split, so the grouping never changes a result.
             let per_kv = group.div_ceil(GROUP_MAX);
             let nkv = nh / group;
+            let head_tasks = nkv * per_kv;
+            let rows_per = if base > 0 && n > 1 {
+                // Enough tasks for every thread twice over, at most ROW_TILE rows each.
+                let groups = (2 * pool.threads()).div_ceil(head_tasks).max(1);
+                n.div_ceil(groups).clamp(1, ROW_TILE)
+            } else {
+                1
+            };
             let task = move |t: usize| {
-                let (i, rest) = (t / (nkv * per_kv), t % (nkv * per_kv));
+                let (rg, rest) = (t / head_tasks, t % head_tasks);
                 let (kvh, sub) = (rest / per_kv, rest % per_kv);
                 let h0 = kvh * group + sub * GROUP_MAX;
                 let g = GROUP_MAX.min((kvh + 1) * group - h0);
-                let r = rows[i];
-                let qv = &q[i * qd + h0 * hd..i * qd + (h0 + g) * hd];
-                // SAFETY: task t alone writes `att[i·qd + h0·hd ..][..g·hd]` (disjoint per t);
-                // `s.att` has `rows · qd ≥ n · qd` values and is not otherwise borrowed here.
-                let out = unsafe { std::slice::from_raw_parts_mut(att.0.add(i * qd + h0 * hd), g * hd) };
-                out.fill(0.0);
-                // Online softmax per query head (running max `m`, running sum `sum`), keys in
-                // position order.
-                let mut st = Softmax { m: [f32::NEG_INFINITY; GROUP_MAX], sum: [0.0; GROUP_MAX] };
-                let mut visit = |c: &KvCache, slots: usize| {
-                    if slots > 0 {
-                        let at = c.offset(il, 0) + kvh * hd;
-                        let (k, v) = (&c.k[at..], &c.v[at..]);
-                        attend(qv, hd, k, v, kvd, slots, scale, &mut st, out, avx2);
-                    }
-                };
-                if let Some(p) = prefix {
-                    visit(p, base);
+                let (i0, i1) = (rg * rows_per, (rg * rows_per + rows_per).min(n));
+                let qv = |i: usize| &q[i * qd + h0 * hd..i * qd + (h0 + g) * hd];
+                // SAFETY: task t alone writes `att[i·qd + h0·hd ..][..g·hd]` for its rows i
+                // (disjoint per t and per row); `s.att` has `rows · qd ≥ n · qd` values and is
+                // not otherwise borrowed here.
+                let out =
+                    |i: usize| unsafe { std::slice::from_raw_parts_mut(att.0.add(i * qd + h0 * hd), g * hd) };
+                // Online softmax per row and query head (running max `m`, running sum `sum`),
+                // keys in position order.
+                let mut st: [Softmax; ROW_TILE] = std::array::from_fn(|_| Softmax {
+                    m: [f32::NEG_INFINITY; GROUP_MAX],
+                    sum: [0.0; GROUP_MAX],
+                });
+                for i in i0..i1 {
+                    out(i).fill(0.0);
                 }
-                visit(&caches[r.seq], r.pos - base + 1);
-                for (o, &sum) in out.chunks_exact_mut(hd).zip(&st.sum) {
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|o| *o *= inv);
+                if let Some(p) = prefix.filter(|_| base > 0) {
+                    let at = p.offset(il, 0) + kvh * hd;
+                    let mut start = 0;
+                    while start < base {
+                        let len = PREFIX_CHUNK.min(base - start);
+                        let (k, v) = (&p.k[at + start * kvd..], &p.v[at + start * kvd..]);
+                        for i in i0..i1 {
+                            attend(qv(i), hd, k, v, kvd, len, scale, &mut st[i - i0], out(i), avx2);
+                        }
+                        start += len;
+                    }
+                }
+                for i in i0..i1 {
+                    let (r, o) = (rows[i], out(i));
+                    let c = &caches[r.seq];
+                    let at = c.offset(il, 0) + kvh * hd;
+                    attend(
+                        qv(i),
+                        hd,
+                        &c.k[at..],
+                        &c.v[at..],
+                        kvd,
+                        r.pos - base + 1,
+                        scale,
+                        &mut st[i - i0],
+                        o,
+                        avx2,
+                    );
+                    for (o, &sum) in o.chunks_exact_mut(hd).zip(&st[i - i0].sum) {
+                        let inv = 1.0 / sum;
+                        o.iter_mut().for_each(|o| *o *= inv);
+                    }
                 }
             };
-            pool.run(n * nkv * per_kv, &task)?;
+            pool.run(n.div_ceil(rows_per) * head_tasks, &task)?;
         }
         matmul_into(&s.att[..n * qd], n, &l.o, &mut s.out[..n * d], &mut s.mm, pool)?; // [n, D]
         add(&mut s.x[..n * d], &s.out[..n * d]);
@@ -291,6 +330,13 @@ const KEY_CHUNK: usize = 32;
 
 /// Most query heads one attention task serves (the GQA group, or part of it).
 const GROUP_MAX: usize = 8;
+
+/// Most rows one attention task serves when they share a prefix.
+const ROW_TILE: usize = 8;
+
+/// Prefix keys one group of rows attends to before moving on (their keys and values, 64 · 128
+/// · 4 bytes · 2 = 64 KiB at head dim 128, stay in L2 across the rows).
+const PREFIX_CHUNK: usize = 64;
 
 /// Running softmax state of up to [`GROUP_MAX`] query heads.
 struct Softmax {
