@@ -376,22 +376,10 @@ mod avx2 {
                 let wq = w[q];
                 // SAFETY: blocks b0..b0 + 8 of this weight row and of the activation rows are
                 // readable (the caller's contract, including the over-read of the last group);
-                // prefetches never fault; f16 is 2 bytes, so 8 scales are one 16-byte load.
+                // prefetches never fault.
                 unsafe {
                     let p = wq.values.add(b0 * vb);
-                    let ahead = p.wrapping_add(PREFETCH_BYTES);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
-                    if vb * LANES > 128 {
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(192).cast());
-                    }
-                    let sahead = wq.scales.add(b0).cast::<u8>().wrapping_add(PREFETCH_BYTES * 2 / vb);
-                    _mm_prefetch::<_MM_HINT_T0>(sahead.cast());
-                    if F::HAS_MIN {
-                        let mahead = wq.mins.add(b0).cast::<u8>().wrapping_add(PREFETCH_BYTES * 2 / vb);
-                        _mm_prefetch::<_MM_HINT_T0>(mahead.cast());
-                    }
+                    let (dw, mw) = group_scales::<F>(wq, b0, masked, tail.lane);
                     // Constant indices only, so the 8 blocks can live in registers.
                     let mut u: [Unpacked; LANES] = [
                         F::unpack(p),
@@ -403,20 +391,12 @@ mod avx2 {
                         F::unpack(p.add(6 * vb)),
                         F::unpack(p.add(7 * vb)),
                     ];
-                    let mut dw = _mm256_cvtph_ps(_mm_loadu_si128(wq.scales.add(b0).cast()));
-                    let mut mw = if F::HAS_MIN {
-                        _mm256_cvtph_ps(_mm_loadu_si128(wq.mins.add(b0).cast()))
-                    } else {
-                        _mm256_setzero_ps()
-                    };
                     if masked {
                         for (b, u) in u.iter_mut().enumerate() {
                             if b >= rem {
                                 *u = _mm256_setzero_si256();
                             }
                         }
-                        dw = _mm256_and_ps(dw, _mm256_castsi256_ps(tail.lane));
-                        mw = _mm256_and_ps(mw, _mm256_castsi256_ps(tail.lane));
                     }
                     for (j, acc) in acc.iter_mut().enumerate() {
                         let s = F::group_sums(&u, x.qs.add((j * nb + b0) * QK), LANES);
@@ -521,8 +501,40 @@ mod avx2 {
         // interleaved group of every row and the scales/sums of blocks b0..b0 + 8 of every row
         // (plus slack) are readable: the caller's contract. Prefetches never fault.
         unsafe {
-            let p = w.values.add(b0 * vb);
-            let ahead = p.wrapping_add(PREFETCH_BYTES);
+            let (dw, mw) = group_scales::<F>(w, b0, MASKED, tail);
+            let t = F::transpose(w.values.add(b0 * vb));
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let s = F::group_sums_il(&t, il.add(j * row_il + b0 * QK));
+                let mut xd = _mm256_loadu_ps(x.d.add(j * nb + b0));
+                let mut xs = _mm256_loadu_si256(x.sum.add(j * nb + b0).cast());
+                if MASKED {
+                    xd = _mm256_and_ps(xd, _mm256_castsi256_ps(tail));
+                    xs = _mm256_and_si256(xs, tail);
+                }
+                *acc = accumulate::<F>(*acc, s, dw, mw, xd, xs);
+            }
+        }
+    }
+
+    /// Prefetches what the group [`PREFETCH_BYTES`] ahead of block `b0` of weight row `w`
+    /// will read (values, scales, mins), and returns the scales and mins of blocks `b0..b0 + 8`
+    /// in f32, lanes `≥ rem` zeroed when `masked` (the scalar twin's padded lanes).
+    ///
+    /// # Safety
+    /// Blocks `b0..b0 + 8` of the row's scales (and mins) are readable (prefetches never
+    /// fault); the CPU has AVX2/FMA/F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn group_scales<F: QuantFormat>(
+        w: WRow,
+        b0: usize,
+        masked: bool,
+        tail: __m256i,
+    ) -> (__m256, __m256) {
+        let vb = F::VALUE_BYTES;
+        // SAFETY: the caller's contract; f16 is 2 bytes, so 8 scales are one 16-byte load.
+        unsafe {
+            let ahead = w.values.wrapping_add(b0 * vb + PREFETCH_BYTES);
             _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
             if vb * LANES > 128 {
@@ -535,27 +547,17 @@ mod avx2 {
                 let mahead = w.mins.add(b0).cast::<u8>().wrapping_add(PREFETCH_BYTES * 2 / vb);
                 _mm_prefetch::<_MM_HINT_T0>(mahead.cast());
             }
-            let t = F::transpose(p);
             let mut dw = _mm256_cvtph_ps(_mm_loadu_si128(w.scales.add(b0).cast()));
             let mut mw = if F::HAS_MIN {
                 _mm256_cvtph_ps(_mm_loadu_si128(w.mins.add(b0).cast()))
             } else {
                 _mm256_setzero_ps()
             };
-            if MASKED {
+            if masked {
                 dw = _mm256_and_ps(dw, _mm256_castsi256_ps(tail));
                 mw = _mm256_and_ps(mw, _mm256_castsi256_ps(tail));
             }
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let s = F::group_sums_il(&t, il.add(j * row_il + b0 * QK));
-                let mut xd = _mm256_loadu_ps(x.d.add(j * nb + b0));
-                let mut xs = _mm256_loadu_si256(x.sum.add(j * nb + b0).cast());
-                if MASKED {
-                    xd = _mm256_and_ps(xd, _mm256_castsi256_ps(tail));
-                    xs = _mm256_and_si256(xs, tail);
-                }
-                *acc = accumulate::<F>(*acc, s, dw, mw, xd, xs);
-            }
+            (dw, mw)
         }
     }
 
