@@ -157,9 +157,11 @@ impl std::fmt::Debug for VisionEncoder<'_> {
     }
 }
 
-const PATCH_NAME: &str = "vit.embeddings.patch_embeddings.projection.weight";
+/// The patch projection, `[D, C, p, p]` (read flattened as `[D, C·p·p]`).
+pub(crate) const PATCH_NAME: &str = "vit.embeddings.patch_embeddings.projection.weight";
 
-fn vector(model: &Model<'_>, name: &str, len: usize) -> Result<Vec<f32>> {
+/// Weight `name` as f32, checked to hold `len` values.
+pub(crate) fn vector(model: &Model<'_>, name: &str, len: usize) -> Result<Vec<f32>> {
     let w = model.weight(name)?;
     if w.numel() != len {
         return Err(Error::Shape {
@@ -171,7 +173,8 @@ fn vector(model: &Model<'_>, name: &str, len: usize) -> Result<Vec<f32>> {
     w.to_f32()
 }
 
-fn matrix<'m>(model: &'m Model<'_>, name: &str, rows: usize, cols: usize) -> Result<Weight<'m>> {
+/// Weight `name`, checked to be `[rows, cols]`.
+pub(crate) fn matrix<'m>(model: &'m Model<'_>, name: &str, rows: usize, cols: usize) -> Result<Weight<'m>> {
     let w = model.weight(name)?;
     if w.shape() != [rows, cols] {
         return Err(Error::Shape {

@@ -67,6 +67,7 @@ use super::{driver_error, Gpu};
 use crate::model::config::VisionConfig;
 use crate::model::names::vit_layer;
 use crate::model::Model;
+use crate::vision::encoder::{matrix, vector, PATCH_NAME};
 use crate::vision::{AttentionShape, EncodeOptions, VisionOutput};
 use crate::{Error, Result};
 
@@ -78,8 +79,6 @@ pub enum Precision {
     /// f32 weights and GEMMs (validation).
     F32,
 }
-
-const PATCH_NAME: &str = "vit.embeddings.patch_embeddings.projection.weight";
 
 /// A linear layer's weight `[rows, cols]` on the device, in the encoder's precision.
 enum DeviceWeight {
@@ -138,34 +137,13 @@ impl std::fmt::Debug for DeviceEncoder {
     }
 }
 
-/// Weight `name` as f32, checked to hold `len` values.
-fn host_vector(model: &Model<'_>, name: &str, len: usize) -> Result<Vec<f32>> {
-    let w = model.weight(name)?;
-    if w.numel() != len {
-        return Err(Error::Shape {
-            what: format!("weight `{name}`"),
-            expected: format!("{len} values"),
-            found: w.numel().to_string(),
-        });
-    }
-    w.to_f32()
-}
-
 /// Weight `name` as f32, checked to be `[rows, cols]` (the patch weight `[D, C, p, p]` is read
 /// flattened, as the CPU does).
 fn host_matrix(model: &Model<'_>, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
     if name == PATCH_NAME {
-        return host_vector(model, name, rows * cols);
+        return vector(model, name, rows * cols);
     }
-    let w = model.weight(name)?;
-    if w.shape() != [rows, cols] {
-        return Err(Error::Shape {
-            what: format!("weight `{name}`"),
-            expected: format!("[{rows}, {cols}]"),
-            found: crate::tensor::shape_string(w.shape()),
-        });
-    }
-    w.to_f32()
+    matrix(model, name, rows, cols)?.to_f32()
 }
 
 /// Checks the config against what the GPU path supports.
@@ -204,9 +182,8 @@ impl DeviceEncoder {
         let (d, inter) = (config.hidden_size, config.intermediate_size);
         let p = config.patch_size;
         let patch_cols = config.num_channels * p * p;
-        let vector = |name: &str, len: usize| -> Result<CudaSlice<f32>> {
-            gpu.upload(&host_vector(model, name, len)?)
-        };
+        let vector =
+            |name: &str, len: usize| -> Result<CudaSlice<f32>> { gpu.upload(&vector(model, name, len)?) };
         let weight = |host: Vec<f32>| -> Result<DeviceWeight> {
             Ok(match precision {
                 Precision::F32 => DeviceWeight::F32(gpu.upload(&host)?),
@@ -406,27 +383,12 @@ impl DeviceEncoder {
 
         // Embeddings: patches [bs·g², C·p·p] → pe [bs·g², D] (in q); h = cat(cls, pe + b) + pos.
         let pcols = self.patch.cols;
-        match (&mut sc.patches, &mut sc.half) {
-            (Some(p), _) => unfold_patches(
-                gpu,
-                &sc.pixels.as_view(),
-                bs,
-                c.num_channels,
-                c.image_size,
-                c.patch_size,
-                Out::F32(p.slice_mut(..n_patches * pcols)),
-            )?,
-            (None, Some(x16)) => unfold_patches(
-                gpu,
-                &sc.pixels.as_view(),
-                bs,
-                c.num_channels,
-                c.image_size,
-                c.patch_size,
-                Out::Bf16(x16.slice_mut(..n_patches * pcols)),
-            )?,
+        let patches = match (&mut sc.patches, &mut sc.half) {
+            (Some(p), _) => Out::F32(p.slice_mut(..n_patches * pcols)),
+            (None, Some(x16)) => Out::Bf16(x16.slice_mut(..n_patches * pcols)),
             (None, None) => return Err(Error::Internal("encoder scratch without a patch buffer".into())),
-        }
+        };
+        unfold_patches(gpu, &sc.pixels.as_view(), bs, c.num_channels, c.image_size, c.patch_size, patches)?;
         match &sc.patches {
             Some(p) => self.gemm(&self.patch, p, None, n_patches, &mut sc.q)?,
             None => self.gemm(&self.patch, &sc.a, sc.half.as_ref(), n_patches, &mut sc.q)?,
