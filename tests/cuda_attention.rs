@@ -24,7 +24,10 @@
 
 #![cfg(feature = "cuda")]
 
-use std::sync::Arc;
+#[path = "common/cuda.rs"]
+mod cuda_common;
+
+use cuda_common::gpu;
 
 use cudarc::driver::CudaSlice;
 use medregion::backend::cuda::ops::attention::{
@@ -42,10 +45,6 @@ use medregion::Error;
 /// softmax over ≤ 300 keys (2-ulp `exp`, f32 sums) and the chunk combine; the measured error is
 /// expected near 10⁻⁶, so 10⁻⁵ leaves margin without hiding a wrong key range (which costs ~10⁻¹).
 const KV_ATTENTION_REL: f64 = 1e-5;
-
-fn gpu() -> Arc<Gpu> {
-    Gpu::open(0).expect("CUDA device 0 (these tests run on a GPU machine via scripts/gpu-check.sh)")
-}
 
 /// SplitMix64 with Box–Muller normals: seeded, no dependency.
 struct Rng(u64);

@@ -10,9 +10,12 @@
 
 #![cfg(feature = "cuda")]
 
+#[path = "common/cuda.rs"]
+mod cuda_common;
+
+use cuda_common::gpu;
 use half::{bf16, f16};
 use medregion::backend::cuda::blas::{f32_to_half, half_to_f32, Blas, Half};
-use medregion::backend::cuda::Gpu;
 
 struct Rng(u64);
 impl Rng {
@@ -25,10 +28,6 @@ impl Rng {
     fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n).map(|_| self.next() * scale).collect()
     }
-}
-
-fn gpu() -> std::sync::Arc<Gpu> {
-    Gpu::open(0).expect("a CUDA device")
 }
 
 fn bits(ty: Half, v: &[f32]) -> Vec<u16> {

@@ -38,12 +38,14 @@
 
 #![cfg(feature = "cuda")]
 
+#[path = "common/cuda.rs"]
+mod cuda_common;
+
+use cuda_common::{gpu, XorShiftStar as Rng};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use medregion::backend::cuda::decoder::{DeviceDecoder, DeviceSession, DeviceSessionOptions, MAX_BATCH};
-use medregion::backend::cuda::Gpu;
 use medregion::io::package::{LoadOptions, Model, PackageBuilder, QuantPolicy};
 use medregion::llm::{argmax, GenerateOptions, Input, SamplingParams, Session, SessionOptions};
 use medregion::model::config::ModelConfig;
@@ -68,25 +70,6 @@ const PROMPT: usize = 21;
 const STEPS: usize = 20;
 /// The CPU and GPU context.
 const CONTEXT: usize = 128;
-
-fn gpu() -> Arc<Gpu> {
-    Gpu::open(0).expect("CUDA device 0")
-}
-
-/// xorshift64* (no `rand` dev-dependency).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 /// The tiny preset with heads of 64 (the attention kernels' smallest width).
 fn config(tied: bool) -> ModelConfig {
@@ -229,14 +212,7 @@ fn compare_generate(
 #[ignore = "needs a CUDA device: scripts/gpu-check.sh runs it"]
 fn logits_and_greedy_tokens_match_the_cpu_for_every_weight_type() {
     let gpu = gpu();
-    for t in [
-        WeightType::F32,
-        WeightType::F16,
-        WeightType::Bf16,
-        WeightType::Q8_0,
-        WeightType::Q4_0,
-        WeightType::Q4_1,
-    ] {
+    for t in WeightType::ALL {
         let path = package(config(false), t, "untied");
         let model = Model::load(&path, &LoadOptions::default()).unwrap();
         let dec = DeviceDecoder::upload(&gpu, &model).unwrap();

@@ -25,11 +25,13 @@
 
 #![cfg(feature = "cuda")]
 
+#[path = "common/cuda.rs"]
+mod cuda_common;
+
+use cuda_common::{gpu, XorShift as Rng};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use medregion::backend::cuda::encoder::{DeviceEncoder, Precision};
-use medregion::backend::cuda::Gpu;
 use medregion::io::package::{LoadOptions, Model, PackageBuilder, QuantPolicy, SourceTensor, WeightSource};
 use medregion::model::synthetic::{
     bits_to_normal, bytes_tokenizer, fnv1a64, splitmix64_mix, Preset, SplitMix64, SyntheticSource,
@@ -45,32 +47,6 @@ const TOL_F32: f64 = 1e-4;
 /// Max rel of the Bf16 path against the CPU's f32 encoder (table above).
 const TOL_BF16: f64 = 3e-2;
 const SEED: u64 = 0x00c0_ffee;
-
-fn gpu() -> Arc<Gpu> {
-    Gpu::open(0).expect("a CUDA device (these tests run under scripts/gpu-check.sh)")
-}
-
-/// xorshift64: seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in [lo, hi) (24 random bits, never exactly 0 for ranges straddling it).
-    fn f32(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (((self.next() >> 40) as f32 + 0.5) / (1u64 << 24) as f32)
-    }
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.f32(lo, hi)).collect()
-    }
-}
 
 /// The ViT shape of one test model.
 #[derive(Clone, Copy, Debug)]

@@ -20,7 +20,10 @@
 
 #![cfg(feature = "cuda")]
 
-use std::sync::Arc;
+#[path = "common/cuda.rs"]
+mod cuda_common;
+
+use cuda_common::{gpu, XorShiftStar as Rng};
 
 use cudarc::driver::CudaSlice;
 use half::{bf16, f16};
@@ -35,44 +38,6 @@ use medregion::model::synthetic::SplitMix64;
 use medregion::quant::{quantize, QuantType, Quantized};
 use medregion::tensor::{Dense, QuantWeight, Weight};
 use medregion::Error;
-
-fn gpu() -> Arc<Gpu> {
-    Gpu::open(0).expect("CUDA device 0")
-}
-
-/// xorshift64* (no `rand` dev-dependency).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in [0, 1).
-    fn f64(&mut self) -> f64 {
-        (self.u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in [lo, hi).
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.f64() as f32
-    }
-    /// Roughly normal (sum of 4 uniforms), never exactly 0 in practice.
-    fn normal(&mut self, sigma: f32) -> f32 {
-        let s: f64 = (0..4).map(|_| self.f64()).sum::<f64>() - 2.0;
-        (s * 1.732 * sigma as f64) as f32
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.u64() % n as u64) as usize
-    }
-    fn vec(&mut self, n: usize, sigma: f32) -> Vec<f32> {
-        (0..n).map(|_| self.normal(sigma)).collect()
-    }
-}
 
 fn ulps(a: f32, b: f32) -> u32 {
     if a.to_bits() == b.to_bits() {

@@ -20,7 +20,10 @@
 
 #![cfg(feature = "cuda")]
 
-use std::sync::Arc;
+#[path = "common/cuda.rs"]
+mod cuda_common;
+
+use cuda_common::gpu;
 
 use half::{bf16, f16};
 use medregion::backend::cuda::ops::matmul::{
@@ -32,10 +35,6 @@ use medregion::ops::{self, ThreadPool};
 use medregion::quant::{self, QuantType, Quantized};
 use medregion::tensor::{Dense, QuantWeight, Weight, WeightType};
 use medregion::Error;
-
-fn gpu() -> Arc<Gpu> {
-    Gpu::open(0).expect("CUDA device 0 (these tests need a GPU)")
-}
 
 /// Deterministic xorshift values in ±(0, 1]·scale, never zero.
 fn random(len: usize, seed: u64, scale: f32) -> Vec<f32> {

@@ -26,7 +26,10 @@
 
 #![cfg(feature = "cuda")]
 
-use std::sync::Arc;
+#[path = "common/cuda.rs"]
+mod cuda_common;
+
+use cuda_common::{gpu, XorShift as Rng};
 
 use cudarc::driver::CudaSlice;
 use medregion::backend::cuda::ops::vision::{
@@ -45,32 +48,6 @@ use medregion::vision::reference::{gelu_f64, layer_norm_f64};
 use medregion::vision::tolerance::{max_rel, rel_errors, VisionOp};
 use medregion::volume::{Affine, Geometry, Volume};
 use medregion::Error;
-
-fn gpu() -> Arc<Gpu> {
-    Gpu::open(0).expect("a CUDA device (these tests run under scripts/gpu-check.sh)")
-}
-
-/// xorshift64: seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in [lo, hi), never exactly 0 for ranges that straddle it (24 random bits).
-    fn f32(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (((self.next() >> 40) as f32 + 0.5) / (1u64 << 24) as f32)
-    }
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.f32(lo, hi)).collect()
-    }
-}
 
 fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
