@@ -127,28 +127,29 @@ fn timed<T>(acc: &mut f64, f: impl FnOnce() -> T) -> T {
 }
 
 /// One pre-norm block's weights (HF `Dinov2Layer`); vectors are f32 copies.
-struct Block<'m> {
-    norm1: (Vec<f32>, Vec<f32>),      // [D], [D]
-    qkv: [(Weight<'m>, Vec<f32>); 3], // [D, D] each, bias [D] (zeros without qkv_bias)
-    out: (Weight<'m>, Vec<f32>),      // [D, D], [D]
-    lambda1: Vec<f32>,                // [D] (ones without LayerScale)
-    norm2: (Vec<f32>, Vec<f32>),      // [D], [D]
-    fc1: (Weight<'m>, Vec<f32>),      // [I, D], [I]
-    fc2: (Weight<'m>, Vec<f32>),      // [D, I], [D]
-    lambda2: Vec<f32>,                // [D]
+/// (The CUDA encoder uploads these fields as they are: one reader of the `vit.*` names.)
+pub(crate) struct Block<'m> {
+    pub(crate) norm1: (Vec<f32>, Vec<f32>),      // [D], [D]
+    pub(crate) qkv: [(Weight<'m>, Vec<f32>); 3], // [D, D] each, bias [D] (zeros without qkv_bias)
+    pub(crate) out: (Weight<'m>, Vec<f32>),      // [D, D], [D]
+    pub(crate) lambda1: Vec<f32>,                // [D] (ones without LayerScale)
+    pub(crate) norm2: (Vec<f32>, Vec<f32>),      // [D], [D]
+    pub(crate) fc1: (Weight<'m>, Vec<f32>),      // [I, D], [I]
+    pub(crate) fc2: (Weight<'m>, Vec<f32>),      // [D, I], [D]
+    pub(crate) lambda2: Vec<f32>,                // [D]
 }
 
 /// The encoder, borrowing its matrices from a loaded [`Model`]. Immutable; `Sync`.
 pub struct VisionEncoder<'m> {
-    config: VisionConfig,
+    pub(crate) config: VisionConfig,
     /// `[D, C·p·p]` (the conv weight flattened, f32 copy), name kept for errors.
-    patch_weight: Vec<f32>,
-    patch_shape: [usize; 2],
-    patch_bias: Vec<f32>, // [D]
-    cls: Vec<f32>,        // [D]
-    positions: Vec<f32>,  // [1 + g², D]
-    blocks: Vec<Block<'m>>,
-    final_norm: (Vec<f32>, Vec<f32>), // [D], [D]
+    pub(crate) patch_weight: Vec<f32>,
+    pub(crate) patch_shape: [usize; 2],
+    pub(crate) patch_bias: Vec<f32>, // [D]
+    pub(crate) cls: Vec<f32>,        // [D]
+    pub(crate) positions: Vec<f32>,  // [1 + g², D]
+    pub(crate) blocks: Vec<Block<'m>>,
+    pub(crate) final_norm: (Vec<f32>, Vec<f32>), // [D], [D]
 }
 
 impl std::fmt::Debug for VisionEncoder<'_> {
@@ -157,11 +158,9 @@ impl std::fmt::Debug for VisionEncoder<'_> {
     }
 }
 
-/// The patch projection, `[D, C, p, p]` (read flattened as `[D, C·p·p]`).
-pub(crate) const PATCH_NAME: &str = "vit.embeddings.patch_embeddings.projection.weight";
+const PATCH_NAME: &str = "vit.embeddings.patch_embeddings.projection.weight";
 
-/// Weight `name` as f32, checked to hold `len` values.
-pub(crate) fn vector(model: &Model<'_>, name: &str, len: usize) -> Result<Vec<f32>> {
+fn vector(model: &Model<'_>, name: &str, len: usize) -> Result<Vec<f32>> {
     let w = model.weight(name)?;
     if w.numel() != len {
         return Err(Error::Shape {
@@ -173,8 +172,7 @@ pub(crate) fn vector(model: &Model<'_>, name: &str, len: usize) -> Result<Vec<f3
     w.to_f32()
 }
 
-/// Weight `name`, checked to be `[rows, cols]`.
-pub(crate) fn matrix<'m>(model: &'m Model<'_>, name: &str, rows: usize, cols: usize) -> Result<Weight<'m>> {
+fn matrix<'m>(model: &'m Model<'_>, name: &str, rows: usize, cols: usize) -> Result<Weight<'m>> {
     let w = model.weight(name)?;
     if w.shape() != [rows, cols] {
         return Err(Error::Shape {

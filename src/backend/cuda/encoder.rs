@@ -65,10 +65,9 @@ use super::ops::vision::{
 };
 use super::{driver_error, Gpu};
 use crate::model::config::VisionConfig;
-use crate::model::names::vit_layer;
 use crate::model::Model;
-use crate::vision::encoder::{matrix, vector, PATCH_NAME};
-use crate::vision::{AttentionShape, EncodeOptions, VisionOutput};
+use crate::tensor::Weight;
+use crate::vision::{AttentionShape, EncodeOptions, VisionEncoder, VisionOutput};
 use crate::{Error, Result};
 
 /// How the linear layers run (module doc).
@@ -137,15 +136,6 @@ impl std::fmt::Debug for DeviceEncoder {
     }
 }
 
-/// Weight `name` as f32, checked to be `[rows, cols]` (the patch weight `[D, C, p, p]` is read
-/// flattened, as the CPU does).
-fn host_matrix(model: &Model<'_>, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
-    if name == PATCH_NAME {
-        return vector(model, name, rows * cols);
-    }
-    matrix(model, name, rows, cols)?.to_f32()
-}
-
 /// Checks the config against what the GPU path supports.
 fn check_config(c: &VisionConfig) -> Result<()> {
     if c.hidden_size == 0 || c.n_heads == 0 || c.hidden_size % c.n_heads != 0 {
@@ -173,17 +163,13 @@ fn check_config(c: &VisionConfig) -> Result<()> {
 }
 
 impl DeviceEncoder {
-    /// Reads the `vit.*` weights of `model` (by the CPU encoder's names and shape checks) and
-    /// uploads them to `gpu` once, the linear weights in `precision`.
+    /// Reads the `vit.*` weights of `model` through the CPU encoder ([`VisionEncoder::new`]:
+    /// the same names and shape checks) and uploads them to `gpu` once, the linear weights in
+    /// `precision`.
     pub fn upload(gpu: &Arc<Gpu>, model: &Model<'_>, precision: Precision) -> Result<DeviceEncoder> {
-        let config = model.config().vision.clone();
-        check_config(&config)?;
+        check_config(&model.config().vision)?;
+        let cpu = VisionEncoder::new(model)?;
         let blas = Blas::new(gpu)?;
-        let (d, inter) = (config.hidden_size, config.intermediate_size);
-        let p = config.patch_size;
-        let patch_cols = config.num_channels * p * p;
-        let vector =
-            |name: &str, len: usize| -> Result<CudaSlice<f32>> { gpu.upload(&vector(model, name, len)?) };
         let weight = |host: Vec<f32>| -> Result<DeviceWeight> {
             Ok(match precision {
                 Precision::F32 => DeviceWeight::F32(gpu.upload(&host)?),
@@ -193,61 +179,45 @@ impl DeviceEncoder {
                 }
             })
         };
-        let linear = |prefix: &str, rows: usize, cols: usize, bias: bool| -> Result<Linear> {
-            let w = weight(host_matrix(model, &format!("{prefix}.weight"), rows, cols)?)?;
-            let bias = if bias {
-                vector(&format!("{prefix}.bias"), rows)?
-            } else {
-                gpu.upload(&vec![0.0f32; rows])?
-            };
-            Ok(Linear { w, bias, rows, cols })
+        let linear = |(w, bias): &(Weight<'_>, Vec<f32>)| -> Result<Linear> {
+            let (rows, cols) = (w.shape()[0], w.shape()[1]);
+            Ok(Linear { w: weight(w.to_f32()?)?, bias: gpu.upload(bias)?, rows, cols })
         };
-        let norm = |prefix: &str| -> Result<Norm> {
-            Ok(Norm {
-                weight: vector(&format!("{prefix}.weight"), d)?,
-                bias: vector(&format!("{prefix}.bias"), d)?,
+        let norm = |(w, b): &(Vec<f32>, Vec<f32>)| -> Result<Norm> {
+            Ok(Norm { weight: gpu.upload(w)?, bias: gpu.upload(b)? })
+        };
+        let blocks = cpu
+            .blocks
+            .iter()
+            .map(|b| {
+                let [q, k, v] = &b.qkv;
+                Ok(Block {
+                    norm1: norm(&b.norm1)?,
+                    q: linear(q)?,
+                    k: linear(k)?,
+                    v: linear(v)?,
+                    out: linear(&b.out)?,
+                    lambda1: gpu.upload(&b.lambda1)?,
+                    norm2: norm(&b.norm2)?,
+                    fc1: linear(&b.fc1)?,
+                    fc2: linear(&b.fc2)?,
+                    lambda2: gpu.upload(&b.lambda2)?,
+                })
             })
-        };
-        let scale = |name: String| -> Result<CudaSlice<f32>> {
-            if config.layerscale {
-                vector(&name, d)
-            } else {
-                gpu.upload(&vec![1.0f32; d])
-            }
-        };
-        let mut blocks = Vec::with_capacity(config.n_layers);
-        for i in 0..config.n_layers {
-            let attn =
-                |leaf: &str, bias: bool| linear(&vit_layer(i, &format!("attention.{leaf}")), d, d, bias);
-            blocks.push(Block {
-                norm1: norm(&vit_layer(i, "norm1"))?,
-                q: attn("attention.query", config.qkv_bias)?,
-                k: attn("attention.key", config.qkv_bias)?,
-                v: attn("attention.value", config.qkv_bias)?,
-                out: attn("output.dense", true)?,
-                lambda1: scale(vit_layer(i, "layer_scale1.lambda1"))?,
-                norm2: norm(&vit_layer(i, "norm2"))?,
-                fc1: linear(&vit_layer(i, "mlp.fc1"), inter, d, true)?,
-                fc2: linear(&vit_layer(i, "mlp.fc2"), d, inter, true)?,
-                lambda2: scale(vit_layer(i, "layer_scale2.lambda1"))?,
-            });
-        }
-        let patch = Linear {
-            w: weight(host_matrix(model, PATCH_NAME, d, patch_cols)?)?,
-            bias: vector("vit.embeddings.patch_embeddings.projection.bias", d)?,
-            rows: d,
-            cols: patch_cols,
-        };
+            .collect::<Result<Vec<_>>>()?;
+        let [rows, cols] = cpu.patch_shape;
+        let patch =
+            Linear { w: weight(cpu.patch_weight.clone())?, bias: gpu.upload(&cpu.patch_bias)?, rows, cols };
         let enc = DeviceEncoder {
-            cls: vector("vit.embeddings.cls_token", d)?,
-            positions: vector("vit.embeddings.position_embeddings", config.n_positions() * d)?,
-            final_norm: norm("vit.layernorm")?,
+            cls: gpu.upload(&cpu.cls)?,
+            positions: gpu.upload(&cpu.positions)?,
+            final_norm: norm(&cpu.final_norm)?,
             gpu: gpu.clone(),
             blas,
             patch,
             blocks,
             precision,
-            config,
+            config: cpu.config.clone(),
         };
         enc.gpu.sync()?;
         Ok(enc)
