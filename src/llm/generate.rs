@@ -92,7 +92,7 @@ pub type OnToken<'c> = dyn FnMut(u32, &str) -> ControlFlow<()> + 'c;
 pub type OnBatchToken<'c> = dyn FnMut(usize, u32, &str) -> ControlFlow<()> + 'c;
 
 impl GenerateOptions {
-    fn validate(&self, tokenizer: Option<&Tokenizer>, vocab: usize) -> Result<()> {
+    pub(crate) fn validate(&self, tokenizer: Option<&Tokenizer>, vocab: usize) -> Result<()> {
         if self.max_new_tokens == 0 {
             return Err(Error::invalid("max_new_tokens", "must be at least 1"));
         }
@@ -115,21 +115,22 @@ impl GenerateOptions {
     }
 }
 
-/// Per-sequence decoding state.
-struct SeqState<'t> {
-    sampler: Sampler,
+/// Per-sequence decoding state: sampling, stop conditions and streamed text, shared by the CPU
+/// loops here and the CUDA session's (`backend::cuda::decoder`).
+pub(crate) struct SeqState<'t> {
+    pub(crate) sampler: Sampler,
     decoder: Option<StreamDecoder<'t>>,
-    tokens: Vec<u32>,
+    pub(crate) tokens: Vec<u32>,
     text: String,
     /// Bytes of `text` already streamed.
     emitted: usize,
-    stop: Option<StopReason>,
+    pub(crate) stop: Option<StopReason>,
     logits: Vec<f32>,
-    prompt_tokens: usize,
+    pub(crate) prompt_tokens: usize,
 }
 
 impl<'t> SeqState<'t> {
-    fn new(
+    pub(crate) fn new(
         opts: &GenerateOptions,
         seed: u64,
         tokenizer: Option<&'t Tokenizer>,
@@ -152,7 +153,7 @@ impl<'t> SeqState<'t> {
     }
 
     /// Samples from `logits`, appends, streams; sets `stop` when the sequence ends.
-    fn accept(
+    pub(crate) fn accept(
         &mut self,
         logits: &[f32],
         stop_ids: &[u32],
@@ -163,6 +164,30 @@ impl<'t> SeqState<'t> {
             self.logits.extend_from_slice(logits);
         }
         let id = self.sampler.sample(logits)?;
+        self.push(id, stop_ids, opts, on_token)
+    }
+
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    /// [`SeqState::accept`] of an id chosen elsewhere (the device argmax of the logits after
+    /// the same bans): records it in the sampler's history, appends, streams.
+    pub(crate) fn accept_id(
+        &mut self,
+        id: u32,
+        stop_ids: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32, &str) -> ControlFlow<()>,
+    ) -> Result<()> {
+        self.sampler.observe(&[id])?;
+        self.push(id, stop_ids, opts, on_token)
+    }
+
+    fn push(
+        &mut self,
+        id: u32,
+        stop_ids: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32, &str) -> ControlFlow<()>,
+    ) -> Result<()> {
         if stop_ids.contains(&id) {
             self.stop = Some(StopReason::StopToken(id));
             return self.flush(on_token);
@@ -202,7 +227,7 @@ impl<'t> SeqState<'t> {
 
     /// At the end: completes pending UTF-8 and streams what was held back (as an empty-id
     /// callback only if there is text left; its return value no longer matters).
-    fn flush(&mut self, on_token: &mut dyn FnMut(u32, &str) -> ControlFlow<()>) -> Result<()> {
+    pub(crate) fn flush(&mut self, on_token: &mut dyn FnMut(u32, &str) -> ControlFlow<()>) -> Result<()> {
         if let (Some(dec), false) = (&mut self.decoder, matches!(self.stop, Some(StopReason::StopString(_))))
         {
             dec.finish(&mut self.text);
@@ -215,7 +240,7 @@ impl<'t> SeqState<'t> {
         Ok(())
     }
 
-    fn finish(self, prefill_secs: f64, decode_secs: f64) -> Generation {
+    pub(crate) fn finish(self, prefill_secs: f64, decode_secs: f64) -> Generation {
         Generation {
             tokens: self.tokens,
             text: self.text,
@@ -247,6 +272,75 @@ fn held_back(text: &str, stops: &[String]) -> usize {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// Checks a batch before any state changes (the CPU and CUDA sessions share it): 1..=
+/// `max_batch` suffixes, ids inside the vocabulary, embeddings in whole rows of `d`, and every
+/// prefix + suffix non-empty and within `context`. Returns the prefix length.
+pub(crate) fn check_batch(
+    prefix: Input<'_>,
+    suffixes: &[Input<'_>],
+    vocab: usize,
+    d: usize,
+    context: usize,
+    max_batch: usize,
+) -> Result<usize> {
+    let n = suffixes.len();
+    if n == 0 || n > max_batch {
+        return Err(Error::invalid(
+            "suffixes",
+            format!("{n} sequences; this session batches 1..={max_batch}"),
+        ));
+    }
+    let plen = match prefix {
+        Input::Tokens(ids) => {
+            check_ids(ids, vocab)?;
+            ids.len()
+        }
+        Input::Embeddings(e) if e.len() % d != 0 => {
+            return Err(Error::invalid(
+                "prefix",
+                format!("{} embedding values are not whole rows of {d}", e.len()),
+            ))
+        }
+        Input::Embeddings(e) => e.len() / d,
+    };
+    for (i, s) in suffixes.iter().enumerate() {
+        match s {
+            Input::Tokens(ids) => {
+                check_ids(ids, vocab).map_err(|e| Error::invalid(format!("suffixes[{i}]"), e.to_string()))?
+            }
+            Input::Embeddings(e) if e.len() % d != 0 => {
+                return Err(Error::invalid(
+                    format!("suffixes[{i}]"),
+                    format!("{} embedding values are not whole rows of {d}", e.len()),
+                ))
+            }
+            Input::Embeddings(_) => {}
+        }
+        let s = s.len(d);
+        if plen + s == 0 {
+            return Err(Error::invalid(format!("suffixes[{i}]"), "prefix and suffix are both empty"));
+        }
+        if plen + s > context {
+            return Err(Error::invalid(
+                format!("suffixes[{i}]"),
+                format!("prefix {plen} + suffix {s} tokens exceed the context of {context} positions"),
+            ));
+        }
+    }
+    Ok(plen)
+}
+
+/// Token ids inside `0..vocab`.
+pub(crate) fn check_ids(ids: &[u32], vocab: usize) -> Result<()> {
+    match ids.iter().position(|&id| id as usize >= vocab) {
+        Some(i) => Err(Error::invalid(
+            "token id",
+            format!("{} at index {i} is outside the vocabulary (0..{vocab})", ids[i]),
+        )),
+        None => Ok(()),
+    }
 }
 
 impl Session<'_> {
@@ -348,48 +442,8 @@ impl Session<'_> {
     ) -> Result<Vec<Generation>> {
         let (v, d) = (self.cfg.vocab_size, self.cfg.hidden_size);
         let n = suffixes.len();
-        if n == 0 || n > self.max_batch {
-            return Err(Error::invalid(
-                "suffixes",
-                format!("{n} sequences; this session batches 1..={}", self.max_batch),
-            ));
-        }
+        let plen = check_batch(prefix, suffixes, v, d, self.context(), self.max_batch)?;
         opts.validate(tokenizer, v)?;
-        let plen = match prefix {
-            Input::Tokens(ids) => {
-                self.check_ids(ids)?;
-                ids.len()
-            }
-            Input::Embeddings(e) => e.len() / d,
-        };
-        for (i, s) in suffixes.iter().enumerate() {
-            match s {
-                Input::Tokens(ids) => self
-                    .check_ids(ids)
-                    .map_err(|e| Error::invalid(format!("suffixes[{i}]"), e.to_string()))?,
-                Input::Embeddings(e) if e.len() % d != 0 => {
-                    return Err(Error::invalid(
-                        format!("suffixes[{i}]"),
-                        format!("{} embedding values are not whole rows of {d}", e.len()),
-                    ))
-                }
-                Input::Embeddings(_) => {}
-            }
-            let s = s.len(d);
-            if plen + s == 0 {
-                return Err(Error::invalid(format!("suffixes[{i}]"), "prefix and suffix are both empty"));
-            }
-            if plen + s > self.context() {
-                return Err(Error::invalid(
-                    format!("suffixes[{i}]"),
-                    format!(
-                        "prefix {plen} + suffix {} tokens exceed the context of {} positions",
-                        s,
-                        self.context()
-                    ),
-                ));
-            }
-        }
         let mut seqs = (0..n)
             .map(|i| {
                 SeqState::new(
@@ -488,6 +542,7 @@ impl Session<'_> {
             for (i, s) in seqs.iter_mut().enumerate() {
                 if s.stop.is_none() && plen + self.batch_caches[i].len >= self.context() {
                     s.stop = Some(StopReason::ContextFull);
+                    s.flush(&mut |id: u32, text: &str| on_token(i, id, text))?;
                 }
                 if s.stop.is_none() {
                     live[m] = i;

@@ -46,9 +46,14 @@ pub enum Input<'a> {
 
 impl Input<'_> {
     pub(crate) fn len(&self, d: usize) -> usize {
+        self.rows(d)
+    }
+
+    /// Positions this input fills: its ids, or its whole embedding rows of `hidden_size`.
+    pub fn rows(&self, hidden_size: usize) -> usize {
         match self {
             Input::Tokens(ids) => ids.len(),
-            Input::Embeddings(e) => e.len() / d,
+            Input::Embeddings(e) => e.len() / hidden_size,
         }
     }
 }
@@ -204,14 +209,7 @@ impl<'m> Session<'m> {
     }
 
     pub(crate) fn check_ids(&self, ids: &[u32]) -> Result<()> {
-        let v = self.cfg.vocab_size;
-        match ids.iter().position(|&id| id as usize >= v) {
-            Some(i) => Err(Error::invalid(
-                "token id",
-                format!("{} at index {i} is outside the vocabulary (0..{v})", ids[i]),
-            )),
-            None => Ok(()),
-        }
+        super::generate::check_ids(ids, self.cfg.vocab_size)
     }
 
     /// Checks an input (ids in range, embedding shape, non-empty, room left) before any state
