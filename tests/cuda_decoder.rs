@@ -124,7 +124,7 @@ fn cpu_session<'m>(model: &'m Model<'_>) -> Session<'m> {
 }
 
 fn gpu_options(chunk: usize) -> DeviceSessionOptions {
-    DeviceSessionOptions { context: CONTEXT, max_batch: 1, chunk }
+    DeviceSessionOptions { context: CONTEXT, max_batch: 1, chunk, graphs: true }
 }
 
 /// Prefill + `STEPS` decode steps fed the CPU's greedy ids: logits within `tol`, argmax equal
@@ -292,7 +292,8 @@ fn bad_input_is_an_error_and_leaves_the_session_unchanged() {
     }
 
     let mut s =
-        DeviceSession::new(&dec, &DeviceSessionOptions { context: 16, max_batch: 1, chunk: 8 }).unwrap();
+        DeviceSession::new(&dec, &DeviceSessionOptions { context: 16, max_batch: 1, chunk: 8, graphs: true })
+            .unwrap();
     // Out-of-vocabulary ids.
     assert_invalid(s.prefill(&[256, 1, v]), "token id");
     assert_invalid(s.decode_step(v), "token id");
@@ -330,5 +331,234 @@ fn unsupported_head_width_is_an_error() {
     match DeviceDecoder::upload(&gpu, &model) {
         Err(Error::Unsupported(_)) => {}
         other => panic!("expected Unsupported, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// Greedy options with no stop id, `keep` the CPU's logits for the margins.
+fn greedy(max_new: usize, keep: bool) -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens: max_new,
+        sampling: SamplingParams::greedy(),
+        stop_ids: Some(Vec::new()),
+        keep_logits: keep,
+        ..Default::default()
+    }
+}
+
+/// The CPU's banned-id top-two margin of the logits row that chose token `j` of a sequence
+/// whose own prompt part had `own` rows (`Generation::logits` layout; an empty suffix's first
+/// token came from the prefix's last row, which is the first kept row then).
+fn margin_at(logits: &[f32], model: &Model<'_>, own: usize, j: usize) -> f64 {
+    let d = &model.config().decoder;
+    let v = d.vocab_size;
+    let r = own.max(1) - 1 + j;
+    let mut row = logits[r * v..(r + 1) * v].to_vec();
+    for id in [d.image_token_id, d.mask_token_id, d.pos_token_id] {
+        row[id as usize] = f32::NEG_INFINITY;
+    }
+    top_margin(&row)
+}
+
+/// The same ids up to the first close call of the CPU's margins (all when there is none).
+fn assert_same_tokens(got: &[u32], want: &[u32], margins: impl Fn(usize) -> f64, tol: f64, what: &str) {
+    match (0..want.len()).find(|&j| margins(j) <= 2.0 * tol) {
+        None => assert_eq!(got, want, "{what}: tokens"),
+        Some(j) => {
+            let k = j.min(got.len());
+            assert_eq!(got[..k], want[..k], "{what}: tokens before the close call at {j}");
+            eprintln!("{what}: tokens compared up to step {j} (a close call there)");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device: scripts/gpu-check.sh runs it"]
+fn batched_generation_with_a_shared_prefix_matches_the_cpu() {
+    let gpu = gpu();
+    for t in [WeightType::F32, WeightType::Q8_0, WeightType::Q4_0] {
+        let path = package(config(false), t, "batch");
+        let model = Model::load(&path, &LoadOptions::default()).unwrap();
+        let dec = DeviceDecoder::upload(&gpu, &model).unwrap();
+        let mut cpu =
+            Session::new(&model, &SessionOptions { context: CONTEXT, threads: 1, ..Default::default() })
+                .unwrap();
+        let d = model.config().decoder.hidden_size;
+        // Six suffixes: ids of different lengths (one of 1, one empty, one longer than a chunk),
+        // and one given as embeddings (the report's path).
+        let prefix = prompt(31, 12);
+        let ids: Vec<Vec<u32>> = [5usize, 1, 11, 0, 3, 7]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| prompt(40 + i as u64, n + 1)[1..].to_vec())
+            .collect();
+        let mut emb = vec![0.0f32; ids[2].len() * d];
+        cpu.embed(&ids[2], &mut emb).unwrap();
+        let suffixes: Vec<Input<'_>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, s)| if i == 2 { Input::Embeddings(&emb) } else { Input::Tokens(s) })
+            .collect();
+        let mut none = |_: usize, _: u32, _: &str| ControlFlow::Continue(());
+        let want = cpu
+            .generate_batch_inputs(Input::Tokens(&prefix), &suffixes, &greedy(16, true), None, &mut none)
+            .unwrap();
+        for chunk in [8, 64] {
+            let mut dev = DeviceSession::new(
+                &dec,
+                &DeviceSessionOptions { context: CONTEXT, max_batch: 6, chunk, graphs: true },
+            )
+            .unwrap();
+            let mut streamed = vec![0usize; 6];
+            let mut count = |i: usize, _: u32, _: &str| {
+                streamed[i] += 1;
+                ControlFlow::Continue(())
+            };
+            let got = dev
+                .generate_batch_inputs(
+                    Input::Tokens(&prefix),
+                    &suffixes,
+                    &greedy(16, false),
+                    None,
+                    &mut count,
+                )
+                .unwrap();
+            assert_eq!(got.len(), 6);
+            assert!(dev.is_empty(), "a batch leaves the session empty");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let what = format!("{t:?} chunk {chunk} sequence {i}");
+                assert_eq!(g.prompt_tokens, w.prompt_tokens, "{what}: prompt tokens");
+                assert_eq!(streamed[i], g.tokens.len(), "{what}: one callback per token");
+                let own = suffixes[i].rows(d);
+                assert_same_tokens(
+                    &g.tokens,
+                    &w.tokens,
+                    |j| margin_at(&w.logits, &model, own, j),
+                    tol(t),
+                    &what,
+                );
+            }
+            // The same batch again gives the same bits (deterministic, nothing left over).
+            let again = dev
+                .generate_batch_inputs(Input::Tokens(&prefix), &suffixes, &greedy(16, false), None, &mut none)
+                .unwrap();
+            assert_eq!(
+                again.iter().map(|g| &g.tokens).collect::<Vec<_>>(),
+                got.iter().map(|g| &g.tokens).collect::<Vec<_>>()
+            );
+        }
+        // Stop ids end sequences at different steps; the others go on (the stopped rows stay in
+        // the batch, frozen).
+        let eos = Some(vec![want[0].tokens[3], want[4].tokens[1]]);
+        let opts = GenerateOptions { stop_ids: eos.clone(), ..greedy(16, false) };
+        let cpu_stop = cpu
+            .generate_batch_inputs(
+                Input::Tokens(&prefix),
+                &suffixes,
+                &GenerateOptions { keep_logits: true, ..opts.clone() },
+                None,
+                &mut none,
+            )
+            .unwrap();
+        let mut dev = DeviceSession::new(
+            &dec,
+            &DeviceSessionOptions { context: CONTEXT, max_batch: 6, chunk: 8, graphs: true },
+        )
+        .unwrap();
+        let got =
+            dev.generate_batch_inputs(Input::Tokens(&prefix), &suffixes, &opts, None, &mut none).unwrap();
+        for (i, (g, w)) in got.iter().zip(&cpu_stop).enumerate() {
+            let what = format!("{t:?} stop ids, sequence {i}");
+            let own = suffixes[i].rows(d);
+            assert_same_tokens(&g.tokens, &w.tokens, |j| margin_at(&w.logits, &model, own, j), tol(t), &what);
+            if g.tokens == w.tokens {
+                assert_eq!(g.stop, w.stop, "{what}: stop reason");
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device: scripts/gpu-check.sh runs it"]
+fn generate_from_embeddings_and_with_sampling_matches_the_cpu() {
+    let gpu = gpu();
+    let path = package(config(false), WeightType::F32, "embeddings");
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let dec = DeviceDecoder::upload(&gpu, &model).unwrap();
+    let d = model.config().decoder.hidden_size;
+    let ids = prompt(57, PROMPT);
+    let mut cpu = cpu_session(&model);
+    let mut emb = vec![0.0f32; ids.len() * d];
+    cpu.embed(&ids, &mut emb).unwrap();
+    let mut none = |_: u32, _: &str| ControlFlow::Continue(());
+    // Greedy from embeddings (device argmax).
+    let want = cpu.generate(Input::Embeddings(&emb), &greedy(STEPS, true), None, &mut none).unwrap();
+    let mut dev = DeviceSession::new(&dec, &gpu_options(8)).unwrap();
+    let got = dev.generate(Input::Embeddings(&emb), &greedy(STEPS, false), None, &mut none).unwrap();
+    assert_eq!(got.prompt_tokens, PROMPT);
+    assert_eq!(dev.len(), PROMPT + got.tokens.len() - 1, "the last token is not fed");
+    assert_same_tokens(
+        &got.tokens,
+        &want.tokens,
+        |j| margin_at(&want.logits, &model, PROMPT, j),
+        TOL_DENSE,
+        "embeddings",
+    );
+    // Temperature, top-p and a repetition penalty: the CPU sampler on the downloaded logits,
+    // with the same seed. The logits differ by ~1e-6 relative, so a draw can only differ when
+    // its uniform number falls that close to a cumulative-probability boundary.
+    let sampling =
+        SamplingParams { temperature: 0.8, top_k: 0, top_p: 0.9, repetition_penalty: 1.1, seed: 5 };
+    let opts = GenerateOptions { sampling, ..greedy(STEPS, false) };
+    cpu.reset();
+    let want = cpu.generate(Input::Tokens(&ids), &opts, None, &mut none).unwrap();
+    dev.reset();
+    let got = dev.generate(Input::Tokens(&ids), &opts, None, &mut none).unwrap();
+    assert_eq!(got.tokens, want.tokens, "sampled tokens (seed 5)");
+    // Keeping logits is refused on the device, before anything runs.
+    dev.reset();
+    let keep = GenerateOptions { keep_logits: true, ..greedy(4, false) };
+    assert!(matches!(dev.generate(Input::Tokens(&ids), &keep, None, &mut none), Err(Error::Unsupported(_))));
+    assert!(dev.is_empty());
+}
+
+#[test]
+#[ignore = "needs a CUDA device: scripts/gpu-check.sh runs it"]
+fn decode_steps_replayed_from_cuda_graphs_equal_direct_launches() {
+    let gpu = gpu();
+    for t in [WeightType::F32, WeightType::Q4_0] {
+        let path = package(config(false), t, "graphs");
+        let model = Model::load(&path, &LoadOptions::default()).unwrap();
+        let dec = DeviceDecoder::upload(&gpu, &model).unwrap();
+        let ids = prompt(71, 9);
+        let prefix = prompt(72, 10);
+        let suffixes: Vec<Vec<u32>> = (0..6).map(|i| prompt(80 + i, 3 + i as usize)[1..].to_vec()).collect();
+        let inputs: Vec<Input<'_>> = suffixes.iter().map(|s| Input::Tokens(s)).collect();
+        let mut none = |_: usize, _: u32, _: &str| ControlFlow::Continue(());
+        let mut run = |graphs: bool| {
+            let opts = DeviceSessionOptions { context: CONTEXT, max_batch: 6, chunk: 8, graphs };
+            let mut dev = DeviceSession::new(&dec, &opts).unwrap();
+            let mut logits = dev.prefill(&ids).unwrap();
+            for step in 0..12 {
+                logits.extend(dev.decode_step(ids[step % ids.len()]).unwrap());
+            }
+            let batch = dev
+                .generate_batch_inputs(Input::Tokens(&prefix), &inputs, &greedy(12, false), None, &mut none)
+                .unwrap();
+            let status = dev.graph_status();
+            (
+                logits,
+                batch.into_iter().map(|g| g.tokens).collect::<Vec<_>>(),
+                (status.0, status.1, status.2.map(str::to_string)),
+            )
+        };
+        let (l0, b0, s0) = run(false);
+        let (l1, b1, s1) = run(true);
+        assert_eq!(s0.1, 0, "{t:?}: no graph replays with graphs off");
+        assert!(s1.0 && s1.2.is_none(), "{t:?}: the capture failed: {:?}", s1.2);
+        // 12 single steps and 11 batched steps (the first token of each sequence comes from its
+        // suffix prefill).
+        assert!(s1.1 >= 12 + 11, "{t:?}: {} steps replayed from graphs", s1.1);
+        assert_eq!(l1, l0, "{t:?}: logits with and without graphs (the same kernels)");
+        assert_eq!(b1, b0, "{t:?}: batched tokens with and without graphs");
     }
 }

@@ -70,9 +70,12 @@
 //!   to the CPU's matmuls but reading each weight once per 8 rows.
 //! * Repetition penalty and temperature sampling in `generate` (the launchers exist).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use cudarc::driver::{CudaSlice, CudaView, CudaViewMut};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaGraph, CudaSlice, CudaView, CudaViewMut};
 
 use super::ops::attention::{
     kv_decode_attention, kv_decode_workspace_len, kv_prefill_attention, kv_store, KvCache, KvCacheMut,
@@ -85,11 +88,13 @@ use super::ops::llm::{
 use super::ops::matmul::{matmul, matmul_quant, quantize_act, DenseBuffer, DeviceWeight, QuantizedActs};
 use super::{driver_error, Gpu};
 use crate::io::package::Model;
+use crate::llm::generate::{check_batch, check_ids, SeqState};
 use crate::llm::rope::Rope;
 use crate::llm::weights::DecoderWeights;
-use crate::llm::SamplingParams;
+use crate::llm::{GenerateOptions, Generation, Input, OnBatchToken, OnToken, SamplingParams, StopReason};
 use crate::model::config::DecoderConfig;
 use crate::quant::{QuantType, QK};
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 /// The most sequences a [`DeviceSession`] sizes its state for (the decode kernels' 8-row tiles;
@@ -260,15 +265,19 @@ pub struct DeviceSessionOptions {
     /// [`DeviceDecoder::max_context`]. More than that is an error.
     pub context: usize,
     /// Sequences the KV cache and decode buffers are sized for (1..=[`MAX_BATCH`]; default 1;
-    /// the single-sequence API uses sequence 0).
+    /// the single-sequence API uses sequence 0). Above 1, the shared-prefix cache of
+    /// [`DeviceSession::generate_batch_inputs`] is allocated too.
     pub max_batch: usize,
     /// Rows per prefill chunk (1..=[`MAX_CHUNK`], default 64).
     pub chunk: usize,
+    /// Capture each decode-step shape once as a CUDA graph and replay it (default on; a capture
+    /// that fails turns graphs off for the session, see [`DeviceSession::graph_status`]).
+    pub graphs: bool,
 }
 
 impl Default for DeviceSessionOptions {
     fn default() -> Self {
-        DeviceSessionOptions { context: 0, max_batch: 1, chunk: 64 }
+        DeviceSessionOptions { context: 0, max_batch: 1, chunk: 64, graphs: true }
     }
 }
 
@@ -294,6 +303,59 @@ impl RowBufs {
     }
 }
 
+/// The row buffers of every row count a session uses.
+struct Bufs {
+    /// One row (single decode steps, one-row chunks).
+    one: RowBufs,
+    /// A full prefill chunk (`None` when `chunk == 1`).
+    full: Option<RowBufs>,
+    /// The last partial prefill chunk's (reallocated when another size comes).
+    tail: Option<RowBufs>,
+    /// A batch decode step's (one row per sequence; allocated by the first batched step).
+    batch: Option<RowBufs>,
+}
+
+impl Bufs {
+    /// Buffers of a prefill chunk of `m` rows (a full chunk, one row, or a tail).
+    fn chunk(&mut self, gpu: &Gpu, cfg: &DecoderConfig, m: usize, chunk: usize) -> Result<&mut RowBufs> {
+        if m == 1 {
+            return Ok(&mut self.one);
+        }
+        if m == chunk {
+            return self.full.as_mut().ok_or_else(|| Error::Internal("no chunk buffers".into()));
+        }
+        if self.tail.as_ref().is_none_or(|t| t.m != m) {
+            self.tail = None;
+            self.tail = Some(RowBufs::new(gpu, cfg, m)?);
+        }
+        self.tail.as_mut().ok_or_else(|| Error::Internal("no tail buffers".into()))
+    }
+
+    /// Whether [`Bufs::decode`] of `n` rows would allocate.
+    fn decode_allocates(&self, n: usize) -> bool {
+        n > 1 && self.batch.as_ref().is_none_or(|t| t.m != n)
+    }
+
+    /// Buffers of a decode step of `n` sequences.
+    fn decode(&mut self, gpu: &Gpu, cfg: &DecoderConfig, n: usize) -> Result<&mut RowBufs> {
+        if n == 1 {
+            return Ok(&mut self.one);
+        }
+        if self.batch.as_ref().is_none_or(|t| t.m != n) {
+            self.batch = None;
+            self.batch = Some(RowBufs::new(gpu, cfg, n)?);
+        }
+        self.batch.as_mut().ok_or_else(|| Error::Internal("no batch buffers".into()))
+    }
+}
+
+/// The shared read-only prefix of a batch: keys and values `[1, layers, context, kv_dim]`.
+struct PrefixCache {
+    k: CudaSlice<f32>,
+    v: CudaSlice<f32>,
+    dims: KvDims,
+}
+
 /// The device state every row count shares.
 struct State {
     /// Residual stream `[rows, D]`.
@@ -310,17 +372,21 @@ struct State {
     cache_k: CudaSlice<f32>,
     cache_v: CudaSlice<f32>,
     dims: KvDims,
+    /// The batch's shared prefix (`max_batch > 1`).
+    prefix: Option<PrefixCache>,
     /// Decode attention partials.
     workspace: CudaSlice<f32>,
     /// `[max_batch, V]`.
     logits: CudaSlice<f32>,
-    /// Token ids of the rows `[rows]`.
+    /// Token ids of the rows `[rows]`; a negative id `−j − 1` reads row `j` of `extra`.
     ids: CudaSlice<i32>,
+    /// Caller-made input embeddings of a chunk `[rows, D]`.
+    extra: CudaSlice<f32>,
     /// Absolute position of each row `[rows]` (RoPE).
     row_pos: CudaSlice<i32>,
     /// Absolute position of each sequence's first new token `[max_batch]` (KV kernels).
     kv_pos: CudaSlice<i32>,
-    /// The shared prefix length `[1]` (always 0 here).
+    /// The shared prefix length `[1]` (0 outside a batch).
     prefix_len: CudaSlice<i32>,
     /// Selected tokens `[max_batch]`.
     next: CudaSlice<i32>,
@@ -333,17 +399,25 @@ struct State {
 pub struct DeviceSession<'d> {
     dec: &'d DeviceDecoder,
     st: State,
-    /// Row buffers of one row (decode steps, one-row chunks).
-    one: RowBufs,
-    /// Row buffers of a full prefill chunk (`None` when `chunk == 1`).
-    full: Option<RowBufs>,
-    /// Row buffers of the last partial chunk used.
-    tail: Option<RowBufs>,
+    bufs: Bufs,
+    /// Host staging of the ids and positions of a chunk (`max(chunk, max_batch)` each).
+    host_ids: Vec<i32>,
+    host_pos: Vec<i32>,
     chunk: usize,
     max_batch: usize,
     context: usize,
     /// Positions filled (sequence 0).
     len: usize,
+    /// The value in `st.prefix_len`.
+    prefix_len: usize,
+    cancel: Arc<AtomicBool>,
+    /// Captured decode steps by (rows, cache); empty when graphs are off.
+    graphs: Vec<(usize, Cache, CudaGraph)>,
+    use_graphs: bool,
+    /// Decode steps run by replaying a graph.
+    graph_replays: u64,
+    /// Why graphs were turned off, when a capture failed.
+    graph_error: Option<String>,
 }
 
 impl std::fmt::Debug for DeviceSession<'_> {
@@ -361,7 +435,61 @@ impl std::fmt::Debug for DeviceSession<'_> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Want {
     None,
+    /// The last row's, into `logits[..V]`.
     Last,
+    /// Every row's, into `logits[..m·V]` (`m ≤ max_batch`).
+    All,
+}
+
+/// Where a forward's keys and values go and what its rows attend to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cache {
+    /// The sequences' own caches, no prefix (the single-sequence API).
+    Own,
+    /// The shared prefix cache, as the own cache of its one sequence (a batch's prefix).
+    Prefix,
+    /// The own caches, after the shared prefix (a batch's suffixes and decode steps).
+    OwnAfterPrefix,
+}
+
+/// One forward pass: `tokens` consecutive rows of each sequence `seq0..seq0 + n_seq`
+/// (sequence-major; ids in `st.ids`, RoPE positions in `st.row_pos`, each sequence's first
+/// position in `st.kv_pos`), with caller embeddings in `st.extra` for negative ids.
+#[derive(Clone, Copy)]
+struct Pass {
+    seq0: usize,
+    n_seq: usize,
+    tokens: usize,
+    extra: usize,
+    cache: Cache,
+    want: Want,
+}
+
+/// Whether `opts` can choose tokens with the device argmax (greedy, no repetition penalty, no
+/// logits kept): then only the ids come back to the host.
+fn device_greedy(opts: &GenerateOptions) -> bool {
+    opts.sampling.is_greedy() && opts.sampling.repetition_penalty == 1.0 && !opts.keep_logits
+}
+
+/// A device argmax result as a token id: −1 (or anything outside the vocabulary) means the
+/// logits held NaN or +inf, or no finite value, which the CPU sampler also refuses.
+fn checked_id(id: i32, vocab: usize) -> Result<u32> {
+    if id < 0 || id as usize >= vocab {
+        return Err(Error::Internal(format!(
+            "the device argmax returned {id}: the logits hold NaN or +inf, or no finite value"
+        )));
+    }
+    Ok(id as u32)
+}
+
+/// Caller embeddings must be finite (the CPU session checks the same).
+fn check_finite(input: &Input<'_>, what: &str) -> Result<()> {
+    if let Input::Embeddings(e) = input {
+        if let Some(i) = e.iter().position(|x| !x.is_finite()) {
+            return Err(Error::invalid(what, format!("embedding value {i} is {} (not finite)", e[i])));
+        }
+    }
+    Ok(())
 }
 
 impl<'d> DeviceSession<'d> {
@@ -399,7 +527,15 @@ impl<'d> DeviceSession<'d> {
             head_dim: cfg.head_dim,
         };
         let cache_len = dims.elements()?;
-        let ws_len = kv_decode_workspace_len(&dims, None, options.max_batch, cfg.n_heads)?;
+        let prefix = if options.max_batch > 1 {
+            let pdims = KvDims { n_seqs: 1, ..dims };
+            let n = pdims.elements()?;
+            Some(PrefixCache { k: gpu.alloc(n)?, v: gpu.alloc(n)?, dims: pdims })
+        } else {
+            None
+        };
+        let ws_len =
+            kv_decode_workspace_len(&dims, prefix.as_ref().map(|p| &p.dims), options.max_batch, cfg.n_heads)?;
         // Any n·k up to the capacity fits later; k rounded up to whole blocks of 32.
         let k_max = d.max(f).max(cfg.q_dim()).next_multiple_of(QK);
         let banned = [cfg.image_token_id, cfg.mask_token_id, cfg.pos_token_id].map(|id| id as i32);
@@ -413,29 +549,106 @@ impl<'d> DeviceSession<'d> {
             cache_k: gpu.alloc(cache_len)?,
             cache_v: gpu.alloc(cache_len)?,
             dims,
+            prefix,
             workspace: gpu.alloc(ws_len.max(1))?,
             logits: gpu.alloc(options.max_batch * v)?,
             ids: gpu.alloc(rows)?,
+            extra: gpu.alloc(rows * d)?,
             row_pos: gpu.alloc(rows)?,
             kv_pos: gpu.alloc(options.max_batch)?,
             prefix_len: gpu.alloc(1)?,
             next: gpu.alloc(options.max_batch)?,
             banned: gpu.upload(&banned)?,
         };
-        let one = RowBufs::new(gpu, cfg, 1)?;
-        let full = if options.chunk > 1 { Some(RowBufs::new(gpu, cfg, options.chunk)?) } else { None };
+        let bufs = Bufs {
+            one: RowBufs::new(gpu, cfg, 1)?,
+            full: if options.chunk > 1 { Some(RowBufs::new(gpu, cfg, options.chunk)?) } else { None },
+            tail: None,
+            batch: None,
+        };
         gpu.sync()?;
         Ok(DeviceSession {
             dec,
             st,
-            one,
-            full,
-            tail: None,
+            bufs,
+            host_ids: vec![0; rows],
+            host_pos: vec![0; rows],
             chunk: options.chunk,
             max_batch: options.max_batch,
             context,
             len: 0,
+            prefix_len: 0,
+            cancel: Arc::new(AtomicBool::new(false)),
+            graphs: Vec::new(),
+            use_graphs: options.graphs,
+            graph_replays: 0,
+            graph_error: None,
         })
+    }
+
+    /// CUDA graphs of the decode step: `(in use, steps replayed from a graph, why a capture
+    /// failed)`.
+    pub fn graph_status(&self) -> (bool, u64, Option<&str>) {
+        (self.use_graphs, self.graph_replays, self.graph_error.as_deref())
+    }
+
+    /// One decode step of `n` rows (sequences `0..n`, one token each, ids and positions already
+    /// uploaded) into `cache`, every row's logits into `st.logits[..n·V]`: replayed from its
+    /// CUDA graph, captured on first use, or launched directly when graphs are off. A graph
+    /// holds only kernels (the ids and positions are read from device memory, uploaded before
+    /// it), and the buffers it reads stay allocated while it lives (the batch buffers are
+    /// reallocated only with their graphs dropped).
+    fn forward_step(&mut self, n: usize, cache: Cache) -> Result<()> {
+        let pass = Pass { seq0: 0, n_seq: n, tokens: 1, extra: 0, cache, want: Want::All };
+        let (gpu, cfg) = (&*self.dec.gpu, &self.dec.cfg);
+        if !self.use_graphs {
+            let rb = self.bufs.decode(gpu, cfg, n)?;
+            return forward(self.dec, &mut self.st, rb, pass);
+        }
+        if let Some((_, _, g)) = self.graphs.iter().find(|(m, c, _)| *m == n && *c == cache) {
+            g.launch().map_err(|e| driver_error("replaying the decode-step graph", e))?;
+            self.graph_replays += 1;
+            return Ok(());
+        }
+        // Allocate before capturing (allocation is not allowed in a capture).
+        if self.bufs.decode_allocates(n) {
+            self.graphs.retain(|(m, _, _)| *m == 1);
+        }
+        let rb = self.bufs.decode(gpu, cfg, n)?;
+        let stream = Arc::clone(gpu.stream());
+        let captured = match stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) {
+            Err(e) => Err(format!("begin capture: {e:?}")),
+            Ok(()) => {
+                let run = forward(self.dec, &mut self.st, rb, pass);
+                let end = stream.end_capture(CUgraphInstantiate_flags(0));
+                match (run, end) {
+                    (Ok(()), Ok(Some(g))) => Ok(g),
+                    (Err(e), _) => return Err(e),
+                    (Ok(()), Ok(None)) => Err("the capture recorded no graph".to_string()),
+                    (Ok(()), Err(e)) => Err(format!("end capture / instantiate: {e:?}")),
+                }
+            }
+        };
+        match captured {
+            Ok(g) => {
+                g.launch().map_err(|e| driver_error("launching the decode-step graph", e))?;
+                self.graphs.push((n, cache, g));
+                self.graph_replays += 1;
+                Ok(())
+            }
+            Err(why) => {
+                // Nothing ran during the failed capture: turn graphs off and launch directly.
+                crate::log::emit(
+                    crate::log::Level::Warn,
+                    &format!("CUDA graph capture failed ({why}); decoding without graphs"),
+                );
+                self.use_graphs = false;
+                self.graphs.clear();
+                self.graph_error = Some(why);
+                let rb = self.bufs.decode(gpu, cfg, n)?;
+                forward(self.dec, &mut self.st, rb, pass)
+            }
+        }
     }
 
     /// The decoder config.
@@ -453,7 +666,12 @@ impl<'d> DeviceSession<'d> {
         self.context
     }
 
-    /// Positions filled so far.
+    /// The most sequences [`DeviceSession::generate_batch_inputs`] takes.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Positions filled so far (sequence 0; a batch leaves the session empty).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -468,20 +686,37 @@ impl<'d> DeviceSession<'d> {
         self.len = 0;
     }
 
-    /// Checks token ids against the vocabulary.
-    fn check_ids(&self, ids: &[u32]) -> Result<()> {
-        let v = self.dec.cfg.vocab_size;
-        match ids.iter().position(|&id| id as usize >= v) {
-            Some(i) => Err(Error::invalid(
-                "token id",
-                format!("{} at index {i} is outside the vocabulary (0..{v})", ids[i]),
-            )),
-            None => Ok(()),
-        }
+    /// A flag that stops [`DeviceSession::generate`] and [`DeviceSession::generate_batch_inputs`]
+    /// within one step when set (from any thread); consumed when seen.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cancel)
     }
 
-    /// Checks `n` more positions fit.
-    fn check_room(&self, n: usize) -> Result<()> {
+    /// Uses `flag` as the cancel flag from now on (e.g. a C session's, set by
+    /// `mr_session_cancel`).
+    pub fn set_cancel_flag(&mut self, flag: Arc<AtomicBool>) {
+        self.cancel = flag;
+    }
+
+    fn take_cancel(&self) -> bool {
+        self.cancel.swap(false, Ordering::AcqRel)
+    }
+
+    /// Checks an input for sequence 0 (ids, finite embeddings, non-empty, room left).
+    fn check_input(&self, input: &Input<'_>) -> Result<usize> {
+        let d = self.dec.cfg.hidden_size;
+        match input {
+            Input::Tokens(ids) => check_ids(ids, self.dec.cfg.vocab_size)?,
+            Input::Embeddings(e) if e.len() % d != 0 => {
+                return Err(Error::Shape {
+                    what: "input embeddings".into(),
+                    expected: format!("a multiple of hidden_size ({d}) values"),
+                    found: e.len().to_string(),
+                })
+            }
+            Input::Embeddings(_) => check_finite(input, "input embeddings")?,
+        }
+        let n = input.len(d);
         if n == 0 {
             return Err(Error::invalid("input", "no tokens to feed"));
         }
@@ -494,20 +729,26 @@ impl<'d> DeviceSession<'d> {
                 ),
             ));
         }
-        Ok(())
+        Ok(n)
     }
 
     /// Feeds `tokens` (any length up to the room left, run in chunks) and returns the logits
     /// of the last position (`[vocab]`). Errors (empty input, ids outside the vocabulary, no
     /// room) leave the session unchanged.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        self.feed(tokens)?;
+        self.prefill_input(Input::Tokens(tokens))
+    }
+
+    /// [`DeviceSession::prefill`] of ids or of caller-made input embeddings `[n, hidden_size]`
+    /// (a region prompt with its image and mask rows spliced in).
+    pub fn prefill_input(&mut self, input: Input<'_>) -> Result<Vec<f32>> {
+        self.feed(input)?;
         self.download_logits()
     }
 
     /// Feeds one token and returns its logits (the distribution of the next token).
     pub fn decode_step(&mut self, token: u32) -> Result<Vec<f32>> {
-        self.feed(std::slice::from_ref(&token))?;
+        self.feed(Input::Tokens(std::slice::from_ref(&token)))?;
         self.download_logits()
     }
 
@@ -524,10 +765,10 @@ impl<'d> DeviceSession<'d> {
         if let Some(&id) = stop.iter().find(|&&id| id as usize >= v) {
             return Err(Error::invalid("stop", format!("{id} is outside the vocabulary (0..{v})")));
         }
-        self.feed(prompt)?;
+        self.feed(Input::Tokens(prompt))?;
         let mut tokens = Vec::with_capacity(max_new);
         loop {
-            let id = self.select_greedy()?;
+            let id = checked_id(self.select_greedy(1)?[0], v)?;
             if stop.contains(&id) {
                 break;
             }
@@ -535,31 +776,230 @@ impl<'d> DeviceSession<'d> {
             if tokens.len() >= max_new || self.len >= self.context {
                 break;
             }
-            self.feed(std::slice::from_ref(&id))?;
+            self.feed(Input::Tokens(std::slice::from_ref(&id)))?;
         }
         Ok(tokens)
     }
 
-    /// Bans the input-only ids in the logits of the last position, takes the device argmax
-    /// and returns it (checked).
-    fn select_greedy(&mut self) -> Result<u32> {
+    /// The device twin of the CPU's `Session::generate`: feeds `prompt` after whatever the
+    /// session holds and generates until a stop condition, streaming each token to `on_token`,
+    /// with the same [`GenerateOptions`] semantics (stop ids and strings, sampling with the
+    /// CPU's sampler on the downloaded logits, or the device argmax when greedy). Keeping the
+    /// logits is not supported on the device.
+    pub fn generate(
+        &mut self,
+        prompt: Input<'_>,
+        opts: &GenerateOptions,
+        tokenizer: Option<&Tokenizer>,
+        on_token: &mut OnToken<'_>,
+    ) -> Result<Generation> {
+        let v = self.dec.cfg.vocab_size;
+        opts.validate(tokenizer, v)?;
+        if opts.keep_logits {
+            return Err(Error::Unsupported("keeping the logits of a CUDA generation".into()));
+        }
+        let banned = [self.dec.cfg.image_token_id, self.dec.cfg.mask_token_id, self.dec.cfg.pos_token_id];
+        let mut seq = SeqState::new(opts, opts.sampling.seed, tokenizer, v, &banned)?;
+        if let Input::Tokens(ids) = prompt {
+            check_ids(ids, v)?;
+            seq.sampler.observe(ids)?;
+        }
+        let stop_ids = opts.stop_ids.as_deref().unwrap_or(&self.dec.cfg.eos_token_ids).to_vec();
+        let t0 = Instant::now();
+        let before = self.len;
+        self.feed(prompt)?;
+        seq.prompt_tokens = self.len - before;
+        let prefill_secs = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        loop {
+            self.choose(opts, &mut [(0, &mut seq)], &stop_ids, &mut |_, id, text| on_token(id, text))?;
+            if seq.stop.is_some() {
+                break;
+            }
+            if self.take_cancel() {
+                seq.stop = Some(StopReason::Cancelled);
+                seq.flush(on_token)?;
+                break;
+            }
+            if self.len >= self.context {
+                seq.stop = Some(StopReason::ContextFull);
+                seq.flush(on_token)?;
+                break;
+            }
+            let id = *seq.tokens.last().unwrap_or(&0);
+            self.feed(Input::Tokens(std::slice::from_ref(&id)))?;
+        }
+        Ok(seq.finish(prefill_secs, t1.elapsed().as_secs_f64()))
+    }
+
+    /// The device twin of the CPU's `Session::generate_batch_inputs` (same checks, same
+    /// results per sequence, same streaming): the prefix is fed once into the shared prefix
+    /// cache, each suffix into its sequence's own cache, then every sequence decodes in lock
+    /// step, one forward (each weight read once) per step. Resets the session first and leaves
+    /// it empty.
+    ///
+    /// Choice: a sequence that stops keeps its row in the step (its id and position frozen,
+    /// its output ignored) rather than leaving the batch: the decode kernels take sequences
+    /// `0..n` and the launch shapes stay the same every step, while an extra row costs almost
+    /// nothing in a weight-bound step.
+    pub fn generate_batch_inputs(
+        &mut self,
+        prefix: Input<'_>,
+        suffixes: &[Input<'_>],
+        opts: &GenerateOptions,
+        tokenizer: Option<&Tokenizer>,
+        on_token: &mut OnBatchToken<'_>,
+    ) -> Result<Vec<Generation>> {
+        let cfg = &self.dec.cfg;
+        let (v, d) = (cfg.vocab_size, cfg.hidden_size);
+        let n = suffixes.len();
+        let plen = check_batch(prefix, suffixes, v, d, self.context, self.max_batch)?;
+        opts.validate(tokenizer, v)?;
+        if opts.keep_logits {
+            return Err(Error::Unsupported("keeping the logits of a CUDA generation".into()));
+        }
+        check_finite(&prefix, "prefix")?;
+        for (i, s) in suffixes.iter().enumerate() {
+            check_finite(s, &format!("suffixes[{i}]"))?;
+        }
+        if plen > 0 && self.st.prefix.is_none() {
+            return Err(Error::invalid(
+                "prefix",
+                "this session has no shared-prefix cache (DeviceSessionOptions::max_batch is 1)",
+            ));
+        }
+        let banned = [cfg.image_token_id, cfg.mask_token_id, cfg.pos_token_id];
+        let mut seqs = (0..n)
+            .map(|i| SeqState::new(opts, opts.sampling.seed.wrapping_add(i as u64), tokenizer, v, &banned))
+            .collect::<Result<Vec<_>>>()?;
+        let stop_ids = opts.stop_ids.as_deref().unwrap_or(&cfg.eos_token_ids).to_vec();
+        let t0 = Instant::now();
+        self.len = 0;
+        let cache = if plen > 0 { Cache::OwnAfterPrefix } else { Cache::Own };
+        let mut prefix_logits = Vec::new();
+        if plen > 0 {
+            self.set_prefix_len(0)?;
+            self.feed_rows(prefix, 0, 0, Cache::Prefix)?;
+            if let Input::Tokens(ids) = prefix {
+                seqs.iter_mut().try_for_each(|s| s.sampler.observe(ids))?;
+            }
+            if suffixes.iter().any(|s| s.len(d) == 0) {
+                prefix_logits = self.download_logits()?;
+            }
+        }
+        self.set_prefix_len(plen)?;
+        let mut own = [0usize; MAX_BATCH];
+        let mut prefill_secs = vec![0.0; n];
+        for (i, input) in suffixes.iter().enumerate() {
+            let ts = Instant::now();
+            if i > 0 && self.take_cancel() {
+                return Err(Error::Cancelled);
+            }
+            if let Input::Tokens(ids) = input {
+                seqs[i].sampler.observe(ids)?;
+            }
+            let slen = input.len(d);
+            seqs[i].prompt_tokens = plen + slen;
+            let mut cb = |id: u32, text: &str| on_token(i, id, text);
+            if slen == 0 {
+                seqs[i].accept(&prefix_logits, &stop_ids, opts, &mut cb)?;
+            } else {
+                self.feed_rows(*input, i, plen, cache)?;
+                own[i] = slen;
+                self.choose(opts, &mut [(0, &mut seqs[i])], &stop_ids, &mut |_, id, text| cb(id, text))?;
+            }
+            prefill_secs[i] = ts.elapsed().as_secs_f64();
+        }
+        let prefix_secs = t0.elapsed().as_secs_f64() - prefill_secs.iter().sum::<f64>();
+        let t1 = Instant::now();
+        loop {
+            for (i, s) in seqs.iter_mut().enumerate() {
+                if s.stop.is_none() && plen + own[i] >= self.context {
+                    s.stop = Some(StopReason::ContextFull);
+                    s.flush(&mut |id: u32, text: &str| on_token(i, id, text))?;
+                }
+            }
+            if seqs.iter().all(|s| s.stop.is_some()) {
+                break;
+            }
+            if self.take_cancel() {
+                for (i, s) in seqs.iter_mut().enumerate().filter(|(_, s)| s.stop.is_none()) {
+                    s.stop = Some(StopReason::Cancelled);
+                    s.flush(&mut |id: u32, text: &str| on_token(i, id, text))?;
+                }
+                break;
+            }
+            for (i, s) in seqs.iter().enumerate() {
+                // Stopped sequences re-run their last position (inside their own cache).
+                let pos = (plen + own[i]).min(self.context - 1);
+                self.host_ids[i] = *s.tokens.last().unwrap_or(&0) as i32;
+                self.host_pos[i] = pos as i32;
+            }
+            self.upload_staged(n, 0, n)?;
+            self.forward_step(n, cache)?;
+            for (i, s) in seqs.iter().enumerate() {
+                if s.stop.is_none() {
+                    own[i] += 1;
+                }
+            }
+            let mut live: Vec<(usize, &mut SeqState<'_>)> =
+                seqs.iter_mut().enumerate().filter(|(_, s)| s.stop.is_none()).collect();
+            self.choose(opts, &mut live, &stop_ids, on_token)?;
+        }
+        let decode_secs = t1.elapsed().as_secs_f64();
+        self.len = 0;
+        Ok(seqs
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.finish(prefix_secs + prefill_secs[i], decode_secs))
+            .collect())
+    }
+
+    /// Chooses the next token of each `(row, sequence)` from the logits rows in `st.logits`
+    /// (row `r` at `r·V`) and hands it to the sequence: the device argmax after the bans when
+    /// [`device_greedy`] (only the ids are downloaded), else the CPU sampler on the downloaded
+    /// rows. `on_token` gets the sequence's index in `seqs`' original numbering (its row).
+    fn choose(
+        &mut self,
+        opts: &GenerateOptions,
+        seqs: &mut [(usize, &mut SeqState<'_>)],
+        stop_ids: &[u32],
+        on_token: &mut OnBatchToken<'_>,
+    ) -> Result<()> {
+        let Some(rows) = seqs.iter().map(|(r, _)| r + 1).max() else { return Ok(()) };
+        let v = self.dec.cfg.vocab_size;
+        if device_greedy(opts) {
+            let ids = self.select_greedy(rows)?;
+            for (r, s) in seqs.iter_mut() {
+                let r = *r;
+                let id = checked_id(ids[r], v)?;
+                s.accept_id(id, stop_ids, opts, &mut |id: u32, text: &str| on_token(r, id, text))?;
+            }
+        } else {
+            let logits = self.dec.gpu.download(&self.st.logits.slice(..rows * v))?;
+            for (r, s) in seqs.iter_mut() {
+                let r = *r;
+                let row = &logits[r * v..(r + 1) * v];
+                s.accept(row, stop_ids, opts, &mut |id: u32, text: &str| on_token(r, id, text))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bans the input-only ids in the first `rows` logits rows, takes the device argmax of
+    /// each and returns them (−1 for a row without a finite maximum; see [`checked_id`]).
+    fn select_greedy(&mut self, rows: usize) -> Result<Vec<i32>> {
         let gpu = &*self.dec.gpu;
         let v = self.dec.cfg.vocab_size;
-        let layout = LogitsLayout::packed(1, v);
+        let layout = LogitsLayout::packed(rows, v);
         {
-            let mut logits = self.st.logits.slice_mut(..v);
+            let mut logits = self.st.logits.slice_mut(..rows * v);
             ban(gpu, &mut logits, &layout, &self.st.banned.as_view())?;
         }
-        let logits = self.st.logits.slice(..v);
-        let mut next = self.st.next.slice_mut(..1);
+        let logits = self.st.logits.slice(..rows * v);
+        let mut next = self.st.next.slice_mut(..rows);
         sample(gpu, &logits, &layout, &SamplingParams::greedy(), None, &mut next)?;
-        let id = gpu.download(&self.st.next.slice(..1))?[0];
-        if id < 0 || id as usize >= v {
-            return Err(Error::Internal(format!(
-                "the device argmax returned {id}: the logits hold NaN or +inf, or no finite value"
-            )));
-        }
-        Ok(id as u32)
+        gpu.download(&self.st.next.slice(..rows))
     }
 
     /// The logits of the last position fed.
@@ -567,67 +1007,106 @@ impl<'d> DeviceSession<'d> {
         self.dec.gpu.download(&self.st.logits.slice(..self.dec.cfg.vocab_size))
     }
 
-    /// Runs `tokens` through the decoder in chunks, appending them to sequence 0, and leaves
-    /// the last position's logits in `st.logits[..V]`. Checks everything first; a failing chunk
-    /// leaves the session at the last complete one.
-    fn feed(&mut self, tokens: &[u32]) -> Result<()> {
-        self.check_ids(tokens)?;
-        self.check_room(tokens.len())?;
-        let n = tokens.len();
+    /// Checks `input` and appends it to sequence 0 (no prefix), leaving its last position's
+    /// logits in `st.logits[..V]`. An error leaves the session's length unchanged.
+    fn feed(&mut self, input: Input<'_>) -> Result<()> {
+        self.check_input(&input)?;
+        self.set_prefix_len(0)?;
+        let n = input.len(self.dec.cfg.hidden_size);
+        let start = self.len;
+        self.feed_rows(input, 0, start, Cache::Own)?;
+        self.len += n;
+        Ok(())
+    }
+
+    /// Runs the rows of `input` (checked by the caller) through the decoder in chunks, as
+    /// sequence `seq` from absolute position `start` into `cache`; the last row's logits land
+    /// in `st.logits[..V]`.
+    fn feed_rows(&mut self, input: Input<'_>, seq: usize, start: usize, cache: Cache) -> Result<()> {
+        let d = self.dec.cfg.hidden_size;
+        let n = input.len(d);
         let mut done = 0;
         while done < n {
             let m = self.chunk.min(n - done);
-            let want = if done + m == n { Want::Last } else { Want::None };
-            self.upload_rows(&tokens[done..done + m], self.len)?;
-            let rb = match m {
-                1 => &mut self.one,
-                _ if m == self.chunk => {
-                    self.full.as_mut().ok_or_else(|| Error::Internal("no chunk buffers".into()))?
-                }
-                _ => {
-                    if self.tail.as_ref().is_none_or(|t| t.m != m) {
-                        self.tail = None;
-                        self.tail = Some(RowBufs::new(&self.dec.gpu, &self.dec.cfg, m)?);
+            let extra = match input {
+                Input::Tokens(ids) => {
+                    for (h, &id) in self.host_ids[..m].iter_mut().zip(&ids[done..done + m]) {
+                        *h = id as i32;
                     }
-                    self.tail.as_mut().ok_or_else(|| Error::Internal("no tail buffers".into()))?
+                    0
+                }
+                Input::Embeddings(e) => {
+                    for (j, h) in self.host_ids[..m].iter_mut().enumerate() {
+                        *h = -(j as i32) - 1;
+                    }
+                    self.dec
+                        .gpu
+                        .stream()
+                        .memcpy_htod(&e[done * d..(done + m) * d], &mut self.st.extra.slice_mut(..m * d))
+                        .map_err(|e| driver_error("uploading input embeddings", e))?;
+                    m
                 }
             };
-            forward(self.dec, &mut self.st, rb, want)?;
-            self.len += m;
+            for (j, h) in self.host_pos[..m].iter_mut().enumerate() {
+                *h = (start + done + j) as i32;
+            }
+            self.upload_staged(m, seq, 1)?;
+            if m == 1 && seq == 0 && extra == 0 && cache != Cache::Prefix {
+                // A decode step (the last row's logits are its only row's).
+                self.forward_step(1, cache)?;
+                done += 1;
+                continue;
+            }
+            let want = if done + m == n { Want::Last } else { Want::None };
+            let rb = self.bufs.chunk(&self.dec.gpu, &self.dec.cfg, m, self.chunk)?;
+            let pass = Pass { seq0: seq, n_seq: 1, tokens: m, extra, cache, want };
+            forward(self.dec, &mut self.st, rb, pass)?;
             done += m;
         }
         Ok(())
     }
 
-    /// Copies the ids and positions of `ids.len()` new rows of sequence 0 starting at absolute
-    /// position `start` to the device.
-    fn upload_rows(&mut self, ids: &[u32], start: usize) -> Result<()> {
-        let m = ids.len();
+    /// Copies the staged ids and positions of `rows` rows to the device, and the first
+    /// position of each of the `n_seq` sequences from `seq0` (rows sequence-major, each
+    /// sequence `rows / n_seq` rows) into `kv_pos`.
+    fn upload_staged(&mut self, rows: usize, seq0: usize, n_seq: usize) -> Result<()> {
         // Ids are < vocab ≤ 2^24 and positions < context ≤ max_position_embeddings ≤ 2^24
-        // (checked by the config and by feed), so they fit an i32.
-        let mut host = [0i32; 64];
+        // (checked by the config and the callers), so they fit an i32.
         let stream = self.dec.gpu.stream();
-        let mut at = 0;
-        while at < m {
-            let c = (m - at).min(host.len());
-            for (h, &id) in host[..c].iter_mut().zip(&ids[at..at + c]) {
-                *h = id as i32;
-            }
-            stream
-                .memcpy_htod(&host[..c], &mut self.st.ids.slice_mut(at..at + c))
-                .map_err(|e| driver_error("uploading token ids", e))?;
-            for (j, h) in host[..c].iter_mut().enumerate() {
-                *h = (start + at + j) as i32;
-            }
-            stream
-                .memcpy_htod(&host[..c], &mut self.st.row_pos.slice_mut(at..at + c))
-                .map_err(|e| driver_error("uploading positions", e))?;
-            at += c;
-        }
-        let first = [start as i32];
         stream
-            .memcpy_htod(&first[..], &mut self.st.kv_pos.slice_mut(..1))
-            .map_err(|e| driver_error("uploading the KV position", e))?;
+            .memcpy_htod(&self.host_ids[..rows], &mut self.st.ids.slice_mut(..rows))
+            .map_err(|e| driver_error("uploading token ids", e))?;
+        stream
+            .memcpy_htod(&self.host_pos[..rows], &mut self.st.row_pos.slice_mut(..rows))
+            .map_err(|e| driver_error("uploading positions", e))?;
+        let per = rows / n_seq;
+        let kv = &mut self.st.kv_pos;
+        if per == 1 {
+            stream
+                .memcpy_htod(&self.host_pos[..n_seq], &mut kv.slice_mut(seq0..seq0 + n_seq))
+                .map_err(|e| driver_error("uploading the KV positions", e))?;
+        } else {
+            for s in 0..n_seq {
+                let at = s * per;
+                stream
+                    .memcpy_htod(&self.host_pos[at..at + 1], &mut kv.slice_mut(seq0 + s..seq0 + s + 1))
+                    .map_err(|e| driver_error("uploading the KV positions", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the device prefix length (`st.prefix_len`) when it changes.
+    fn set_prefix_len(&mut self, p: usize) -> Result<()> {
+        if self.prefix_len != p {
+            let v = [p as i32];
+            self.dec
+                .gpu
+                .stream()
+                .memcpy_htod(&v[..], &mut self.st.prefix_len.slice_mut(..1))
+                .map_err(|e| driver_error("uploading the prefix length", e))?;
+            self.prefix_len = p;
+        }
         Ok(())
     }
 }
@@ -657,23 +1136,30 @@ fn project(
     Ok(())
 }
 
-/// One forward pass of `rb.m` rows of sequence 0 (ids in `st.ids`, positions in
-/// `st.row_pos` and `st.kv_pos[0]`), appending their keys and values to the cache; with
-/// [`Want::Last`], the last row's logits into `st.logits[..V]`. Only enqueues.
-fn forward(dec: &DeviceDecoder, st: &mut State, rb: &mut RowBufs, want: Want) -> Result<()> {
+/// One forward pass (`pass`, see [`Pass`]): appends the rows' keys and values to the cache
+/// `pass.cache` names and leaves the logits `pass.want` asks for in `st.logits`. Only enqueues.
+fn forward(dec: &DeviceDecoder, st: &mut State, rb: &mut RowBufs, pass: Pass) -> Result<()> {
     let gpu = &*dec.gpu;
     let cfg = &dec.cfg;
     let m = rb.m;
+    if m != pass.n_seq * pass.tokens {
+        return Err(Error::Internal(format!("{m} row buffers for {} × {} rows", pass.n_seq, pass.tokens)));
+    }
     let (d, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let (nh, nkv, hd) = (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim);
     let eps = cfg.rms_norm_eps;
     let md = m * d;
     let positions = KvPositions { pos: &st.kv_pos, prefix_len: &st.prefix_len };
     let rope_layout = RopeLayout::packed(m, nh, nkv, hd);
+    if pass.cache != Cache::Own && st.prefix.is_none() {
+        return Err(Error::Internal("a prefix pass in a session without a prefix cache".into()));
+    }
 
-    // x = embed(ids); h = rms_norm(x, input_layernorm of layer 0).
+    // x = embed(ids, extra); h = rms_norm(x, input_layernorm of layer 0).
     let table = embed_table(&dec.embed)?;
-    embed(gpu, &table, v, d, &st.ids.slice(..m), None, &mut st.x.slice_mut(..md), m)?;
+    let extra = st.extra.slice(..pass.extra * d);
+    let extra = (pass.extra > 0).then_some((&extra, pass.extra));
+    embed(gpu, &table, v, d, &st.ids.slice(..m), extra, &mut st.x.slice_mut(..md), m)?;
     let first_norm = dec.layers.first().map_or(&dec.norm, |l| &l.attn_norm);
     rms_norm(gpu, &st.x.slice(..md), &first_norm.as_view(), &mut st.h.slice_mut(..md), m, d, eps)?;
 
@@ -688,27 +1174,35 @@ fn forward(dec: &DeviceDecoder, st: &mut State, rb: &mut RowBufs, want: Want) ->
             let (mut q, mut k) = (rb.q.as_view_mut(), rb.k.as_view_mut());
             rope(gpu, &mut q, &mut k, &st.row_pos.slice(..m), &dec.rope, &rope_layout)?;
         }
-        let rows = KvRows { layer: il, seq0: 0, n_seq: 1, tokens: m };
-        {
-            let mut cache = KvCacheMut { k: &mut st.cache_k, v: &mut st.cache_v, dims: st.dims };
-            kv_store(gpu, &rb.k, &rb.v, &mut cache, 0, rows, positions)?;
-        }
-        let cache = KvCache { k: &st.cache_k, v: &st.cache_v, dims: st.dims };
-        if m == 1 {
+        let rows = KvRows { layer: il, seq0: pass.seq0, n_seq: pass.n_seq, tokens: pass.tokens };
+        // The cache the rows are stored in and the prefix they attend to.
+        let (own, prefix, pcap) = match (pass.cache, st.prefix.as_mut()) {
+            (Cache::Prefix, Some(p)) => (KvCacheMut { k: &mut p.k, v: &mut p.v, dims: p.dims }, None, 0),
+            (Cache::OwnAfterPrefix, Some(p)) => (
+                KvCacheMut { k: &mut st.cache_k, v: &mut st.cache_v, dims: st.dims },
+                Some(KvCache { k: &p.k, v: &p.v, dims: p.dims }),
+                p.dims.capacity,
+            ),
+            _ => (KvCacheMut { k: &mut st.cache_k, v: &mut st.cache_v, dims: st.dims }, None, 0),
+        };
+        let mut own = own;
+        kv_store(gpu, &rb.k, &rb.v, &mut own, pcap, rows, positions)?;
+        let cache = KvCache { k: own.k, v: own.v, dims: own.dims };
+        if pass.tokens == 1 && pass.seq0 == 0 {
             kv_decode_attention(
                 gpu,
                 &rb.q,
                 &mut rb.att,
                 cache,
-                None,
+                prefix,
                 nh,
                 il,
-                1,
+                pass.n_seq,
                 positions,
                 &mut st.workspace,
             )?;
         } else {
-            kv_prefill_attention(gpu, &rb.q, &mut rb.att, cache, None, nh, rows, positions)?;
+            kv_prefill_attention(gpu, &rb.q, &mut rb.att, cache, prefix, nh, rows, positions)?;
         }
         matmul(gpu, &l.o, &rb.att.as_view(), m, &mut st.acts, &mut st.out.slice_mut(..md))?;
         // x += a·Woᵀ; h = rms_norm(x, post_attention_layernorm).
@@ -745,11 +1239,23 @@ fn forward(dec: &DeviceDecoder, st: &mut State, rb: &mut RowBufs, want: Want) ->
         )?;
     }
 
-    if want == Want::Last {
-        // h holds rms_norm(x, norm) for every row (per row, so the last row's bits are the
-        // CPU's rms_norm of the last row alone).
-        let last = st.h.slice((m - 1) * d..md);
-        matmul(gpu, dec.head(), &last, 1, &mut st.acts, &mut st.logits.slice_mut(..v))?;
+    // h holds rms_norm(x, norm) for every row (per row, so each row's bits are the CPU's
+    // rms_norm of that row alone).
+    match pass.want {
+        Want::None => {}
+        Want::Last => {
+            let last = st.h.slice((m - 1) * d..md);
+            matmul(gpu, dec.head(), &last, 1, &mut st.acts, &mut st.logits.slice_mut(..v))?;
+        }
+        Want::All => {
+            if m * v > st.logits.len() {
+                return Err(Error::Internal(format!(
+                    "logits of {m} rows in a buffer of {}",
+                    st.logits.len()
+                )));
+            }
+            matmul(gpu, dec.head(), &st.h.slice(..md), m, &mut st.acts, &mut st.logits.slice_mut(..m * v))?;
+        }
     }
     Ok(())
 }

@@ -11,7 +11,10 @@
 //!   A deployment needs only the driver.
 //! - One [`Gpu`] per device and stream: it owns a CUDA context handle (cudarc shares the
 //!   primary context between handles of the same device) and one stream; every launcher
-//!   enqueues on that stream, and only [`Gpu::download`] and [`Gpu::sync`] wait.
+//!   enqueues on that stream, and only [`Gpu::download`] and [`Gpu::sync`] wait. cudarc's
+//!   per-buffer event tracking is turned off (the one stream orders everything), which also
+//!   keeps launches capturable in a CUDA graph. A buffer must not be used on another `Gpu`'s
+//!   stream.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +31,7 @@ pub mod blas;
 pub mod decoder;
 pub mod encoder;
 pub mod kernels;
+pub mod model;
 pub mod ops;
 
 /// One CUDA device with every kernel loaded, and one stream to run them on.
@@ -92,6 +96,13 @@ impl Gpu {
 
     fn open_unguarded(ordinal: usize) -> Result<Gpu> {
         let ctx = CudaContext::new(ordinal).map_err(|e| driver_error("context", e))?;
+        // Everything of a Gpu runs on its one stream, so the stream's order is the only
+        // synchronisation needed: cudarc's per-buffer events (on by default once a stream is
+        // created) would only add an event record per buffer per launch, and their waits on
+        // events recorded before a CUDA-graph capture began would break the capture.
+        // SAFETY: affects buffers allocated after this call; every buffer of this Gpu is used on
+        // its own stream only (launches, copies and frees), which orders them.
+        unsafe { ctx.disable_event_tracking() };
         let (major, minor) = ctx.compute_capability().map_err(|e| driver_error("compute capability", e))?;
         let capability = (major.max(0) as u32, minor.max(0) as u32);
         let name = ctx.name().unwrap_or_else(|_| "CUDA device".to_string());
