@@ -172,7 +172,10 @@ typedef struct mr_model_params {
    */
   int32_t verify_checksum;
   /**
-   * `MR_DEVICE_CPU` (default) or `MR_DEVICE_CUDA`.
+   * `MR_DEVICE_CPU` (default) or `MR_DEVICE_CUDA`: the model is also uploaded to GPU
+   * `device_ordinal`, and `mr_session_generate_report` runs its encoder and decoding there
+   * (the token-level session calls are CPU-only and refuse such a model). A build without
+   * CUDA, a missing driver or device: `MR_ERR_UNSUPPORTED` with the reason.
    */
   mr_device_kind device_kind;
   /**

@@ -4,6 +4,7 @@
 # Logs go to OUTDIR; a short table is printed last.
 #
 #   bash scripts/gpu-check.sh OUTDIR        (from the repository root, .device/ present)
+#   QUICK=1 bash scripts/gpu-check.sh OUTDIR   tests and the demo diff only (no benchmarks)
 set -uo pipefail
 out="${1:?usage: gpu-check.sh OUTDIR}"
 mkdir -p "$out"
@@ -41,6 +42,53 @@ for t in "$dev"/tests/*; do
     printf '%-22s rc=%-3s %s\n' "$name" "$rc" "${line:-no result line (crashed or timed out)}" >> "$summary"
     grep -E '^test .* FAILED$' "$out/test-$name.log" | head -10 | sed 's/^/    /' >> "$summary"
 done
+
+# The CLI end to end: the demo report on the CPU and on the GPU (same package), and the text
+# diff (expected empty; a difference must come from a greedy tie, which tests/cuda_report.rs
+# checks against the CPU's logit margins).
+"$dev/bin/medregion" report --demo --quiet --device cpu > "$out/demo-cpu.txt" 2> "$out/demo-cpu.err"
+rc_cpu=$?
+timeout 300 "$dev/bin/medregion" report --demo --quiet --device cuda:0 > "$out/demo-cuda.txt" 2> "$out/demo-cuda.err"
+rc_gpu=$?
+if [ $rc_cpu -ne 0 ] || [ $rc_gpu -ne 0 ]; then
+    status=1
+    printf 'demo report            rc cpu=%s cuda=%s (see demo-*.err)\n' "$rc_cpu" "$rc_gpu" >> "$summary"
+elif diff "$out/demo-cpu.txt" "$out/demo-cuda.txt" > "$out/demo-diff.txt"; then
+    printf 'demo report            cpu and cuda:0 texts identical\n' >> "$summary"
+else
+    printf 'demo report            cpu and cuda:0 texts DIFFER (%s diff lines, demo-diff.txt)\n' \
+        "$(wc -l < "$out/demo-diff.txt")" >> "$summary"
+fi
+if [ "${QUICK:-0}" = 1 ]; then
+    echo; echo "=== summary ($(head -2 "$out/gpu.txt" | tail -1); QUICK: no benchmarks) ==="
+    cat "$summary"
+    exit $status
+fi
+# The pipeline benchmark on the GPU: the small synthetic package (RAD-DINO ViT-B + a
+# Llama-3.2-1B-shaped decoder; the tiny preset's 16-wide heads are not run on CUDA).
+for preset in small; do
+    timeout 300 "$dev/bin/medregion" bench report --preset "$preset" --device cuda:0 --modes both \
+        > "$out/bench-report-$preset.log" 2>&1 || status=1
+    printf '\n' >> "$summary"
+    tail -4 "$out/bench-report-$preset.log" >> "$summary"
+done
+
+# The decoder benchmark on the GPU: the small package's Llama-3.2-1B-shaped Q4_0 decoder,
+# batch 1 and 6 (GB/s against the copy bandwidth, CUDA graphs used or why not).
+small="$out/small.safetensors"
+if timeout 300 "$dev/bin/medregion" convert --synthetic small --seed 1 -o "$small" --quant llm=q4_0,vit=f16 \
+        > "$out/convert-small.log" 2>&1; then
+    timeout 300 "$dev/bin/medregion" bench llm --model "$small" --device cuda:0 --batch 6 --prompt-len 512 \
+        --steps 64 > "$out/bench-llm-small.log" 2>&1 || status=1
+    timeout 300 "$dev/bin/medregion" bench vision --model "$small" --device cuda:0 --slices 32 \
+        > "$out/bench-vision-small.log" 2>&1 || status=1
+    printf '\n' >> "$summary"
+    cat "$out/bench-llm-small.log" "$out/bench-vision-small.log" | grep -vE '^\s*$' | tail -12 >> "$summary"
+    rm -f "$small"
+else
+    status=1
+    printf 'convert --synthetic small failed (convert-small.log)\n' >> "$summary"
+fi
 
 if [ -x "$dev/bin/cuda" ]; then
     timeout 400 "$dev/bin/cuda" --bench > "$out/bench-cuda.log" 2>&1 || status=1

@@ -43,7 +43,7 @@ fn demo_report_runs_and_is_reproducible() {
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(doc["schema_version"], 1);
     assert_eq!(doc["regions"].as_array().unwrap().len(), 6);
-    assert_eq!(doc["model_name"], "medregion-synthetic-tiny");
+    assert_eq!(doc["model_name"], "medregion-synthetic-demo");
     for r in doc["regions"].as_array().unwrap() {
         assert!(r["tokens"].as_u64().unwrap() >= 1 && r["tokens"].as_u64().unwrap() <= 32, "{r}");
     }

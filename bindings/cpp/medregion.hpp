@@ -88,6 +88,9 @@ inline std::vector<Device> devices() {
 /// Options for loading a model (see mr_model_params).
 struct ModelParams {
     bool verify_checksum = false;  ///< recompute the content checksum (reads the whole file)
+    /// "cpu", or "cuda" / "cuda:N": also upload the model to that GPU, where reports run
+    /// (MR_ERR_UNSUPPORTED with the reason when this library or machine has no CUDA).
+    std::string device = "cpu";
 };
 
 /// A loaded model package: immutable, shareable across threads (const methods only).
@@ -132,6 +135,18 @@ private:
         mr_model_params p;
         check(mr_model_params_default(&p));
         p.verify_checksum = options.verify_checksum ? 1 : 0;
+        const std::string &d = options.device;
+        if (d == "cpu") {
+            p.device_kind = MR_DEVICE_CPU;
+        } else if (d == "cuda") {
+            p.device_kind = MR_DEVICE_CUDA;
+        } else if (d.size() > 5 && d.compare(0, 5, "cuda:") == 0 && d.size() <= 14 &&
+                   d.find_first_not_of("0123456789", 5) == std::string::npos) {
+            p.device_kind = MR_DEVICE_CUDA;
+            p.device_ordinal = static_cast<int32_t>(std::stol(d.substr(5)));
+        } else {
+            throw std::invalid_argument("medregion: device \"" + d + "\" is not \"cpu\" or \"cuda[:N]\"");
+        }
         return p;
     }
     unique_handle<mr_model, mr_model_free> handle_;

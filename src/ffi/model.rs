@@ -22,11 +22,57 @@ pub struct mr_model {
     model: Arc<Model<'static>>,
     /// Built on first use (`mr_tokenize`, sessions) and shared.
     tokenizer: Mutex<Option<Arc<Tokenizer>>>,
+    /// The GPU copy when loaded with `MR_DEVICE_CUDA`, shared with the sessions.
+    device: OnDevice,
+}
+
+/// A model's copy on a GPU (`MR_DEVICE_CUDA`), or nothing (the CPU).
+#[derive(Clone, Default)]
+pub(crate) struct OnDevice {
+    #[cfg(feature = "cuda")]
+    pub(crate) cuda: Option<Arc<crate::backend::cuda::model::CudaModel>>,
+}
+
+impl OnDevice {
+    /// Uploads `model` to `cuda:ordinal` (`None`: the CPU, nothing to do).
+    fn upload(model: &Model<'_>, ordinal: Option<usize>) -> Result<OnDevice> {
+        let Some(ordinal) = ordinal else { return Ok(OnDevice::default()) };
+        #[cfg(feature = "cuda")]
+        {
+            use crate::backend::cuda::model::{CudaModel, CudaOptions};
+            let cuda = CudaModel::upload(model, &CudaOptions { ordinal, ..CudaOptions::default() })?;
+            Ok(OnDevice { cuda: Some(Arc::new(cuda)) })
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = model;
+            Err(Error::Unsupported(format!(
+                "device cuda:{ordinal}: this build has no CUDA backend (feature `cuda`)"
+            )))
+        }
+    }
+
+    /// Whether the model runs on a GPU.
+    pub(crate) fn is_gpu(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        {
+            self.cuda.is_some()
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            false
+        }
+    }
 }
 
 impl mr_model {
-    fn new(model: Model<'static>) -> mr_model {
-        mr_model { model: Arc::new(model), tokenizer: Mutex::new(None) }
+    fn new(model: Model<'static>, device: OnDevice) -> mr_model {
+        mr_model { model: Arc::new(model), tokenizer: Mutex::new(None), device }
+    }
+
+    /// The GPU copy (if loaded with `MR_DEVICE_CUDA`), shared.
+    pub(crate) fn device(&self) -> OnDevice {
+        self.device.clone()
     }
 
     /// The model, shared.
@@ -54,7 +100,10 @@ pub struct mr_model_params {
     /// Non-zero: recompute the content checksum and refuse a mismatch (reads the whole file:
     /// seconds for a multi-GB model). Default 0: only the header is read and checked.
     pub verify_checksum: i32,
-    /// `MR_DEVICE_CPU` (default) or `MR_DEVICE_CUDA`.
+    /// `MR_DEVICE_CPU` (default) or `MR_DEVICE_CUDA`: the model is also uploaded to GPU
+    /// `device_ordinal`, and `mr_session_generate_report` runs its encoder and decoding there
+    /// (the token-level session calls are CPU-only and refuse such a model). A build without
+    /// CUDA, a missing driver or device: `MR_ERR_UNSUPPORTED` with the reason.
     pub device_kind: mr_device_kind,
     /// The N of `cuda:N` (0 for the CPU).
     pub device_ordinal: i32,
@@ -106,12 +155,12 @@ pub unsafe extern "C" fn mr_model_params_default(out: *mut mr_model_params) -> m
     })
 }
 
-/// Reads the caller's params (NULL means defaults) into load options, refusing what this build
-/// cannot do.
+/// Reads the caller's params (NULL means defaults) into load options and the CUDA ordinal
+/// (`None` for the CPU), refusing what this build cannot do.
 ///
 /// # Safety
 /// `params` must be NULL or point to a readable struct of at least its `struct_size` bytes.
-unsafe fn load_options(params: *const mr_model_params) -> Result<LoadOptions> {
+unsafe fn load_options(params: *const mr_model_params) -> Result<(LoadOptions, Option<usize>)> {
     let p = if params.is_null() {
         default_params()
     } else {
@@ -126,17 +175,26 @@ unsafe fn load_options(params: *const mr_model_params) -> Result<LoadOptions> {
         }
         mr_model_params { ..*p }
     };
-    match p.device_kind {
-        MR_DEVICE_CPU => {}
+    let device = match p.device_kind {
+        MR_DEVICE_CPU => None,
         MR_DEVICE_CUDA => {
-            return Err(Error::Unsupported(format!(
-                "device cuda:{}: the CUDA backend is not available in this version",
-                p.device_ordinal
-            )))
+            let n = usize::try_from(p.device_ordinal).map_err(|_| {
+                Error::invalid("params->device_ordinal", format!("{} is negative", p.device_ordinal))
+            })?;
+            // Refused before anything is read when the device cannot be used (not compiled in,
+            // no driver, no such device), with the probe's reason.
+            let listed = crate::backend::devices()
+                .iter()
+                .find(|d| d.kind == crate::backend::DeviceKind::Cuda && d.ordinal as usize == n);
+            match listed {
+                Some(d) if d.available => Some(n),
+                Some(d) => return Err(Error::Unsupported(format!("device cuda:{n}: {}", d.reason))),
+                None => return Err(Error::Unsupported(format!("device cuda:{n}: there is no such device"))),
+            }
         }
         other => return Err(Error::invalid("params->device_kind", format!("{other} is not a device kind"))),
-    }
-    Ok(LoadOptions { verify_checksum: p.verify_checksum != 0, ..LoadOptions::default() })
+    };
+    Ok((LoadOptions { verify_checksum: p.verify_checksum != 0, ..LoadOptions::default() }, device))
 }
 
 /// Maps the package at `path` (UTF-8) and checks it against its config; `params` may be NULL
@@ -158,10 +216,11 @@ pub unsafe extern "C" fn mr_model_load(
         // SAFETY: forwarded caller contract.
         let out = unsafe { non_null_mut(out, "out") }?;
         // SAFETY: forwarded caller contract.
-        let options = unsafe { load_options(params) }?;
+        let (options, cuda) = unsafe { load_options(params) }?;
         let model = Model::load(path, &options)?;
+        let device = OnDevice::upload(&model, cuda)?;
         mr_log!(Level::Info, "loaded model '{}' from {path}", model.config().name);
-        *out = Box::into_raw(Box::new(mr_model::new(model)));
+        *out = Box::into_raw(Box::new(mr_model::new(model, device)));
         Ok(())
     })
 }
@@ -187,13 +246,14 @@ pub unsafe extern "C" fn mr_model_load_from_memory(
             return Err(Error::NullPointer("data"));
         }
         // SAFETY: forwarded caller contract.
-        let options = unsafe { load_options(params) }?;
+        let (options, cuda) = unsafe { load_options(params) }?;
         // SAFETY: the caller guarantees `len` readable bytes that outlive the model; the
         // 'static lifetime is that promise, documented in the header.
         let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
         let model = Model::load_from_memory(bytes, &options)?;
+        let device = OnDevice::upload(&model, cuda)?;
         mr_log!(Level::Info, "loaded model '{}' from {len} bytes of memory", model.config().name);
-        *out = Box::into_raw(Box::new(mr_model::new(model)));
+        *out = Box::into_raw(Box::new(mr_model::new(model, device)));
         Ok(())
     })
 }

@@ -233,7 +233,8 @@ pub unsafe extern "C" fn mr_session_generate_report(
         let options = unsafe { options_of(&p) }?;
         let run = |s: &mut crate::llm::Session<'static>,
                    model: &crate::model::Model<'static>,
-                   tokenizer: &crate::tokenizer::Tokenizer|
+                   tokenizer: &crate::tokenizer::Tokenizer,
+                   device: &super::model::OnDevice|
          -> Result<Report> {
             // NUL-terminated region keys for the callbacks.
             let keys: Vec<(String, CString)> = model
@@ -284,6 +285,20 @@ pub unsafe extern "C" fn mr_session_generate_report(
                     _ => ControlFlow::Continue(()),
                 }
             };
+            #[cfg(feature = "cuda")]
+            if let Some(cuda) = &device.cuda {
+                // The session's cancel flag (mr_session_cancel) stops the GPU run too.
+                return crate::report::generate_report_cuda_cancellable(
+                    model,
+                    cuda,
+                    ct,
+                    masks,
+                    &options,
+                    s.cancel_flag(),
+                    &mut on_event,
+                );
+            }
+            let _ = device;
             generate_report_in(s, model, tokenizer, ct, masks, &options, &mut on_event)
         };
         // SAFETY: forwarded caller contract.

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::boundary::status_call;
-use super::model::mr_model;
+use super::model::{mr_model, OnDevice};
 use super::status::*;
 use super::util::{c_str, copy_out_str, non_null, non_null_mut, read_versioned};
 use crate::error::{Error, Result};
@@ -47,6 +47,8 @@ pub struct mr_session {
     /// Keeps the model (and its mapping) alive for `session`.
     _model: Arc<Model<'static>>,
     tokenizer: Arc<Tokenizer>,
+    /// The model's GPU copy (`MR_DEVICE_CUDA`): reports run there.
+    device: OnDevice,
 }
 
 /// How to create a session. Fill with `mr_session_params_default`, then change fields.
@@ -204,7 +206,7 @@ unsafe fn with_session<R>(s: *mut mr_session, f: impl FnOnce(&mut mr_session) ->
 /// `s` NULL or from `mr_session_create` and not yet freed.
 pub(crate) unsafe fn with_session_parts<R>(
     s: *mut mr_session,
-    f: impl FnOnce(&mut Session<'static>, &Model<'static>, &Tokenizer) -> Result<R>,
+    f: impl FnOnce(&mut Session<'static>, &Model<'static>, &Tokenizer, &OnDevice) -> Result<R>,
 ) -> Result<R> {
     // SAFETY: forwarded caller contract.
     unsafe {
@@ -213,9 +215,21 @@ pub(crate) unsafe fn with_session_parts<R>(
             s.sampler = None;
             let model = Arc::clone(&s._model);
             let tokenizer = Arc::clone(&s.tokenizer);
-            f(&mut s.session, &model, &tokenizer)
+            let device = s.device.clone();
+            f(&mut s.session, &model, &tokenizer, &device)
         })
     }
+}
+
+/// Token-level calls run on the CPU session only: a model loaded on a GPU refuses them.
+fn cpu_only(s: &mr_session, call: &str) -> Result<()> {
+    if s.device.is_gpu() {
+        return Err(Error::Unsupported(format!(
+            "{call} on a model loaded with MR_DEVICE_CUDA: the token-level session calls run on the CPU \
+             only in this version (load the model with MR_DEVICE_CPU for them)"
+        )));
+    }
+    Ok(())
 }
 
 /// Fills `*out` with the defaults and the right `struct_size`.
@@ -306,6 +320,7 @@ pub unsafe extern "C" fn mr_session_create(
             cancel,
             _model: arc,
             tokenizer,
+            device: m.device(),
         }));
         Ok(())
     })
@@ -493,6 +508,7 @@ pub unsafe extern "C" fn mr_session_prefill(
         // SAFETY: forwarded caller contract.
         unsafe {
             with_session(session, |s| {
+                cpu_only(s, "mr_session_prefill")?;
                 s.session.prefill(Input::Tokens(ids))?;
                 s.history.extend_from_slice(ids);
                 if let Some((_, sampler)) = &mut s.sampler {
@@ -522,6 +538,7 @@ pub unsafe extern "C" fn mr_session_logits(
         // SAFETY: forwarded caller contract.
         unsafe {
             with_session(session, |s| {
+                cpu_only(s, "mr_session_logits")?;
                 let v = s.session.vocab_size();
                 if !vocab.is_null() {
                     *vocab = v;
@@ -564,6 +581,7 @@ pub unsafe extern "C" fn mr_session_next_token(
         // SAFETY: forwarded caller contract.
         unsafe {
             with_session(session, |s| {
+                cpu_only(s, "mr_session_next_token")?;
                 if s.session.len() >= s.session.context() {
                     return Err(Error::invalid(
                         "session",
@@ -632,6 +650,7 @@ pub unsafe extern "C" fn mr_session_generate(
             }
         }
         let run = |s: &mut mr_session| -> Result<crate::llm::Generation> {
+            cpu_only(s, "mr_session_generate")?;
             let tok = s.tokenizer.clone();
             let ids = if p.chat != 0 {
                 let template = tok.chat_template().unwrap_or(ChatTemplate::Llama3);

@@ -23,7 +23,7 @@ use super::config::{
     BYTES_TOKENIZER_MAGIC,
 };
 use crate::io::package::{BuildReport, PackageBuilder, QuantPolicy, SourceTensor, WeightSource};
-use crate::tensor::numel;
+use crate::tensor::{numel, WeightType};
 use crate::{Error, Result};
 
 /// The synthetic presets.
@@ -185,6 +185,28 @@ pub fn synthetic_builder(preset: Preset, policy: QuantPolicy) -> PackageBuilder 
 /// Writes a synthetic package.
 pub fn write_synthetic(path: &Path, preset: Preset, seed: u64, policy: QuantPolicy) -> Result<BuildReport> {
     synthetic_builder(preset, policy).write(path, &mut SyntheticSource::new(seed))
+}
+
+/// The package of `medregion report --demo`: the tiny preset with attention heads 64 wide in
+/// the encoder (hidden 64, one head) and the decoder (`head_dim` 64), the narrowest the CUDA
+/// attention kernels take, so the same demo runs on the CPU and on a GPU (and their reports
+/// can be compared).
+pub fn demo_config() -> ModelConfig {
+    let mut c = tiny_config();
+    c.name = "medregion-synthetic-demo".to_string();
+    c.vision.hidden_size = 64;
+    c.vision.n_heads = 1;
+    c.vision.intermediate_size = 128;
+    c.connector.in_dim = 64;
+    c.decoder.head_dim = 64;
+    c
+}
+
+/// Writes the demo package ([`demo_config`], F32, seed 1).
+pub fn write_demo(path: &Path) -> Result<BuildReport> {
+    PackageBuilder::new(demo_config(), bytes_tokenizer())
+        .policy(QuantPolicy::all(WeightType::F32))
+        .write(path, &mut SyntheticSource::new(1))
 }
 
 /// The tiny preset's special tokens: byte tokens 0..=255, then these.

@@ -40,7 +40,17 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::attributes::{compute, Attributes};
-use crate::llm::{GenerateOptions, Input, Session, SessionOptions, StopReason};
+#[cfg(feature = "cuda")]
+use crate::backend::cuda::decoder::{DeviceSession, DeviceSessionOptions, MAX_BATCH as DEVICE_MAX_BATCH};
+#[cfg(feature = "cuda")]
+use crate::backend::cuda::encoder::DeviceEncoder;
+#[cfg(feature = "cuda")]
+use crate::backend::cuda::model::CudaModel;
+#[cfg(feature = "cuda")]
+use crate::llm::weights::DecoderWeights;
+use crate::llm::{
+    GenerateOptions, Generation, Input, OnBatchToken, OnToken, Session, SessionOptions, StopReason,
+};
 use crate::masks::{Masks, SlotMasks};
 use crate::model::config::RegionConfig;
 use crate::model::Model;
@@ -184,6 +194,127 @@ impl Cancel<'_> {
     }
 }
 
+/// The decoder a report runs on: the CPU [`Session`] or a CUDA session (feature `cuda`). The
+/// decoding and merging steps are written once against it.
+trait RegionDecoder {
+    fn context(&self) -> usize;
+    fn max_batch(&self) -> usize;
+    /// Token embeddings of `ids` on the host (`[ids.len(), hidden_size]`), to splice into.
+    fn embed(&self, ids: &[u32], out: &mut [f32]) -> Result<()>;
+    fn reset(&mut self);
+    fn generate(
+        &mut self,
+        prompt: Input<'_>,
+        opts: &GenerateOptions,
+        tokenizer: Option<&Tokenizer>,
+        on_token: &mut OnToken<'_>,
+    ) -> Result<Generation>;
+    fn generate_batch_inputs(
+        &mut self,
+        prefix: Input<'_>,
+        suffixes: &[Input<'_>],
+        opts: &GenerateOptions,
+        tokenizer: Option<&Tokenizer>,
+        on_token: &mut OnBatchToken<'_>,
+    ) -> Result<Vec<Generation>>;
+}
+
+impl RegionDecoder for Session<'_> {
+    fn context(&self) -> usize {
+        Session::context(self)
+    }
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+    fn embed(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
+        Session::embed(self, ids, out)
+    }
+    fn reset(&mut self) {
+        Session::reset(self)
+    }
+    fn generate(
+        &mut self,
+        prompt: Input<'_>,
+        opts: &GenerateOptions,
+        tokenizer: Option<&Tokenizer>,
+        on_token: &mut OnToken<'_>,
+    ) -> Result<Generation> {
+        Session::generate(self, prompt, opts, tokenizer, on_token)
+    }
+    fn generate_batch_inputs(
+        &mut self,
+        prefix: Input<'_>,
+        suffixes: &[Input<'_>],
+        opts: &GenerateOptions,
+        tokenizer: Option<&Tokenizer>,
+        on_token: &mut OnBatchToken<'_>,
+    ) -> Result<Vec<Generation>> {
+        Session::generate_batch_inputs(self, prefix, suffixes, opts, tokenizer, on_token)
+    }
+}
+
+/// A CUDA decoder session with the host's view of the token embedding (the prompts are
+/// embedded and spliced on the host, as on the CPU, then uploaded row by row).
+#[cfg(feature = "cuda")]
+struct CudaDecoder<'m, 'd> {
+    session: DeviceSession<'d>,
+    weights: DecoderWeights<'m>,
+}
+
+#[cfg(feature = "cuda")]
+impl RegionDecoder for CudaDecoder<'_, '_> {
+    fn context(&self) -> usize {
+        self.session.context()
+    }
+    fn max_batch(&self) -> usize {
+        self.session.max_batch()
+    }
+    fn embed(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
+        let d = self.session.config().hidden_size;
+        if out.len() != ids.len() * d {
+            return Err(Error::Internal(format!("{} values for {} embedding rows", out.len(), ids.len())));
+        }
+        crate::llm::generate::check_ids(ids, self.session.vocab_size())?;
+        for (&id, row) in ids.iter().zip(out.chunks_exact_mut(d)) {
+            self.weights.embed.rows_to_f32(id as usize, 1, row)?;
+        }
+        Ok(())
+    }
+    fn reset(&mut self) {
+        self.session.reset()
+    }
+    fn generate(
+        &mut self,
+        prompt: Input<'_>,
+        opts: &GenerateOptions,
+        tokenizer: Option<&Tokenizer>,
+        on_token: &mut OnToken<'_>,
+    ) -> Result<Generation> {
+        self.session.generate(prompt, opts, tokenizer, on_token)
+    }
+    fn generate_batch_inputs(
+        &mut self,
+        prefix: Input<'_>,
+        suffixes: &[Input<'_>],
+        opts: &GenerateOptions,
+        tokenizer: Option<&Tokenizer>,
+        on_token: &mut OnBatchToken<'_>,
+    ) -> Result<Vec<Generation>> {
+        self.session.generate_batch_inputs(prefix, suffixes, opts, tokenizer, on_token)
+    }
+}
+
+/// Where the encoder runs.
+#[derive(Clone, Copy)]
+enum EncoderOn<'a> {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda(&'a DeviceEncoder),
+    #[cfg(not(feature = "cuda"))]
+    #[allow(dead_code)]
+    Never(std::marker::PhantomData<&'a ()>),
+}
+
 /// Everything before decoding, from [`prepare`]: the stages that do not need the decoder.
 pub struct Prepared<'c> {
     /// The requested regions, in the requested (or the model's) order.
@@ -221,7 +352,7 @@ pub fn generate_report(
     let tokenizer = Tokenizer::from_package(model)?;
     let mut on = Cancel { on_event, flag: Arc::new(AtomicBool::new(false)) };
     let pool = ThreadPool::new(options.threads)?;
-    let prepared = prepare_with(model, &tokenizer, &pool, ct, masks, options, &mut on)?;
+    let prepared = prepare_with(model, &tokenizer, &pool, EncoderOn::Cpu, ct, masks, options, &mut on)?;
     drop(pool);
     let max_pos = model.config().decoder.max_position_embeddings;
     let context = (prepared.longest_prompt() + prepared.max_new_tokens).min(max_pos);
@@ -231,6 +362,63 @@ pub fn generate_report(
     )?;
     on.flag = session.cancel_flag();
     decode(&mut session, model, &tokenizer, ct, prepared, options, &mut on, t_start)
+}
+
+/// [`generate_report`] with the encoder and the decoder on the GPU of `cuda` (uploaded once
+/// from the same `model`): preprocessing, the attributes and the region tokens stay on the
+/// CPU (`options.threads`), the encoder runs on the device in the [`CudaModel`]'s precision,
+/// and the regions decode in one device session (batched like the CPU's, greedy selection on
+/// the device). With the F32 encoder the report's text matches the CPU's, up to greedy ties
+/// that float reordering in the encoder GEMMs and the attention can flip (see
+/// `backend::cuda::decoder`).
+#[cfg(feature = "cuda")]
+pub fn generate_report_cuda(
+    model: &Model<'_>,
+    cuda: &CudaModel,
+    ct: &Volume,
+    masks: &Masks,
+    options: &ReportOptions,
+    on_event: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>,
+) -> Result<Report> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    generate_report_cuda_cancellable(model, cuda, ct, masks, options, cancel, on_event)
+}
+
+/// [`generate_report_cuda`] that also stops (with [`Error::Cancelled`]) when `cancel` is set
+/// from any thread, at every stage boundary and within one decode step (the C ABI passes the
+/// `mr_session`'s flag); the flag is consumed when seen.
+#[cfg(feature = "cuda")]
+pub fn generate_report_cuda_cancellable(
+    model: &Model<'_>,
+    cuda: &CudaModel,
+    ct: &Volume,
+    masks: &Masks,
+    options: &ReportOptions,
+    cancel: Arc<AtomicBool>,
+    on_event: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>,
+) -> Result<Report> {
+    let t_start = Instant::now();
+    if cuda.decoder().config() != &model.config().decoder || cuda.encoder().config() != &model.config().vision
+    {
+        return Err(Error::invalid("cuda", "the device model was uploaded from another model"));
+    }
+    let tokenizer = Tokenizer::from_package(model)?;
+    let mut on = Cancel { on_event, flag: Arc::clone(&cancel) };
+    let pool = ThreadPool::new(options.threads)?;
+    let encoder = EncoderOn::Cuda(cuda.encoder());
+    let prepared = prepare_with(model, &tokenizer, &pool, encoder, ct, masks, options, &mut on)?;
+    let max_ctx = cuda.decoder().max_context();
+    let context = (prepared.longest_prompt() + prepared.max_new_tokens).min(max_ctx);
+    let max_batch = prepared.regions.len().clamp(1, DEVICE_MAX_BATCH);
+    let mut session = DeviceSession::new(
+        cuda.decoder(),
+        &DeviceSessionOptions { context, max_batch, ..DeviceSessionOptions::default() },
+    )?;
+    session.set_cancel_flag(cancel);
+    on.flag = session.cancel_flag();
+    let weights = DecoderWeights::load(model, &model.config().decoder)?;
+    let mut dec = CudaDecoder { session, weights };
+    decode(&mut dec, model, &tokenizer, ct, prepared, options, &mut on, t_start)
 }
 
 /// Runs the whole pipeline on one study in the caller's `session` over `model`, with the
@@ -250,7 +438,8 @@ pub fn generate_report_in(
     }
     session.reset();
     let mut on = Cancel { on_event, flag: session.cancel_flag() };
-    let prepared = prepare_with(model, tokenizer, &session.pool, ct, masks, options, &mut on)?;
+    let prepared =
+        prepare_with(model, tokenizer, &session.pool, EncoderOn::Cpu, ct, masks, options, &mut on)?;
     decode(session, model, tokenizer, ct, prepared, options, &mut on, t_start)
 }
 
@@ -268,13 +457,33 @@ pub fn prepare<'c>(
     on_event: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>,
 ) -> Result<Prepared<'c>> {
     let mut on = Cancel { on_event, flag: Arc::new(AtomicBool::new(false)) };
-    prepare_with(model, tokenizer, pool, ct, masks, options, &mut on)
+    prepare_with(model, tokenizer, pool, EncoderOn::Cpu, ct, masks, options, &mut on)
 }
 
+/// [`prepare`] with the encoder on the GPU of `encoder` (the other stages on `pool`). Used by
+/// `medregion tokens --device cuda:N`.
+#[cfg(feature = "cuda")]
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_cuda<'c>(
+    model: &'c Model<'_>,
+    encoder: &DeviceEncoder,
+    tokenizer: &Tokenizer,
+    pool: &ThreadPool,
+    ct: &Volume,
+    masks: &Masks,
+    options: &ReportOptions,
+    on_event: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>,
+) -> Result<Prepared<'c>> {
+    let mut on = Cancel { on_event, flag: Arc::new(AtomicBool::new(false)) };
+    prepare_with(model, tokenizer, pool, EncoderOn::Cuda(encoder), ct, masks, options, &mut on)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn prepare_with<'c>(
     model: &'c Model<'_>,
     tokenizer: &Tokenizer,
     pool: &ThreadPool,
+    encoder_on: EncoderOn<'_>,
     ct: &Volume,
     masks: &Masks,
     options: &ReportOptions,
@@ -318,20 +527,33 @@ fn prepare_with<'c>(
     on.emit(Event::Stage { stage: Stage::Encoder, index: 0, count: depth, region: None })?;
     let t = Instant::now();
     let heads = RegionHeads::new(model)?;
-    let encoder = VisionEncoder::new(model)?;
-    let slices = slices_from_volume(&pre.data, pre.shape, encoder.config())?;
-    let vision = encoder.encode_observed(
-        &slices,
-        depth,
-        &EncodeOptions { levels: heads.levels(), batch: 0 },
-        pool,
-        &mut EncodeProfile::default(),
-        &mut |done, total| match on.emit(Event::Progress { stage: Stage::Encoder, done, total }) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(_) => ControlFlow::Break(()),
-        },
-    )?;
-    drop(slices);
+    let encode_options = EncodeOptions { levels: heads.levels(), batch: 0 };
+    let vision = match encoder_on {
+        EncoderOn::Cpu => {
+            let encoder = VisionEncoder::new(model)?;
+            let slices = slices_from_volume(&pre.data, pre.shape, encoder.config())?;
+            encoder.encode_observed(
+                &slices,
+                depth,
+                &encode_options,
+                pool,
+                &mut EncodeProfile::default(),
+                &mut |done, total| match on.emit(Event::Progress { stage: Stage::Encoder, done, total }) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
+                },
+            )?
+        }
+        #[cfg(feature = "cuda")]
+        EncoderOn::Cuda(encoder) => {
+            let slices = slices_from_volume(&pre.data, pre.shape, encoder.config())?;
+            let out = encoder.encode(&slices, depth, &encode_options)?;
+            on.emit(Event::Progress { stage: Stage::Encoder, done: depth, total: depth })?;
+            out
+        }
+        #[cfg(not(feature = "cuda"))]
+        EncoderOn::Never(_) => return Err(Error::Internal("no such encoder".into())),
+    };
     timings.encoder = t.elapsed().as_secs_f64();
 
     on.emit(Event::Stage { stage: Stage::Tokens, index: 0, count: regions.len(), region: None })?;
@@ -351,7 +573,7 @@ fn prepare_with<'c>(
 /// Decodes every region's prompt in `session` and assembles the report.
 #[allow(clippy::too_many_arguments)]
 fn decode(
-    session: &mut Session<'_>,
+    session: &mut dyn RegionDecoder,
     model: &Model<'_>,
     tokenizer: &Tokenizer,
     ct: &Volume,
@@ -384,7 +606,7 @@ fn decode(
     }
     let batched = options.batch_regions.unwrap_or(config.generation.batch_regions)
         && regions.len() > 1
-        && regions.len() <= session.max_batch;
+        && regions.len() <= session.max_batch();
     let generations = if batched {
         for (i, region) in regions.iter().enumerate() {
             on.emit(Event::Stage {

@@ -118,7 +118,13 @@ int main(int argc, char **argv) {
     p.device_kind = 77;
     CHECK_STATUS(mr_model_load(argv[1], &p, &m), MR_ERR_INVALID_ARGUMENT);
     p.device_kind = MR_DEVICE_CUDA;
+    /* No CUDA in this build (or no driver): refused with the reason, nothing loaded. */
     CHECK_STATUS(mr_model_load(argv[1], &p, &m), MR_ERR_UNSUPPORTED);
+    CHECK(strstr(mr_last_error_message(), "cuda:0") != NULL);
+    CHECK(m == NULL);
+    p.device_ordinal = -1;
+    CHECK_STATUS(mr_model_load(argv[1], &p, &m), MR_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(mr_last_error_message(), "device_ordinal") != NULL);
     CHECK(m == NULL);
     mr_model_free(NULL); /* no-op */
 

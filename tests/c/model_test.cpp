@@ -45,6 +45,28 @@ int main(int argc, char **argv) {
         CHECK(std::string(e.what()).find("/nonexistent/x.safetensors") != std::string::npos);
     }
     CHECK(thrown);
+    {
+        // No CUDA in this library (or no driver): refused with the reason; a bad string throws
+        // before any call.
+        medregion::ModelParams opts;
+        opts.device = "cuda:0";
+        bool refused = false;
+        try {
+            medregion::Model::load(argv[1], opts);
+        } catch (const medregion::Error &e) {
+            refused = e.status() == MR_ERR_UNSUPPORTED &&
+                      std::string(e.what()).find("cuda:0") != std::string::npos;
+        }
+        CHECK(refused);
+        opts.device = "gpu";
+        bool invalid = false;
+        try {
+            medregion::Model::load(argv[1], opts);
+        } catch (const std::invalid_argument &) {
+            invalid = true;
+        }
+        CHECK(invalid);
+    }
     if (failures) return 1;
     std::printf("model_test_cpp: all checks passed\n");
     return 0;

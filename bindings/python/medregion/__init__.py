@@ -162,34 +162,47 @@ class _Handle:
 class Model(_Handle):
     """A loaded model package (immutable; usable from several threads).
 
-    Model(path, verify_checksum=False) maps a file; Model.from_bytes(data) uses a bytes-like
-    object in place (kept referenced by the Model). Use as a context manager or call close().
+    Model(path, verify_checksum=False, device="cpu") maps a file; Model.from_bytes(data) uses a
+    bytes-like object in place (kept referenced by the Model). device="cuda:N" (or "cuda") also
+    uploads the model to that GPU, where Session.report runs (a library built with CUDA and a
+    driver; otherwise MedregionError ERR_UNSUPPORTED with the reason). Use as a context manager
+    or call close().
     """
 
-    def __init__(self, path, verify_checksum: bool = False):
+    def __init__(self, path, verify_checksum: bool = False, device: str = "cpu"):
         self._handle = None
         self._keep = None
+        params = self._params(verify_checksum, device)
         handle = ctypes.c_void_p()
-        _check(_lib.mr_model_load(os.fsencode(path), self._params(verify_checksum), ctypes.byref(handle)))
+        _check(_lib.mr_model_load(os.fsencode(path), params, ctypes.byref(handle)))
         self._handle = handle
 
     @classmethod
-    def from_bytes(cls, data, verify_checksum: bool = False) -> "Model":
+    def from_bytes(cls, data, verify_checksum: bool = False, device: str = "cpu") -> "Model":
         self = cls.__new__(cls)
         self._handle = None
+        params = cls._params(verify_checksum, device)
         buf = (ctypes.c_char * len(data)).from_buffer_copy(data)  # owned, aligned copy
         handle = ctypes.c_void_p()
-        _check(_lib.mr_model_load_from_memory(
-            buf, len(data), cls._params(verify_checksum), ctypes.byref(handle)))
+        _check(_lib.mr_model_load_from_memory(buf, len(data), params, ctypes.byref(handle)))
         self._keep = buf
         self._handle = handle
         return self
 
     @staticmethod
-    def _params(verify_checksum: bool):
+    def _params(verify_checksum: bool, device: str):
+        kind, sep, n = str(device).partition(":")
+        if kind == "cpu" and not sep:
+            device_kind, ordinal = DEVICE_CPU, 0
+        elif kind == "cuda" and (not sep or (n.isdigit() and n.isascii())):
+            device_kind, ordinal = DEVICE_CUDA, int(n) if sep else 0
+        else:
+            raise ValueError(f"device {device!r} is not 'cpu' or 'cuda[:N]'")
         p = _native.ModelParams()
         _check(_lib.mr_model_params_default(ctypes.byref(p)))
         p.verify_checksum = 1 if verify_checksum else 0
+        p.device_kind = device_kind
+        p.device_ordinal = ordinal
         return ctypes.byref(p)
 
     _free = "mr_model_free"

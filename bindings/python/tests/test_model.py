@@ -41,6 +41,21 @@ class ModelTest(unittest.TestCase):
             medregion.Model.from_bytes(data[: len(data) // 3])
         self.assertEqual(ctx.exception.status, medregion.ERR_FORMAT)
 
+    def test_device(self):
+        # This library is built without CUDA (or the machine has no driver): a CUDA model is
+        # refused with the reason, before the file is read; a bad device string before any call.
+        cuda = [d for d in medregion.devices() if d["kind"] == "cuda"]
+        if not any(d["available"] for d in cuda):
+            with self.assertRaises(medregion.MedregionError) as ctx:
+                medregion.Model(PACKAGE, device="cuda:0")
+            self.assertEqual(ctx.exception.status, medregion.ERR_UNSUPPORTED)
+            self.assertIn("cuda:0", ctx.exception.message)
+        for bad in ("gpu", "cuda:-1", "cuda:x", "cpu:0", ""):
+            with self.assertRaises(ValueError):
+                medregion.Model(PACKAGE, device=bad)
+        with medregion.Model(PACKAGE, device="cpu") as m:
+            self.assertGreater(m.info()["n_params"], 0)
+
 
 if __name__ == "__main__":
     unittest.main()

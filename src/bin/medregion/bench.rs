@@ -73,11 +73,18 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn llm(a: LlmArgs) -> Result<()> {
-    a.device.check("the decoder benchmark")?;
+    let device = a.device.resolve()?;
     if a.prompt_len == 0 || a.steps == 0 || a.batch == 0 {
         return Err(Error::invalid("--prompt-len/--steps/--batch", "must be at least 1"));
     }
     let model = Model::load(&a.model, &LoadOptions { in_memory: a.in_memory, ..LoadOptions::default() })?;
+    match device {
+        crate::device::Device::Cpu => {}
+        #[cfg(feature = "cuda")]
+        crate::device::Device::Cuda(ordinal) => return llm_cuda(&a, &model, ordinal),
+        #[cfg(not(feature = "cuda"))]
+        crate::device::Device::Cuda(ordinal) => return Err(crate::device::not_compiled(ordinal)),
+    }
     let vocab = model.config().decoder.vocab_size;
     let context = a.prompt_len + a.steps + 2;
     let mut s = Session::new(
@@ -153,6 +160,99 @@ fn llm(a: LlmArgs) -> Result<()> {
         if let Some((tps, ratio, gbs)) = batch {
             println!(
                 "batch {:>2} decode:       {tps:>10.1} tokens/s  {gbs:>7.2} GB/s effective  ({ratio:.2}x decoding them one after another)",
+                a.batch
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `bench llm --device cuda:N`: the same measurements on a device session (greedy, the device
+/// argmax; stop ids off), against the device-to-device copy bandwidth measured in the same run.
+#[cfg(feature = "cuda")]
+fn llm_cuda(a: &LlmArgs, model: &Model<'_>, ordinal: usize) -> Result<()> {
+    use medregion::backend::cuda::decoder::{DeviceDecoder, DeviceSession, DeviceSessionOptions, MAX_BATCH};
+    use medregion::backend::cuda::Gpu;
+    use medregion::llm::SamplingParams;
+
+    if a.batch > MAX_BATCH {
+        return Err(Error::invalid("--batch", format!("{} exceeds the CUDA session's {MAX_BATCH}", a.batch)));
+    }
+    let vocab = model.config().decoder.vocab_size;
+    let context = a.prompt_len + a.steps + 2;
+    let gpu = Gpu::open(ordinal)?;
+    let dec = DeviceDecoder::upload_with_positions(&gpu, model, context)?;
+    let mut s = DeviceSession::new(
+        &dec,
+        &DeviceSessionOptions { context, max_batch: a.batch, ..DeviceSessionOptions::default() },
+    )?;
+    let prompt: Vec<u32> =
+        (0..a.prompt_len).map(|i| ((i as u64 * 2_654_435_761 + 17) % vocab as u64) as u32).collect();
+    let bytes = dec.weight_bytes() as f64;
+    let opts = GenerateOptions {
+        max_new_tokens: a.steps,
+        sampling: SamplingParams::greedy(),
+        stop_ids: Some(Vec::new()),
+        ..Default::default()
+    };
+    let mut none = |_: u32, _: &str| ControlFlow::Continue(());
+    // Warm-up (module loading, graph capture), then the measured run.
+    s.generate(
+        Input::Tokens(&prompt),
+        &GenerateOptions { max_new_tokens: 2, ..opts.clone() },
+        None,
+        &mut none,
+    )?;
+    s.reset();
+    let g = s.generate(Input::Tokens(&prompt), &opts, None, &mut none)?;
+    let prefill_tps = a.prompt_len as f64 / g.prefill_secs;
+    // `steps` tokens sampled: the first from the prefill, then `steps − 1` decode steps.
+    let calls = a.steps.saturating_sub(1).max(1) as f64;
+    let decode_tps = calls / g.decode_secs;
+    let decode_gbs = bytes * decode_tps / 1e9;
+    // Read + write of a copy at least as large as the weights (capped at 4 GiB).
+    let peak = gpu.copy_bandwidth_gbs(dec.weight_bytes().clamp(256 << 20, 4 << 30))?;
+    let batch = if a.batch > 1 {
+        let suffixes: Vec<Vec<u32>> = (0..a.batch).map(|i| vec![((i * 7919 + 3) % vocab) as u32]).collect();
+        let inputs: Vec<Input<'_>> = suffixes.iter().map(|x| Input::Tokens(x)).collect();
+        let mut none = |_: usize, _: u32, _: &str| ControlFlow::Continue(());
+        let out = s.generate_batch_inputs(Input::Tokens(&prompt), &inputs, &opts, None, &mut none)?;
+        let secs = out[0].decode_secs;
+        let tps = calls * a.batch as f64 / secs;
+        Some((tps, tps / decode_tps, bytes * calls / secs / 1e9))
+    } else {
+        None
+    };
+    let (graphs, replays, why) = s.graph_status();
+    let name = a.model.display().to_string();
+    if a.json {
+        let mut doc = serde_json::json!({
+            "model": name, "device": format!("cuda:{ordinal}"), "gpu": gpu.name(), "prompt_len": a.prompt_len,
+            "steps": a.steps, "weight_bytes_per_step": bytes, "prefill_tokens_per_s": prefill_tps,
+            "decode_tokens_per_s": decode_tps, "decode_gb_per_s": decode_gbs,
+            "device_copy_gb_per_s": peak, "decode_fraction_of_copy_bandwidth": decode_gbs / peak,
+            "cuda_graphs": graphs, "graph_replays": replays, "graph_error": why,
+        });
+        if let Some((tps, ratio, gbs)) = batch {
+            doc["batch"] = a.batch.into();
+            doc["batch_decode_tokens_per_s"] = tps.into();
+            doc["batch_vs_sequential"] = ratio.into();
+            doc["batch_gb_per_s"] = gbs.into();
+        }
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        println!("model {name}: {:.1} MB of weights per step, cuda:{ordinal} ({})", bytes / 1e6, gpu.name());
+        println!("prefill  {:>5} tokens: {prefill_tps:>10.1} tokens/s", a.prompt_len);
+        println!(
+            "decode   {:>5} steps:  {decode_tps:>10.1} tokens/s  {decode_gbs:>7.1} GB/s effective  ({:.0} % of the copy bandwidth)",
+            a.steps,
+            100.0 * decode_gbs / peak
+        );
+        println!("device copy bandwidth (read + write, same run): {peak:.1} GB/s; CUDA graphs: {graphs} ({replays} replays{})",
+            why.map(|w| format!("; capture failed: {w}")).unwrap_or_default());
+        if let Some((tps, ratio, gbs)) = batch {
+            println!(
+                "batch {:>2} decode:       {tps:>10.1} tokens/s  {gbs:>7.1} GB/s effective  ({ratio:.2}x decoding them one after another)",
                 a.batch
             );
         }

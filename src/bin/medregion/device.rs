@@ -1,9 +1,16 @@
 //! `--device cpu|cuda[:N]`, shared by every command that computes.
 //!
-//! The CUDA kernels are built and checked (`--features cuda`), but no command runs its model on
-//! the GPU yet, so a CUDA device is refused before any work, with the reason: not compiled in,
-//! no driver, no such device, or that the command does not run on CUDA yet.
+//! Every command that computes (`report`, `generate`, `encode`, `tokens`, `bench llm|vision|
+//! report`) runs on a CUDA device when the binary is built with the `cuda` feature and the
+//! device is usable ([`resolve`]); a CUDA device that cannot be used is refused before any work
+//! (before the model is opened), with the reason: not compiled in, no driver, no such device.
 
+use std::ops::ControlFlow;
+
+use medregion::masks::Masks;
+use medregion::model::Model;
+use medregion::report::{generate_report, Event, Report, ReportOptions};
+use medregion::volume::Volume;
 use medregion::{DeviceKind, Error, Result};
 
 /// The `--device` option.
@@ -15,30 +22,102 @@ pub struct DeviceArg {
 }
 
 impl DeviceArg {
-    /// Checks the device for `what` (e.g. "the report pipeline"); `Ok` for the CPU.
-    pub fn check(&self, what: &str) -> Result<()> {
-        check(&self.device, what)
+    /// The device to run on (see [`resolve`]).
+    pub fn resolve(&self) -> Result<Device> {
+        resolve(&self.device)
     }
 }
 
-/// `cpu` or `cuda[:N]`; CUDA is refused with the reason it cannot run `what`.
-pub fn check(spec: &str, what: &str) -> Result<()> {
+/// A usable compute device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// `cuda:N`, found and usable (only with the `cuda` feature).
+    Cuda(usize),
+}
+
+/// `cpu` or `cuda[:N]` into a device, or the reason the CUDA device cannot be used.
+pub fn resolve(spec: &str) -> Result<Device> {
     let bad = || Error::invalid("--device", format!("`{spec}` is not `cpu` or `cuda[:N]`"));
-    let (kind, ordinal) = match spec.split_once(':') {
-        None if spec == "cpu" => return Ok(()),
-        None if spec == "cuda" => (DeviceKind::Cuda, 0),
-        Some(("cuda", n)) => (DeviceKind::Cuda, n.parse::<i32>().map_err(|_| bad())?),
+    let ordinal = match spec.split_once(':') {
+        None if spec == "cpu" => return Ok(Device::Cpu),
+        None if spec == "cuda" => 0,
+        Some(("cuda", n)) => n.parse::<usize>().map_err(|_| bad())?,
         _ => return Err(bad()),
     };
     let devices = medregion::devices();
-    let found = devices.iter().find(|d| d.kind == kind && d.ordinal == ordinal);
+    let found = devices.iter().find(|d| d.kind == DeviceKind::Cuda && d.ordinal as usize == ordinal);
     let why = match found {
-        Some(d) if !d.available => d.reason.clone(),
-        Some(_) => format!("the CUDA backend does not run {what} yet; use --device cpu"),
+        Some(d) if d.available => return Ok(Device::Cuda(ordinal)),
+        Some(d) => d.reason.clone(),
         None => {
-            let n = devices.iter().filter(|d| d.kind == kind && d.available).count();
+            let n = devices.iter().filter(|d| d.kind == DeviceKind::Cuda && d.available).count();
             format!("there is no such device ({n} CUDA device(s) available)")
         }
     };
     Err(Error::Unsupported(format!("device {spec}: {why}")))
+}
+
+/// What `cuda:N` means in a binary built without the `cuda` feature (never reached: such a
+/// device is never listed as usable).
+#[cfg(not(feature = "cuda"))]
+pub fn not_compiled(ordinal: usize) -> Error {
+    Error::Unsupported(format!("device cuda:{ordinal}: this build has no CUDA backend (feature `cuda`)"))
+}
+
+/// Where the report pipeline runs: the CPU, or the model uploaded to a GPU once (for every
+/// study of a run).
+pub enum Engine {
+    Cpu,
+    #[cfg(feature = "cuda")]
+    Cuda(medregion::backend::cuda::model::CudaModel),
+}
+
+impl Engine {
+    /// The CPU, or `model` uploaded to `device`.
+    pub fn new(model: &Model<'_>, device: Device) -> Result<Engine> {
+        match device {
+            Device::Cpu => Ok(Engine::Cpu),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(ordinal) => {
+                use medregion::backend::cuda::model::{CudaModel, CudaOptions};
+                Ok(Engine::Cuda(CudaModel::upload(
+                    model,
+                    &CudaOptions { ordinal, ..CudaOptions::default() },
+                )?))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(ordinal) => {
+                let _ = model;
+                Err(not_compiled(ordinal))
+            }
+        }
+    }
+
+    /// The whole pipeline on one study (`medregion::report`).
+    pub fn report(
+        &self,
+        model: &Model<'_>,
+        ct: &Volume,
+        masks: &Masks,
+        options: &ReportOptions,
+        on_event: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>,
+    ) -> Result<Report> {
+        match self {
+            Engine::Cpu => generate_report(model, ct, masks, options, on_event),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(cuda) => {
+                medregion::report::generate_report_cuda(model, cuda, ct, masks, options, on_event)
+            }
+        }
+    }
+
+    /// Where it runs, for output lines.
+    pub fn describe(&self, threads: usize) -> String {
+        match self {
+            Engine::Cpu => format!("{threads} threads"),
+            #[cfg(feature = "cuda")]
+            Engine::Cuda(cuda) => format!("cuda:{} ({})", cuda.gpu().ordinal(), cuda.gpu().name()),
+        }
+    }
 }

@@ -57,7 +57,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    args.device.check("the vision encoder")?;
+    let device = args.device.resolve()?;
     let model = Model::load(&args.model, &LoadOptions::default())?;
     let config = model.config();
     let volume = Volume::load(&args.ct)?;
@@ -76,9 +76,25 @@ pub fn run(args: Args) -> Result<()> {
     let pool = ThreadPool::new(args.threads)?;
     let levels = args.levels.clone().unwrap_or_else(|| config.mask_extractor.levels.clone());
     let options = EncodeOptions { levels, batch: args.batch };
-    let start = Instant::now();
-    let out = encoder.encode(&slices, depth, &options, &pool)?;
-    let seconds = start.elapsed().as_secs_f64();
+    let (out, seconds, runs_on) = match device {
+        crate::device::Device::Cpu => {
+            let start = Instant::now();
+            let out = encoder.encode(&slices, depth, &options, &pool)?;
+            (out, start.elapsed().as_secs_f64(), format!("{} threads", pool.threads()))
+        }
+        #[cfg(feature = "cuda")]
+        crate::device::Device::Cuda(ordinal) => {
+            use medregion::backend::cuda::encoder::{DeviceEncoder, Precision};
+            let gpu = medregion::backend::cuda::Gpu::open(ordinal)?;
+            let dev = DeviceEncoder::upload(&gpu, &model, Precision::F32)?;
+            // The timing starts after the upload, like the CPU's after loading.
+            let start = Instant::now();
+            let out = dev.encode(&slices, depth, &options)?;
+            (out, start.elapsed().as_secs_f64(), format!("cuda:{ordinal} ({}, f32)", gpu.name()))
+        }
+        #[cfg(not(feature = "cuda"))]
+        crate::device::Device::Cuda(ordinal) => return Err(crate::device::not_compiled(ordinal)),
+    };
 
     let s = vcfg.image_size;
     let states = [out.n_slices, out.n_tokens, out.hidden_size];
@@ -109,6 +125,7 @@ pub fn run(args: Args) -> Result<()> {
         ("vision_config", serde_json::to_string(&vcfg).unwrap_or_default()),
         ("levels", levels.join(",")),
         ("threads", pool.threads().to_string()),
+        ("device", runs_on.clone()),
         ("encode_seconds", format!("{seconds:.6}")),
     ]
     .into_iter()
@@ -117,11 +134,10 @@ pub fn run(args: Args) -> Result<()> {
     safetensors::serialize_to_file(views, Some(metadata), &args.dump)
         .map_err(|e| Error::Internal(format!("writing {}: {e}", args.dump.display())))?;
     println!(
-        "encoded {depth} slices of {s}x{s} ({} tokens x {}) in {seconds:.3} s ({:.2} slices/s, {} threads); wrote {}",
+        "encoded {depth} slices of {s}x{s} ({} tokens x {}) in {seconds:.3} s ({:.2} slices/s, {runs_on}); wrote {}",
         out.n_tokens,
         out.hidden_size,
         depth as f64 / seconds.max(1e-9),
-        pool.threads(),
         args.dump.display()
     );
     Ok(())

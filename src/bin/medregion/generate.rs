@@ -70,7 +70,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    args.device.check("text generation")?;
+    let device = args.device.resolve()?;
+    if device != crate::device::Device::Cpu && args.dump_logits.is_some() {
+        return Err(Error::Unsupported(format!(
+            "--dump-logits with --device {}: the CUDA session does not keep logits; use --device cpu",
+            args.device.device
+        )));
+    }
     let sampling = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -109,19 +115,43 @@ pub fn run(args: Args) -> Result<()> {
         ));
     }
     let context = (ids.len() + args.max_new_tokens).min(max_pos);
-    let mut session =
-        Session::new(&model, &SessionOptions { context, threads: args.threads, ..Default::default() })?;
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_err = None;
-    let result = session.generate(Input::Tokens(&ids), &opts, Some(&tok), &mut |_, text| {
+    let mut on_token = |_, text: &str| {
         if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
             write_err = Some(e);
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
-    })?;
+    };
+    let (result, runs_on) = match device {
+        crate::device::Device::Cpu => {
+            let mut session = Session::new(
+                &model,
+                &SessionOptions { context, threads: args.threads, ..Default::default() },
+            )?;
+            let r = session.generate(Input::Tokens(&ids), &opts, Some(&tok), &mut on_token)?;
+            if let Some(path) = &args.dump_logits {
+                let v = session.vocab_size();
+                write_npy_f32(path, &r.logits, r.logits.len() / v, v)?;
+            }
+            (r, format!("{} threads", session.threads()))
+        }
+        #[cfg(feature = "cuda")]
+        crate::device::Device::Cuda(ordinal) => {
+            use medregion::backend::cuda::decoder::{DeviceDecoder, DeviceSession, DeviceSessionOptions};
+            let gpu = medregion::backend::cuda::Gpu::open(ordinal)?;
+            let dec = DeviceDecoder::upload_with_positions(&gpu, &model, context)?;
+            let mut session =
+                DeviceSession::new(&dec, &DeviceSessionOptions { context, ..Default::default() })?;
+            let r = session.generate(Input::Tokens(&ids), &opts, Some(&tok), &mut on_token)?;
+            (r, format!("cuda:{ordinal} ({})", gpu.name()))
+        }
+        #[cfg(not(feature = "cuda"))]
+        crate::device::Device::Cuda(ordinal) => return Err(crate::device::not_compiled(ordinal)),
+    };
     if let Some(e) = write_err {
         return Err(Error::Io { path: "<stdout>".into(), source: e });
     }
@@ -130,19 +160,15 @@ pub fn run(args: Args) -> Result<()> {
     let fed = result.tokens.len().saturating_sub(1);
     eprintln!(
         "prompt: {n_prompt} tokens in {:.3} s ({:.1} tokens/s); decode: {} tokens in {:.3} s ({:.1} tokens/s); \
-         stop: {:?}; {} threads",
+         stop: {:?}; {}",
         result.prefill_secs,
         n_prompt as f64 / result.prefill_secs.max(1e-9),
         result.tokens.len(),
         result.decode_secs,
         fed as f64 / result.decode_secs.max(1e-9),
         result.stop,
-        session.threads(),
+        runs_on,
     );
-    if let Some(path) = &args.dump_logits {
-        let v = session.vocab_size();
-        write_npy_f32(path, &result.logits, result.logits.len() / v, v)?;
-    }
     Ok(())
 }
 

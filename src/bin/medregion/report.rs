@@ -21,8 +21,9 @@
 //! are random, so the region texts are noise; the attribute section is a real measurement.
 //!
 //! Output files are written under a temporary name and renamed, so a failed run leaves none.
-//! `--device` accepts `cpu` and `cuda[:N]`; the pipeline runs on the CPU in this version, so
-//! `cuda` is refused with the reason (not compiled in, no driver, or not yet supported).
+//! `--device cuda[:N]` (a build with the `cuda` feature) uploads the model to the GPU once and
+//! runs the encoder and the decoding there (`medregion::report::generate_report_cuda`); a
+//! device that cannot be used is refused before any work, with the reason.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -30,17 +31,16 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::device::Engine;
 use crate::files::{write_atomic, TempFile};
 use crate::progress::{Mode, Progress};
 
 use medregion::attributes::LabelScheme;
-use medregion::io::package::QuantPolicy;
 use medregion::masks::{volume_stem, Masks};
-use medregion::model::synthetic::{write_synthetic, Preset};
+use medregion::model::synthetic::write_demo;
 use medregion::model::{LoadOptions, Model};
 use medregion::phantom::chest_phantom;
-use medregion::report::{generate_report, Event, Report, ReportOptions};
-use medregion::tensor::WeightType;
+use medregion::report::{Event, Report, ReportOptions};
 use medregion::volume::Volume;
 use medregion::{Error, Result};
 
@@ -197,7 +197,7 @@ fn studies(cts: &[PathBuf], masks: &[PathBuf]) -> Result<Vec<Study>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    crate::device::check(&args.device, "the report pipeline")?;
+    let device = crate::device::resolve(&args.device)?;
     let mut options = ReportOptions {
         regions: args.regions.clone(),
         max_new_tokens: args.max_new_tokens,
@@ -207,14 +207,15 @@ pub fn run(args: Args) -> Result<()> {
     if args.demo {
         let path = std::env::temp_dir().join(format!("medregion-demo-{}.mrm", std::process::id()));
         let _temp = TempFile(path.clone());
-        write_synthetic(&path, Preset::Tiny, 1, QuantPolicy::all(WeightType::F32))?;
+        write_demo(&path)?;
         let p = chest_phantom()?;
         let masks = Masks::from_label_map(&p.labels, &LabelScheme::totalseg())?;
         options.max_new_tokens = options.max_new_tokens.or(Some(32));
         let model = Model::load(&path, &LoadOptions::default())?;
+        let engine = Engine::new(&model, device)?;
         let mut progress =
             Progress::new(Mode::choose(args.quiet, args.progress_json), 1, tokens_hint(&model, &options));
-        let report = run_one(&model, &p.ct, &masks, &options, &mut progress)?;
+        let report = run_one(&model, &engine, &p.ct, &masks, &options, &mut progress)?;
         progress.finish();
         println!(
             "DEMO: the model weights are synthetic and untrained, so the region texts below are noise; \
@@ -239,13 +240,14 @@ pub fn run(args: Args) -> Result<()> {
     let scheme = LabelScheme::from_arg(&args.labels)?;
     let model =
         Model::load(&model_path, &LoadOptions { in_memory: args.in_memory, ..LoadOptions::default() })?;
+    let engine = Engine::new(&model, device)?;
     let mode = Mode::choose(args.quiet, args.progress_json);
     let mut progress = Progress::new(mode, studies.len(), tokens_hint(&model, &options));
     if !batch {
         let s = &studies[0];
         let (ct, masks) = s.load(&scheme)?;
         progress.start_study(&s.name, false);
-        let report = run_one(&model, &ct, &masks, &options, &mut progress)?;
+        let report = run_one(&model, &engine, &ct, &masks, &options, &mut progress)?;
         progress.finish();
         return write_single(&args, &s.name, &report);
     }
@@ -259,7 +261,7 @@ pub fn run(args: Args) -> Result<()> {
         // A panic in one study (a bug) must not stop the others.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(PathBuf, PathBuf)> {
             let (ct, masks) = s.load(&scheme)?;
-            let report = run_one(&model, &ct, &masks, &options, &mut progress)?;
+            let report = run_one(&model, &engine, &ct, &masks, &options, &mut progress)?;
             write_outputs(out, &s.name, &report)
         }))
         .unwrap_or_else(|p| {
@@ -315,12 +317,13 @@ fn tokens_hint(model: &Model<'_>, options: &ReportOptions) -> usize {
 
 fn run_one(
     model: &Model<'_>,
+    engine: &Engine,
     ct: &Volume,
     masks: &Masks,
     options: &ReportOptions,
     progress: &mut Progress,
 ) -> Result<Report> {
-    let report = generate_report(model, ct, masks, options, &mut |e: &Event<'_>| {
+    let report = engine.report(model, ct, masks, options, &mut |e: &Event<'_>| {
         progress.event(e);
         ControlFlow::Continue(())
     })?;

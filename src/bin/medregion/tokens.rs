@@ -68,7 +68,7 @@ fn i64_bytes<T: Copy + TryInto<i64>>(v: &[T]) -> Vec<u8> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    args.device.check("region tokens")?;
+    let device = args.device.resolve()?;
     let model = Model::load(&args.model, &LoadOptions::default())?;
     let config = model.config();
     let ct = Volume::load(&args.ct)?;
@@ -79,10 +79,22 @@ pub fn run(args: Args) -> Result<()> {
     // The report pipeline's own stages up to the prompts (nothing decoded).
     let options =
         ReportOptions { regions: args.regions.clone(), threads: args.threads, ..Default::default() };
-    let Prepared { slot, attributes, tokens, prompts: region_prompts, .. } =
-        prepare(&model, &tokenizer, &pool, &ct, &masks, &options, &mut |_: &Event<'_>| {
-            ControlFlow::Continue(())
-        })?;
+    let mut quiet = |_: &Event<'_>| ControlFlow::Continue(());
+    let prepared = match device {
+        crate::device::Device::Cpu => prepare(&model, &tokenizer, &pool, &ct, &masks, &options, &mut quiet)?,
+        #[cfg(feature = "cuda")]
+        crate::device::Device::Cuda(ordinal) => {
+            use medregion::backend::cuda::encoder::{DeviceEncoder, Precision};
+            let gpu = medregion::backend::cuda::Gpu::open(ordinal)?;
+            let encoder = DeviceEncoder::upload(&gpu, &model, Precision::F32)?;
+            medregion::report::prepare_cuda(
+                &model, &encoder, &tokenizer, &pool, &ct, &masks, &options, &mut quiet,
+            )?
+        }
+        #[cfg(not(feature = "cuda"))]
+        crate::device::Device::Cuda(ordinal) => return Err(crate::device::not_compiled(ordinal)),
+    };
+    let Prepared { slot, attributes, tokens, prompts: region_prompts, .. } = prepared;
 
     let (n_tokens, n_slots) = (config.pooling.n_tokens(), config.segmentation.len());
     let (vh, dh) = (config.vision.hidden_size, config.decoder.hidden_size);

@@ -13,11 +13,14 @@
 //!   compares prefill + decode time, batched over sequential (< 1: batching is faster); the
 //!   other stages are the same work in both modes.
 //! * Greedy decoding gives the same region texts either way: any difference is an error.
+//! * `--device cuda:N` uploads the package once (not timed: `load_s` is the mapping only) and
+//!   runs the encoder and the decoding on the GPU; the other stages stay on the CPU.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::device::Engine;
 use crate::files::TempFile;
 
 use medregion::attributes::LabelScheme;
@@ -28,7 +31,7 @@ use medregion::model::synthetic::{write_synthetic, Preset};
 use medregion::model::{LoadOptions, Model};
 use medregion::ops::ThreadPool;
 use medregion::phantom::chest_phantom;
-use medregion::report::{generate_report, Event, Report, ReportOptions, Timings};
+use medregion::report::{Event, Report, ReportOptions, Timings};
 use medregion::tensor::WeightType;
 use medregion::{Error, Result};
 
@@ -145,7 +148,7 @@ fn first_difference(a: &Report, b: &Report) -> Option<String> {
 }
 
 pub fn run(a: ReportArgs) -> Result<()> {
-    a.device.check("the report benchmark")?;
+    let device = a.device.resolve()?;
     if a.max_new_tokens == 0 {
         return Err(Error::invalid("--max-new-tokens", "must be at least 1"));
     }
@@ -188,6 +191,8 @@ pub fn run(a: ReportArgs) -> Result<()> {
     let phantom = chest_phantom()?;
     let masks = Masks::from_label_map(&phantom.labels, &LabelScheme::totalseg())?;
     let threads = ThreadPool::new(a.threads)?.threads();
+    let engine = Engine::new(&model, device)?;
+    let runs_on = engine.describe(threads);
 
     let wanted: &[bool] = match a.modes.as_str() {
         "batched" => &[true],
@@ -208,7 +213,7 @@ pub fn run(a: ReportArgs) -> Result<()> {
                 let mode = if batched { "batched" } else { "sequential" };
                 eprintln!("{mode} run {}/{repeat} ...", i + 1);
             }
-            let report = generate_report(&model, &phantom.ct, &masks, &options, &mut |_: &Event<'_>| {
+            let report = engine.report(&model, &phantom.ct, &masks, &options, &mut |_: &Event<'_>| {
                 ControlFlow::Continue(())
             })?;
             reports.push(report);
@@ -243,6 +248,7 @@ pub fn run(a: ReportArgs) -> Result<()> {
             "package_write_s": write_secs,
             "load_s": load_secs,
             "threads": threads,
+            "device": runs_on,
             "regions": n_regions,
             "max_new_tokens": a.max_new_tokens,
             "repeat": repeat,
@@ -258,7 +264,7 @@ pub fn run(a: ReportArgs) -> Result<()> {
         println!("package written in {s:.2} s (not part of the times below)");
     }
     println!(
-        "{name}: {n_regions} regions, {} new tokens max, {threads} threads, median of {repeat}, loaded in {load_secs:.2} s",
+        "{name}: {n_regions} regions, {} new tokens max, {runs_on}, median of {repeat}, loaded in {load_secs:.2} s",
         a.max_new_tokens
     );
     println!(

@@ -153,12 +153,19 @@ fn model_path(a: &VisionArgs) -> Result<(PathBuf, String)> {
 }
 
 pub fn run(a: VisionArgs) -> Result<()> {
-    a.device.check("the encoder benchmark")?;
+    let device = a.device.resolve()?;
     if a.slices == 0 || a.peak_size == 0 {
         return Err(Error::invalid("--slices/--peak-size", "must be at least 1"));
     }
     let (path, name) = model_path(&a)?;
     let model = Model::load(Path::new(&path), &LoadOptions::default())?;
+    match device {
+        crate::device::Device::Cpu => {}
+        #[cfg(feature = "cuda")]
+        crate::device::Device::Cuda(ordinal) => return run_cuda(&a, &model, &name, ordinal),
+        #[cfg(not(feature = "cuda"))]
+        crate::device::Device::Cuda(ordinal) => return Err(crate::device::not_compiled(ordinal)),
+    }
     let enc = VisionEncoder::new(&model)?;
     let cfg = enc.config().clone();
     if let Some(size) = a.size {
@@ -312,6 +319,63 @@ pub fn run(a: VisionArgs) -> Result<()> {
             gflop(attn_flops) / attn_secs
         );
         println!("sgemm peak (ours, {ps}^3): {peak_gflops:.1} GFLOP/s");
+    }
+    Ok(())
+}
+
+/// `bench vision --device cuda:N`: the study on the device encoder in both precisions
+/// (slices/s and TFLOP/s; the GEMM-against-cuBLAS-peak figures are `benches/cuda.rs`'s).
+#[cfg(feature = "cuda")]
+fn run_cuda(a: &VisionArgs, model: &Model<'_>, name: &str, ordinal: usize) -> Result<()> {
+    use medregion::backend::cuda::encoder::{DeviceEncoder, Precision};
+    use medregion::backend::cuda::Gpu;
+
+    let gpu = Gpu::open(ordinal)?;
+    let cfg = VisionEncoder::new(model)?.config().clone();
+    if a.size.is_some_and(|s| s != cfg.image_size) {
+        return Err(Error::invalid(
+            "--size",
+            format!("the package's encoder is baked for {} px", cfg.image_size),
+        ));
+    }
+    let px = pixels(a.slices, &cfg);
+    let per = cfg.num_channels * cfg.image_size * cfg.image_size;
+    let fl = EncoderFlops::per_slice(&cfg);
+    let n = a.slices as f64;
+    let mut rows = Vec::new();
+    for precision in [Precision::Bf16, Precision::F32] {
+        let enc = DeviceEncoder::upload(&gpu, model, precision)?;
+        let opts = EncodeOptions { levels: Vec::new(), batch: a.batch };
+        enc.encode(&px[..per], 1, &opts)?;
+        let secs = best_of(a.reps, || enc.encode(&px, a.slices, &opts).map(|_| ()))?;
+        rows.push((precision, secs));
+    }
+    if a.json {
+        let doc = serde_json::json!({
+            "model": name, "device": format!("cuda:{ordinal}"), "gpu": gpu.name(), "slices": a.slices,
+            "gflop_per_slice": fl.total() / 1e9,
+            "runs": rows.iter().map(|(p, s)| serde_json::json!({
+                "precision": format!("{p:?}"), "seconds": s, "slices_per_s": n / s,
+                "tflop_per_s": n * fl.total() / s / 1e12,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        println!(
+            "{name}: {} slices of {} px on cuda:{ordinal} ({}), best of {}",
+            a.slices,
+            cfg.image_size,
+            gpu.name(),
+            a.reps
+        );
+        for (p, s) in &rows {
+            println!(
+                "{:<5} {s:>8.4} s  {:>8.1} slices/s  {:>7.2} TFLOP/s",
+                format!("{p:?}"),
+                n / s,
+                n * fl.total() / s / 1e12
+            );
+        }
     }
     Ok(())
 }
