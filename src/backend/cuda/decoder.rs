@@ -1,12 +1,14 @@
-//! The LLaMA-3 decoder step on the GPU (issue #9), composed from the launchers of
-//! [`super::ops`]: the device twin of the CPU decoder (`llm::forward`, [`crate::llm::Session`]).
+//! The LLaMA-3 decoder on the GPU (issue #9), composed from the launchers of [`super::ops`]:
+//! the device twin of the CPU decoder (`llm::forward`, [`crate::llm::Session`]).
 //!
 //! ```text
 //! DeviceDecoder::upload(gpu, &model)   every decoder weight once per device (immutable, shareable)
-//! DeviceSession::new(&decoder, opts)   all mutable device state, allocated once
-//!   .prefill(&prompt)      -> logits of the prompt's last position      (chunks of `chunk` rows)
+//! DeviceSession::new(&decoder, opts)   all mutable device state and a stream, allocated once
+//!   .prefill(&ids) / .prefill_input(Input)  -> logits of the last position   (chunks of `chunk` rows)
 //!   .decode_step(token)    -> logits of the token's position             (one row)
 //!   .generate_greedy(prompt, max_new, stop) -> generated ids             (device argmax)
+//!   .generate(input, &GenerateOptions, tokenizer, on_token)              (the CPU's Session::generate)
+//!   .generate_batch_inputs(prefix, suffixes, ...)                        (the CPU's batched twin)
 //! ```
 //!
 //! # Design
@@ -16,37 +18,48 @@
 //!   may use. The token embedding is one [`DeviceWeight`] that the `embed_*` kernels read
 //!   through an [`EmbedTable`] view of its buffers (the layouts are the same), so a tied head
 //!   (`tie_word_embeddings`) shares the one copy instead of uploading the `[V, D]` table twice
-//!   (a `DeviceEmbedding` would be that second copy).
-//! * [`DeviceSession`] owns the mutable device state: the KV cache `[max_batch, layers, context,
-//!   kv_dim]` (keys and values, f32, the CPU's layout per sequence), the activation scratch for
-//!   `max(chunk, max_batch)` rows, [`QuantizedActs`], the decode-attention workspace, the logits
-//!   buffer, and the token ids, per-row positions, KV positions and prefix length in device
-//!   memory. The per-step launches depend only on host sizes (rows, layer), never on the
-//!   position, which is read by the kernels from device memory: the decode step is ready to be
-//!   captured as a CUDA graph (not done yet, see below). A step allocates nothing on the
-//!   device; it copies its id and position to the device (three 4-byte copies from pageable
-//!   host memory, each of which waits for the stream; graph replay would need them written by a
-//!   kernel, or copied from a fixed pinned buffer, instead). [`DeviceSession::prefill`] and
-//!   [`DeviceSession::decode_step`] download the logits (a sync); `generate_greedy` downloads
-//!   only the chosen id.
+//!   (a `DeviceEmbedding` would be that second copy). Uploading ends with a synchronisation, so
+//!   sessions on other streams may read the weights.
+//! * [`DeviceSession`] owns the mutable device state and a stream of its own
+//!   ([`Gpu::with_new_stream`]; sessions on several threads run concurrently): the KV cache
+//!   `[max_batch, layers, context, kv_dim]` (keys and values, f32, the CPU's layout per
+//!   sequence), with `max_batch > 1` a shared-prefix cache `[1, layers, context, kv_dim]`, the
+//!   activation scratch for `max(chunk, max_batch)` rows, [`QuantizedActs`], caller-embedding
+//!   rows, the decode-attention workspace, the logits `[max_batch, V]`, and the token ids,
+//!   per-row positions, per-sequence KV positions and the prefix length in device memory.
+//! * Launch shapes depend only on host sizes (rows, layer), never on a position (the kernels
+//!   read positions from device memory), so each decode-step shape (rows, cache) is captured
+//!   once as a CUDA graph on first use and replayed; the ids and positions are copied to the
+//!   device before each launch (small pageable copies, outside the graph). A decode step
+//!   allocates nothing on the device once its shape has run; [`DeviceSession::prefill`] and
+//!   [`DeviceSession::decode_step`] download the logits (a sync); greedy generation downloads
+//!   only the chosen ids; other sampling downloads the logits rows and runs the CPU's sampler.
+//! * Generation reuses the CPU's per-sequence state (`llm::generate::SeqState`: stop ids and
+//!   strings, streaming whole UTF-8 characters, seeds `seed + i` per batched sequence), so the
+//!   stopping and streaming rules are the CPU's own code. A batch resets the session and leaves
+//!   it empty; a sequence that stops keeps its row in the steps, with its id and position
+//!   frozen and its output ignored (the decode kernels take sequences `0..n` and the graphs
+//!   keep one shape; an extra row costs almost nothing in a weight-bound step).
 //! * Per layer, exactly the CPU's order: `h = rms_norm(x)`; `q, k, v = h·Wᵀ`; RoPE on `q`, `k`;
-//!   store `k`, `v` in the cache; attention over the cache (GQA); `x += a·Woᵀ` fused with the
-//!   next `rms_norm` ([`super::ops::llm::rms_norm_add`]); `gate, up = h·Wᵀ`; `gate = silu(gate)·up`;
-//!   `x += gate·Wdᵀ` fused with the next layer's (or the final) norm; logits = `h_last·Whᵀ`.
-//!   Quantized projections that read the same input (q/k/v, gate/up) quantize it once.
+//!   store `k`, `v` in the cache; attention over the prefix and the cache (GQA); `x += a·Woᵀ`
+//!   fused with the next `rms_norm` ([`super::ops::llm::rms_norm_add`]); `gate, up = h·Wᵀ`;
+//!   `gate = silu(gate)·up`; `x += gate·Wdᵀ` fused with the next layer's (or the final) norm;
+//!   logits = `h·Whᵀ`. Quantized projections that read the same input (q/k/v, gate/up)
+//!   quantize it once. Caller embeddings enter through `embed`'s negative ids.
 //! * Prefill runs in chunks of `chunk` rows (default 64) through the batched GEMV launchers
 //!   ([`super::ops::matmul::matmul`] splits the rows into launches of 8) and the causal prefill
-//!   attention kernel; a chunk of one row (and every decode step) uses the split-K decode
-//!   attention kernel. A prompt's last chunk of `m < chunk` rows (m > 1) needs row buffers of
-//!   exactly `m` rows (the attention launchers take exact-size buffers): they are allocated on
-//!   first use and kept until a different `m` comes (prefill may allocate; decode never does).
+//!   attention kernel; a one-row chunk of sequence 0 (and every decode step) uses the split-K
+//!   decode attention kernel. A chunk of `m` rows that is neither 1 nor `chunk` needs row
+//!   buffers of exactly `m` rows (the attention launchers take exact-size buffers): they are
+//!   allocated on first use and kept until a different `m` comes (prefill may allocate).
 //!
 //! # Numerics (what is bit-identical to the CPU, what is not)
 //! * Bit-identical per operation: the embedding lookup, every weight matmul (each output is the
 //!   CPU's 8-lane FMA chain and `hsum8`; int8 activation quantization for the block formats),
 //!   RoPE (the CPU's own cos/sin table), SwiGLU (glibc's `expf` reproduced), the residual adds;
 //!   RMSNorm too but for ~1 row in 10⁶ whose f64 inverse norm lies within ~1e-13 of an f32
-//!   rounding boundary (an ulp or two there).
+//!   rounding boundary (an ulp or two there). Each row's result does not depend on the other
+//!   rows of its launch, so batched and single generation agree bit for bit on the device.
 //! * Not bit-identical: attention over the KV cache (`kv_attention_{prefill,decode}_*`: a
 //!   tiled / split-K online softmax with the device `exp`, vs the CPU's key-at-a-time online
 //!   softmax with libm `exp`): ~1e-6 relative per attention output, which the following layers
@@ -58,17 +71,11 @@
 //!   CPU's `Session::generate`.
 //!
 //! # Not done yet
-//! * Batched decode of the 6 regions with a shared prefix: the cache, the positions and the
-//!   scratch are already sized for `max_batch ≤ 8` sequences and the attention launchers take
-//!   a prefix cache, but no method drives it (each live-sequence count would need its own
-//!   exact-size row buffers, like the prefill tail).
-//! * Caller-made input embeddings (image tokens spliced in): `ops::llm::embed` supports extra
-//!   rows through negative ids; the session API takes token ids only.
-//! * CUDA-graph capture of the decode step (the launches are capture-safe; the id/position
-//!   uploads are not graph nodes yet).
 //! * cuBLAS prefill for long prompts (dequantize + GEMM); prefill is GEMV-based, bit-identical
 //!   to the CPU's matmuls but reading each weight once per 8 rows.
-//! * Repetition penalty and temperature sampling in `generate` (the launchers exist).
+//! * Keeping the logits of a generation (`GenerateOptions::keep_logits` is refused).
+//! * Sampling with a temperature on the device (the launchers exist; the host sampler is used).
+//! * Everything here is compile-checked only: no GPU has run it yet (tests/cuda_decoder.rs).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -398,6 +405,10 @@ struct State {
 /// [`DeviceDecoder`]. Use from one thread at a time (every state change takes `&mut self`).
 pub struct DeviceSession<'d> {
     dec: &'d DeviceDecoder,
+    /// The decoder's device with a stream of the session's own: every launch, copy and
+    /// allocation of the session goes there (the weights were uploaded and synchronised
+    /// before, so any stream may read them).
+    gpu: Arc<Gpu>,
     st: State,
     bufs: Bufs,
     /// Host staging of the ids and positions of a chunk (`max(chunk, max_batch)` each).
@@ -496,7 +507,8 @@ impl<'d> DeviceSession<'d> {
     /// A session over `dec` with all its device memory allocated now.
     pub fn new(dec: &'d DeviceDecoder, options: &DeviceSessionOptions) -> Result<DeviceSession<'d>> {
         let cfg = &dec.cfg;
-        let gpu = &*dec.gpu;
+        let session_gpu = dec.gpu.with_new_stream()?;
+        let gpu = &*session_gpu;
         let max_ctx = dec.max_context();
         let context = if options.context == 0 { max_ctx } else { options.context };
         if context > max_ctx {
@@ -569,6 +581,7 @@ impl<'d> DeviceSession<'d> {
         gpu.sync()?;
         Ok(DeviceSession {
             dec,
+            gpu: session_gpu,
             st,
             bufs,
             host_ids: vec![0; rows],
@@ -600,10 +613,10 @@ impl<'d> DeviceSession<'d> {
     /// reallocated only with their graphs dropped).
     fn forward_step(&mut self, n: usize, cache: Cache) -> Result<()> {
         let pass = Pass { seq0: 0, n_seq: n, tokens: 1, extra: 0, cache, want: Want::All };
-        let (gpu, cfg) = (&*self.dec.gpu, &self.dec.cfg);
+        let (gpu, cfg) = (&*self.gpu, &self.dec.cfg);
         if !self.use_graphs {
             let rb = self.bufs.decode(gpu, cfg, n)?;
-            return forward(self.dec, &mut self.st, rb, pass);
+            return forward(gpu, self.dec, &mut self.st, rb, pass);
         }
         if let Some((_, _, g)) = self.graphs.iter().find(|(m, c, _)| *m == n && *c == cache) {
             g.launch().map_err(|e| driver_error("replaying the decode-step graph", e))?;
@@ -619,7 +632,7 @@ impl<'d> DeviceSession<'d> {
         let captured = match stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) {
             Err(e) => Err(format!("begin capture: {e:?}")),
             Ok(()) => {
-                let run = forward(self.dec, &mut self.st, rb, pass);
+                let run = forward(gpu, self.dec, &mut self.st, rb, pass);
                 let end = stream.end_capture(CUgraphInstantiate_flags(0));
                 match (run, end) {
                     (Ok(()), Ok(Some(g))) => Ok(g),
@@ -646,7 +659,7 @@ impl<'d> DeviceSession<'d> {
                 self.graphs.clear();
                 self.graph_error = Some(why);
                 let rb = self.bufs.decode(gpu, cfg, n)?;
-                forward(self.dec, &mut self.st, rb, pass)
+                forward(gpu, self.dec, &mut self.st, rb, pass)
             }
         }
     }
@@ -976,7 +989,7 @@ impl<'d> DeviceSession<'d> {
                 s.accept_id(id, stop_ids, opts, &mut |id: u32, text: &str| on_token(r, id, text))?;
             }
         } else {
-            let logits = self.dec.gpu.download(&self.st.logits.slice(..rows * v))?;
+            let logits = self.gpu.download(&self.st.logits.slice(..rows * v))?;
             for (r, s) in seqs.iter_mut() {
                 let r = *r;
                 let row = &logits[r * v..(r + 1) * v];
@@ -989,7 +1002,7 @@ impl<'d> DeviceSession<'d> {
     /// Bans the input-only ids in the first `rows` logits rows, takes the device argmax of
     /// each and returns them (−1 for a row without a finite maximum; see [`checked_id`]).
     fn select_greedy(&mut self, rows: usize) -> Result<Vec<i32>> {
-        let gpu = &*self.dec.gpu;
+        let gpu = &*self.gpu;
         let v = self.dec.cfg.vocab_size;
         let layout = LogitsLayout::packed(rows, v);
         {
@@ -1004,7 +1017,7 @@ impl<'d> DeviceSession<'d> {
 
     /// The logits of the last position fed.
     fn download_logits(&self) -> Result<Vec<f32>> {
-        self.dec.gpu.download(&self.st.logits.slice(..self.dec.cfg.vocab_size))
+        self.gpu.download(&self.st.logits.slice(..self.dec.cfg.vocab_size))
     }
 
     /// Checks `input` and appends it to sequence 0 (no prefix), leaving its last position's
@@ -1039,8 +1052,7 @@ impl<'d> DeviceSession<'d> {
                     for (j, h) in self.host_ids[..m].iter_mut().enumerate() {
                         *h = -(j as i32) - 1;
                     }
-                    self.dec
-                        .gpu
+                    self.gpu
                         .stream()
                         .memcpy_htod(&e[done * d..(done + m) * d], &mut self.st.extra.slice_mut(..m * d))
                         .map_err(|e| driver_error("uploading input embeddings", e))?;
@@ -1058,9 +1070,9 @@ impl<'d> DeviceSession<'d> {
                 continue;
             }
             let want = if done + m == n { Want::Last } else { Want::None };
-            let rb = self.bufs.chunk(&self.dec.gpu, &self.dec.cfg, m, self.chunk)?;
+            let rb = self.bufs.chunk(&self.gpu, &self.dec.cfg, m, self.chunk)?;
             let pass = Pass { seq0: seq, n_seq: 1, tokens: m, extra, cache, want };
-            forward(self.dec, &mut self.st, rb, pass)?;
+            forward(&self.gpu, self.dec, &mut self.st, rb, pass)?;
             done += m;
         }
         Ok(())
@@ -1072,7 +1084,7 @@ impl<'d> DeviceSession<'d> {
     fn upload_staged(&mut self, rows: usize, seq0: usize, n_seq: usize) -> Result<()> {
         // Ids are < vocab ≤ 2^24 and positions < context ≤ max_position_embeddings ≤ 2^24
         // (checked by the config and the callers), so they fit an i32.
-        let stream = self.dec.gpu.stream();
+        let stream = self.gpu.stream();
         stream
             .memcpy_htod(&self.host_ids[..rows], &mut self.st.ids.slice_mut(..rows))
             .map_err(|e| driver_error("uploading token ids", e))?;
@@ -1100,8 +1112,7 @@ impl<'d> DeviceSession<'d> {
     fn set_prefix_len(&mut self, p: usize) -> Result<()> {
         if self.prefix_len != p {
             let v = [p as i32];
-            self.dec
-                .gpu
+            self.gpu
                 .stream()
                 .memcpy_htod(&v[..], &mut self.st.prefix_len.slice_mut(..1))
                 .map_err(|e| driver_error("uploading the prefix length", e))?;
@@ -1138,8 +1149,7 @@ fn project(
 
 /// One forward pass (`pass`, see [`Pass`]): appends the rows' keys and values to the cache
 /// `pass.cache` names and leaves the logits `pass.want` asks for in `st.logits`. Only enqueues.
-fn forward(dec: &DeviceDecoder, st: &mut State, rb: &mut RowBufs, pass: Pass) -> Result<()> {
-    let gpu = &*dec.gpu;
+fn forward(gpu: &Gpu, dec: &DeviceDecoder, st: &mut State, rb: &mut RowBufs, pass: Pass) -> Result<()> {
     let cfg = &dec.cfg;
     let m = rb.m;
     if m != pass.n_seq * pass.tokens {

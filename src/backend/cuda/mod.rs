@@ -142,6 +142,23 @@ impl Gpu {
         Ok(Gpu { ctx, stream, ordinal, name, capability, image: image_desc, functions, _modules: modules })
     }
 
+    /// A handle on the same device, context and loaded kernels with a stream of its own (a
+    /// decoder session's). Buffers written on another handle's stream must be synchronised
+    /// (e.g. [`Gpu::sync`] after an upload) before this one reads them.
+    pub fn with_new_stream(&self) -> Result<Arc<Gpu>> {
+        let stream = self.ctx.new_stream().map_err(|e| driver_error("stream", e))?;
+        Ok(Arc::new(Gpu {
+            ctx: Arc::clone(&self.ctx),
+            stream,
+            ordinal: self.ordinal,
+            name: self.name.clone(),
+            capability: self.capability,
+            image: self.image.clone(),
+            functions: self.functions.clone(),
+            _modules: self._modules.clone(),
+        }))
+    }
+
     /// The device's ordinal (the N of `cuda:N`).
     pub fn ordinal(&self) -> usize {
         self.ordinal
