@@ -51,7 +51,8 @@
 //!   attention input).
 //! * Weights are read dequantized (`Weight::to_f32`) then rounded: a Q8_0/Q4 package runs with
 //!   bf16 (or f32) copies of its dequantized weights, not with the quantized GEMV kernels.
-//! * Not yet wired into the pipeline / CLI (`Backend` selection).
+//! * Wired into the pipeline through [`super::model::CudaModel`] (`report::generate_report_cuda`,
+//!   `medregion encode|tokens|report --device cuda:N`).
 
 use std::sync::Arc;
 

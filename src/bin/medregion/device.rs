@@ -70,7 +70,7 @@ pub fn not_compiled(ordinal: usize) -> Error {
 pub enum Engine {
     Cpu,
     #[cfg(feature = "cuda")]
-    Cuda(medregion::backend::cuda::model::CudaModel),
+    Cuda(Box<medregion::backend::cuda::model::CudaModel>),
 }
 
 impl Engine {
@@ -81,10 +81,8 @@ impl Engine {
             #[cfg(feature = "cuda")]
             Device::Cuda(ordinal) => {
                 use medregion::backend::cuda::model::{CudaModel, CudaOptions};
-                Ok(Engine::Cuda(CudaModel::upload(
-                    model,
-                    &CudaOptions { ordinal, ..CudaOptions::default() },
-                )?))
+                let cuda = CudaModel::upload(model, &CudaOptions { ordinal, ..CudaOptions::default() })?;
+                Ok(Engine::Cuda(Box::new(cuda)))
             }
             #[cfg(not(feature = "cuda"))]
             Device::Cuda(ordinal) => {
