@@ -195,6 +195,10 @@ fn parity(precision: Precision, tol: f64) {
         assert!(one.hidden_states.is_empty());
         let cpu_one = cpu.encode(&pixels, n, &EncodeOptions::default(), &pool).unwrap();
         compare(&format!("{what}, one batch"), &one, &cpu_one, tol);
+        // Back to batches of 2 with every level: the kept scratch is rebuilt for that shape and
+        // gives the same bits as the first run.
+        let third = dev.encode(&pixels, n, &opts).unwrap();
+        assert_same_bits(&format!("{what}, after another shape"), &got, &third);
         drop(dev);
         drop(model);
         std::fs::remove_file(&path).ok();

@@ -44,10 +44,11 @@
 //! Limits / left to do:
 //! * Head widths 64 and 128 only (the attention kernel's); other configs are refused by
 //!   [`DeviceEncoder::upload`] with [`Error::Unsupported`].
-//! * Scratch is allocated per [`DeviceEncoder::encode`] call (one set for the batch size, one
-//!   more for a shorter last batch: the attention launcher wants exact buffer lengths); no
-//!   reuse across calls, no CUDA graph, no pinned host memory, no overlap of the pixel upload
-//!   with compute. q/k/v are three GEMMs (a fused `[3D, D]` weight would need a strided
+//! * The scratch of a full batch is kept from one [`DeviceEncoder::encode`] call to the next
+//!   (reallocated only when the batch size or the number of kept levels changes); a shorter
+//!   last batch gets a set of its own for that call (the attention launcher wants exact buffer
+//!   lengths). Calls on one encoder take turns. No CUDA graph, no pinned host memory, no
+//!   overlap of the pixel upload with compute. q/k/v are three GEMMs (a fused `[3D, D]` weight would need a strided
 //!   attention input).
 //! * Weights are read dequantized (`Weight::to_f32`) then rounded: a Q8_0/Q4 package runs with
 //!   bf16 (or f32) copies of its dequantized weights, not with the quantized GEMV kernels.
@@ -125,6 +126,9 @@ pub struct DeviceEncoder {
     positions: CudaSlice<f32>, // [T, D]
     blocks: Vec<Block>,
     final_norm: Norm,
+    /// The scratch of the last full batch, kept for the next `encode` (one study after another
+    /// allocates nothing); a shorter last batch gets a set of its own for that call.
+    cache: std::sync::Mutex<Option<Scratch>>,
 }
 
 impl std::fmt::Debug for DeviceEncoder {
@@ -219,6 +223,7 @@ impl DeviceEncoder {
             blocks,
             precision,
             config: cpu.config.clone(),
+            cache: std::sync::Mutex::new(None),
         };
         enc.gpu.sync()?;
         Ok(enc)
@@ -249,14 +254,17 @@ impl DeviceEncoder {
         if n_slices == 0 {
             return Ok(output);
         }
-        let mut scratch: Option<Scratch> = None;
+        // Calls on one encoder take turns (they share the cached scratch and the stream).
+        let mut cached = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut short: Option<Scratch> = None;
         for b0 in (0..n_slices).step_by(batch) {
             let bs = batch.min(n_slices - b0);
-            if scratch.as_ref().is_none_or(|sc| sc.bs != bs) {
-                drop(scratch.take()); // free the previous set first
-                scratch = Some(self.scratch(bs, levels.len())?);
+            let slot = if bs == batch { &mut *cached } else { &mut short };
+            if slot.as_ref().is_none_or(|sc| sc.bs != bs || sc.levels.len() != levels.len()) {
+                drop(slot.take()); // free the previous set first
+                *slot = Some(self.scratch(bs, levels.len())?);
             }
-            let Some(sc) = scratch.as_mut() else {
+            let Some(sc) = slot.as_mut() else {
                 return Err(Error::Internal("encoder scratch was not allocated".into()));
             };
             self.gpu
