@@ -287,7 +287,9 @@ pub unsafe extern "C" fn mr_session_generate_report(
             };
             #[cfg(feature = "cuda")]
             if let Some(cuda) = &device.cuda {
-                // The session's cancel flag (mr_session_cancel) stops the GPU run too.
+                // The session's cancel flag (mr_session_cancel) stops the GPU run too, and its
+                // threads run the CPU stages.
+                let options = crate::report::ReportOptions { threads: s.threads(), ..options.clone() };
                 return crate::report::generate_report_cuda_cancellable(
                     model,
                     cuda,

@@ -431,6 +431,14 @@ pub struct DeviceSession<'d> {
     graph_error: Option<String>,
 }
 
+impl Drop for DeviceSession<'_> {
+    /// Waits for the session's stream first: its kernels may still read the decoder's weights
+    /// (freed on another stream when the decoder goes) and its graphs may still run.
+    fn drop(&mut self) {
+        let _ = self.gpu.sync();
+    }
+}
+
 impl std::fmt::Debug for DeviceSession<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceSession")
