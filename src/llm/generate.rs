@@ -22,6 +22,7 @@ use std::time::Instant;
 use super::forward::{forward, KvCache, Logits, Row};
 use super::sampling::{Sampler, SamplingParams};
 use super::session::{Input, Session, MAX_ROWS};
+use crate::model::config::DecoderConfig;
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 use crate::{Error, Result};
 
@@ -92,6 +93,11 @@ pub type OnToken<'c> = dyn FnMut(u32, &str) -> ControlFlow<()> + 'c;
 pub type OnBatchToken<'c> = dyn FnMut(usize, u32, &str) -> ControlFlow<()> + 'c;
 
 impl GenerateOptions {
+    /// The ids that end a sequence: `stop_ids`, or the model's `eos_token_ids`.
+    pub(crate) fn stop_ids_for<'o>(&'o self, cfg: &'o DecoderConfig) -> &'o [u32] {
+        self.stop_ids.as_deref().unwrap_or(&cfg.eos_token_ids)
+    }
+
     pub(crate) fn validate(&self, tokenizer: Option<&Tokenizer>, vocab: usize) -> Result<()> {
         if self.max_new_tokens == 0 {
             return Err(Error::invalid("max_new_tokens", "must be at least 1"));
@@ -318,7 +324,7 @@ pub(crate) fn check_batch(
             }
             Input::Embeddings(_) => {}
         }
-        let s = s.len(d);
+        let s = s.rows(d);
         if plen + s == 0 {
             return Err(Error::invalid(format!("suffixes[{i}]"), "prefix and suffix are both empty"));
         }
@@ -346,11 +352,11 @@ pub(crate) fn check_ids(ids: &[u32], vocab: usize) -> Result<()> {
 impl Session<'_> {
     /// The decoder's input-only tokens (`<im_patch>`, `<mask>`, `<pos>`), which are never sampled.
     pub fn input_only_ids(&self) -> [u32; 3] {
-        [self.cfg.image_token_id, self.cfg.mask_token_id, self.cfg.pos_token_id]
+        self.cfg.input_only_ids()
     }
 
     fn stop_ids<'o>(&'o self, opts: &'o GenerateOptions) -> &'o [u32] {
-        opts.stop_ids.as_deref().unwrap_or(&self.cfg.eos_token_ids)
+        opts.stop_ids_for(&self.cfg)
     }
 
     fn take_cancel(&self) -> bool {
@@ -481,7 +487,7 @@ impl Session<'_> {
             if let Input::Tokens(ids) = input {
                 seqs[i].sampler.observe(ids)?;
             }
-            let slen = input.len(d);
+            let slen = input.rows(d);
             seqs[i].prompt_tokens = plen + slen;
             if slen == 0 {
                 self.scratch.logits[..v].copy_from_slice(&prefix_logits);

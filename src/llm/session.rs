@@ -9,6 +9,7 @@ use super::weights::DecoderWeights;
 use crate::io::package::Model;
 use crate::model::config::DecoderConfig;
 use crate::ops::ThreadPool;
+use crate::tensor::Weight;
 use crate::{Error, Result};
 
 /// The most rows one forward call takes (the bound of `chunk` and `max_batch`).
@@ -45,10 +46,6 @@ pub enum Input<'a> {
 }
 
 impl Input<'_> {
-    pub(crate) fn len(&self, d: usize) -> usize {
-        self.rows(d)
-    }
-
     /// Positions this input fills: its ids, or its whole embedding rows of `hidden_size`.
     pub fn rows(&self, hidden_size: usize) -> usize {
         match self {
@@ -193,62 +190,13 @@ impl<'m> Session<'m> {
     /// Token embeddings of `ids` into `out` (`[ids.len(), hidden_size]`), to splice other
     /// rows in before [`Input::Embeddings`].
     pub fn embed(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
-        let d = self.cfg.hidden_size;
-        if out.len() != ids.len() * d {
-            return Err(Error::Shape {
-                what: "embedding output".into(),
-                expected: format!("{} × {d} values", ids.len()),
-                found: out.len().to_string(),
-            });
-        }
-        self.check_ids(ids)?;
-        for (&id, row) in ids.iter().zip(out.chunks_exact_mut(d)) {
-            self.weights.embed.rows_to_f32(id as usize, 1, row)?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn check_ids(&self, ids: &[u32]) -> Result<()> {
-        super::generate::check_ids(ids, self.cfg.vocab_size)
+        embed_ids(&self.weights.embed, &self.cfg, ids, out)
     }
 
     /// Checks an input (ids in range, embedding shape, non-empty, room left) before any state
     /// changes.
     fn check_input(&self, input: &Input<'_>) -> Result<usize> {
-        let d = self.cfg.hidden_size;
-        let n = match input {
-            Input::Tokens(ids) => {
-                self.check_ids(ids)?;
-                ids.len()
-            }
-            Input::Embeddings(e) => {
-                if e.len() % d != 0 {
-                    return Err(Error::Shape {
-                        what: "input embeddings".into(),
-                        expected: format!("a multiple of hidden_size ({d}) values"),
-                        found: e.len().to_string(),
-                    });
-                }
-                if let Some(i) = e.iter().position(|x| !x.is_finite()) {
-                    return Err(Error::invalid(
-                        "input embeddings",
-                        format!("value {i} is {} (not finite)", e[i]),
-                    ));
-                }
-                e.len() / d
-            }
-        };
-        if n == 0 {
-            return Err(Error::invalid("input", "no tokens to feed"));
-        }
-        let (len, cap) = (self.cache.len, self.cache.capacity());
-        if len + n > cap {
-            return Err(Error::invalid(
-                "input",
-                format!("{n} tokens after the {len} already held exceed the context of {cap} positions"),
-            ));
-        }
-        Ok(n)
+        check_input(input, &self.cfg, self.cache.len, self.cache.capacity())
     }
 
     /// Feeds `input` (any length, run in chunks) and returns the logits of its last position.
@@ -260,7 +208,7 @@ impl<'m> Session<'m> {
     /// Feeds `input` and writes the logits of every one of its positions to `out`
     /// (`[n, vocab]`). The last row is also [`Session::logits`].
     pub fn prefill_all_logits(&mut self, input: Input<'_>, out: &mut [f32]) -> Result<()> {
-        let n = input.len(self.cfg.hidden_size);
+        let n = input.rows(self.cfg.hidden_size);
         if out.len() != n * self.cfg.vocab_size {
             return Err(Error::Shape {
                 what: "logits output".into(),
@@ -340,4 +288,66 @@ impl<'m> Session<'m> {
         self.has_logits = true;
         Ok(())
     }
+}
+
+/// Token embeddings of `ids` from the table `embed` into `out` (`[ids.len(), hidden_size]`):
+/// [`Session::embed`], and the CUDA pipeline's host-side embedding of the region prompts.
+pub(crate) fn embed_ids(embed: &Weight<'_>, cfg: &DecoderConfig, ids: &[u32], out: &mut [f32]) -> Result<()> {
+    let d = cfg.hidden_size;
+    if out.len() != ids.len() * d {
+        return Err(Error::Shape {
+            what: "embedding output".into(),
+            expected: format!("{} × {d} values", ids.len()),
+            found: out.len().to_string(),
+        });
+    }
+    super::generate::check_ids(ids, cfg.vocab_size)?;
+    for (&id, row) in ids.iter().zip(out.chunks_exact_mut(d)) {
+        embed.rows_to_f32(id as usize, 1, row)?;
+    }
+    Ok(())
+}
+
+/// Caller embeddings are finite (`what` names the argument in the error).
+pub(crate) fn check_finite(input: &Input<'_>, what: &str) -> Result<()> {
+    if let Input::Embeddings(e) = input {
+        if let Some(i) = e.iter().position(|x| !x.is_finite()) {
+            return Err(Error::invalid(what, format!("value {i} is {} (not finite)", e[i])));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an input before any state changes (the CPU and CUDA sessions share it): ids inside
+/// the vocabulary, whole and finite embedding rows, non-empty, and room for it after `held` of
+/// `capacity` positions. Returns its rows.
+pub(crate) fn check_input(
+    input: &Input<'_>,
+    cfg: &DecoderConfig,
+    held: usize,
+    capacity: usize,
+) -> Result<usize> {
+    let d = cfg.hidden_size;
+    match input {
+        Input::Tokens(ids) => super::generate::check_ids(ids, cfg.vocab_size)?,
+        Input::Embeddings(e) if e.len() % d != 0 => {
+            return Err(Error::Shape {
+                what: "input embeddings".into(),
+                expected: format!("a multiple of hidden_size ({d}) values"),
+                found: e.len().to_string(),
+            })
+        }
+        Input::Embeddings(_) => check_finite(input, "input embeddings")?,
+    }
+    let n = input.rows(d);
+    if n == 0 {
+        return Err(Error::invalid("input", "no tokens to feed"));
+    }
+    if held + n > capacity {
+        return Err(Error::invalid(
+            "input",
+            format!("{n} tokens after the {held} already held exceed the context of {capacity} positions"),
+        ));
+    }
+    Ok(n)
 }

@@ -270,15 +270,7 @@ impl RegionDecoder for CudaDecoder<'_, '_> {
         self.session.max_batch()
     }
     fn embed(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
-        let d = self.session.config().hidden_size;
-        if out.len() != ids.len() * d {
-            return Err(Error::Internal(format!("{} values for {} embedding rows", out.len(), ids.len())));
-        }
-        crate::llm::generate::check_ids(ids, self.session.vocab_size())?;
-        for (&id, row) in ids.iter().zip(out.chunks_exact_mut(d)) {
-            self.weights.embed.rows_to_f32(id as usize, 1, row)?;
-        }
-        Ok(())
+        crate::llm::session::embed_ids(&self.weights.embed, self.session.config(), ids, out)
     }
     fn reset(&mut self) {
         self.session.reset()

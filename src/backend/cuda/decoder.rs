@@ -95,8 +95,9 @@ use super::ops::llm::{
 use super::ops::matmul::{matmul, matmul_quant, quantize_act, DenseBuffer, DeviceWeight, QuantizedActs};
 use super::{driver_error, Gpu};
 use crate::io::package::Model;
-use crate::llm::generate::{check_batch, check_ids, SeqState};
+use crate::llm::generate::{check_batch, SeqState};
 use crate::llm::rope::Rope;
+use crate::llm::session::{check_finite, check_input};
 use crate::llm::weights::DecoderWeights;
 use crate::llm::{GenerateOptions, Generation, Input, OnBatchToken, OnToken, SamplingParams, StopReason};
 use crate::model::config::DecoderConfig;
@@ -501,16 +502,6 @@ fn checked_id(id: i32, vocab: usize) -> Result<u32> {
     Ok(id as u32)
 }
 
-/// Caller embeddings must be finite (the CPU session checks the same).
-fn check_finite(input: &Input<'_>, what: &str) -> Result<()> {
-    if let Input::Embeddings(e) = input {
-        if let Some(i) = e.iter().position(|x| !x.is_finite()) {
-            return Err(Error::invalid(what, format!("embedding value {i} is {} (not finite)", e[i])));
-        }
-    }
-    Ok(())
-}
-
 impl<'d> DeviceSession<'d> {
     /// A session over `dec` with all its device memory allocated now.
     pub fn new(dec: &'d DeviceDecoder, options: &DeviceSessionOptions) -> Result<DeviceSession<'d>> {
@@ -558,7 +549,7 @@ impl<'d> DeviceSession<'d> {
             kv_decode_workspace_len(&dims, prefix.as_ref().map(|p| &p.dims), options.max_batch, cfg.n_heads)?;
         // Any n·k up to the capacity fits later; k rounded up to whole blocks of 32.
         let k_max = d.max(f).max(cfg.q_dim()).next_multiple_of(QK);
-        let banned = [cfg.image_token_id, cfg.mask_token_id, cfg.pos_token_id].map(|id| id as i32);
+        let banned = cfg.input_only_ids().map(|id| id as i32);
         let st = State {
             x: gpu.alloc(rows * d)?,
             h: gpu.alloc(rows * d)?,
@@ -723,36 +714,6 @@ impl<'d> DeviceSession<'d> {
         self.cancel.swap(false, Ordering::AcqRel)
     }
 
-    /// Checks an input for sequence 0 (ids, finite embeddings, non-empty, room left).
-    fn check_input(&self, input: &Input<'_>) -> Result<usize> {
-        let d = self.dec.cfg.hidden_size;
-        match input {
-            Input::Tokens(ids) => check_ids(ids, self.dec.cfg.vocab_size)?,
-            Input::Embeddings(e) if e.len() % d != 0 => {
-                return Err(Error::Shape {
-                    what: "input embeddings".into(),
-                    expected: format!("a multiple of hidden_size ({d}) values"),
-                    found: e.len().to_string(),
-                })
-            }
-            Input::Embeddings(_) => check_finite(input, "input embeddings")?,
-        }
-        let n = input.len(d);
-        if n == 0 {
-            return Err(Error::invalid("input", "no tokens to feed"));
-        }
-        if self.len + n > self.context {
-            return Err(Error::invalid(
-                "input",
-                format!(
-                    "{n} tokens after the {} already held exceed the context of {} positions",
-                    self.len, self.context
-                ),
-            ));
-        }
-        Ok(n)
-    }
-
     /// Feeds `tokens` (any length up to the room left, run in chunks) and returns the logits
     /// of the last position (`[vocab]`). Errors (empty input, ids outside the vocabulary, no
     /// room) leave the session unchanged.
@@ -819,13 +780,12 @@ impl<'d> DeviceSession<'d> {
         if opts.keep_logits {
             return Err(Error::Unsupported("keeping the logits of a CUDA generation".into()));
         }
-        let banned = [self.dec.cfg.image_token_id, self.dec.cfg.mask_token_id, self.dec.cfg.pos_token_id];
+        let banned = self.dec.cfg.input_only_ids();
         let mut seq = SeqState::new(opts, opts.sampling.seed, tokenizer, v, &banned)?;
         if let Input::Tokens(ids) = prompt {
-            check_ids(ids, v)?;
             seq.sampler.observe(ids)?;
         }
-        let stop_ids = opts.stop_ids.as_deref().unwrap_or(&self.dec.cfg.eos_token_ids).to_vec();
+        let stop_ids = opts.stop_ids_for(&self.dec.cfg).to_vec();
         let t0 = Instant::now();
         let before = self.len;
         self.feed(prompt)?;
@@ -889,11 +849,11 @@ impl<'d> DeviceSession<'d> {
                 "this session has no shared-prefix cache (DeviceSessionOptions::max_batch is 1)",
             ));
         }
-        let banned = [cfg.image_token_id, cfg.mask_token_id, cfg.pos_token_id];
+        let banned = cfg.input_only_ids();
         let mut seqs = (0..n)
             .map(|i| SeqState::new(opts, opts.sampling.seed.wrapping_add(i as u64), tokenizer, v, &banned))
             .collect::<Result<Vec<_>>>()?;
-        let stop_ids = opts.stop_ids.as_deref().unwrap_or(&cfg.eos_token_ids).to_vec();
+        let stop_ids = opts.stop_ids_for(cfg).to_vec();
         let t0 = Instant::now();
         self.len = 0;
         let cache = if plen > 0 { Cache::OwnAfterPrefix } else { Cache::Own };
@@ -904,7 +864,7 @@ impl<'d> DeviceSession<'d> {
             if let Input::Tokens(ids) = prefix {
                 seqs.iter_mut().try_for_each(|s| s.sampler.observe(ids))?;
             }
-            if suffixes.iter().any(|s| s.len(d) == 0) {
+            if suffixes.iter().any(|s| s.rows(d) == 0) {
                 prefix_logits = self.download_logits()?;
             }
         }
@@ -919,7 +879,7 @@ impl<'d> DeviceSession<'d> {
             if let Input::Tokens(ids) = input {
                 seqs[i].sampler.observe(ids)?;
             }
-            let slen = input.len(d);
+            let slen = input.rows(d);
             seqs[i].prompt_tokens = plen + slen;
             let mut cb = |id: u32, text: &str| on_token(i, id, text);
             if slen == 0 {
@@ -1031,9 +991,9 @@ impl<'d> DeviceSession<'d> {
     /// Checks `input` and appends it to sequence 0 (no prefix), leaving its last position's
     /// logits in `st.logits[..V]`. An error leaves the session's length unchanged.
     fn feed(&mut self, input: Input<'_>) -> Result<()> {
-        self.check_input(&input)?;
+        check_input(&input, &self.dec.cfg, self.len, self.context)?;
         self.set_prefix_len(0)?;
-        let n = input.len(self.dec.cfg.hidden_size);
+        let n = input.rows(self.dec.cfg.hidden_size);
         let start = self.len;
         self.feed_rows(input, 0, start, Cache::Own)?;
         self.len += n;
@@ -1045,7 +1005,7 @@ impl<'d> DeviceSession<'d> {
     /// in `st.logits[..V]`.
     fn feed_rows(&mut self, input: Input<'_>, seq: usize, start: usize, cache: Cache) -> Result<()> {
         let d = self.dec.cfg.hidden_size;
-        let n = input.len(d);
+        let n = input.rows(d);
         let mut done = 0;
         while done < n {
             let m = self.chunk.min(n - done);
@@ -1087,9 +1047,13 @@ impl<'d> DeviceSession<'d> {
     }
 
     /// Copies the staged ids and positions of `rows` rows to the device, and the first
-    /// position of each of the `n_seq` sequences from `seq0` (rows sequence-major, each
-    /// sequence `rows / n_seq` rows) into `kv_pos`.
+    /// position of each of the `n_seq` sequences from `seq0` into `kv_pos`. The rows are either
+    /// one sequence's (`n_seq == 1`) or one per sequence (`rows == n_seq`): either way those
+    /// first positions are `host_pos[..n_seq]`.
     fn upload_staged(&mut self, rows: usize, seq0: usize, n_seq: usize) -> Result<()> {
+        if n_seq != 1 && rows != n_seq {
+            return Err(Error::Internal(format!("{rows} staged rows for {n_seq} sequences")));
+        }
         // Ids are < vocab ≤ 2^24 and positions < context ≤ max_position_embeddings ≤ 2^24
         // (checked by the config and the callers), so they fit an i32.
         let stream = self.gpu.stream();
@@ -1099,20 +1063,9 @@ impl<'d> DeviceSession<'d> {
         stream
             .memcpy_htod(&self.host_pos[..rows], &mut self.st.row_pos.slice_mut(..rows))
             .map_err(|e| driver_error("uploading positions", e))?;
-        let per = rows / n_seq;
-        let kv = &mut self.st.kv_pos;
-        if per == 1 {
-            stream
-                .memcpy_htod(&self.host_pos[..n_seq], &mut kv.slice_mut(seq0..seq0 + n_seq))
-                .map_err(|e| driver_error("uploading the KV positions", e))?;
-        } else {
-            for s in 0..n_seq {
-                let at = s * per;
-                stream
-                    .memcpy_htod(&self.host_pos[at..at + 1], &mut kv.slice_mut(seq0 + s..seq0 + s + 1))
-                    .map_err(|e| driver_error("uploading the KV positions", e))?;
-            }
-        }
+        stream
+            .memcpy_htod(&self.host_pos[..n_seq], &mut self.st.kv_pos.slice_mut(seq0..seq0 + n_seq))
+            .map_err(|e| driver_error("uploading the KV positions", e))?;
         Ok(())
     }
 

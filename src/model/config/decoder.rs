@@ -145,6 +145,11 @@ impl DecoderConfig {
         self.n_kv_heads * self.head_dim
     }
 
+    /// The input-only tokens (`<im_patch>`, `<mask>`, `<pos>`), which generation never samples.
+    pub fn input_only_ids(&self) -> [u32; 3] {
+        [self.image_token_id, self.mask_token_id, self.pos_token_id]
+    }
+
     pub(super) fn validate(&self) -> Result<()> {
         for (field, v) in [
             ("vocab_size", self.vocab_size),
