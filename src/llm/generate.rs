@@ -170,12 +170,12 @@ impl<'t> SeqState<'t> {
             self.logits.extend_from_slice(logits);
         }
         let id = self.sampler.sample(logits)?;
-        self.push(id, stop_ids, opts, on_token)
+        self.accept_id(id, stop_ids, opts, on_token)
     }
 
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     /// [`SeqState::accept`] of an id chosen elsewhere (the device argmax of the logits after
-    /// the same bans): records it in the sampler's history, appends, streams.
+    /// the same bans): records it in the sampler's history (already there when `accept`
+    /// sampled it), appends, streams; sets `stop` when the sequence ends.
     pub(crate) fn accept_id(
         &mut self,
         id: u32,
@@ -184,16 +184,6 @@ impl<'t> SeqState<'t> {
         on_token: &mut dyn FnMut(u32, &str) -> ControlFlow<()>,
     ) -> Result<()> {
         self.sampler.observe(&[id])?;
-        self.push(id, stop_ids, opts, on_token)
-    }
-
-    fn push(
-        &mut self,
-        id: u32,
-        stop_ids: &[u32],
-        opts: &GenerateOptions,
-        on_token: &mut dyn FnMut(u32, &str) -> ControlFlow<()>,
-    ) -> Result<()> {
         if stop_ids.contains(&id) {
             self.stop = Some(StopReason::StopToken(id));
             return self.flush(on_token);
