@@ -70,7 +70,7 @@ fn conversions_match_the_half_crate_bit_for_bit() {
     let dx = gpu.upload(&x).unwrap();
     for ty in [Half::Bf16, Half::F16] {
         let mut dy = gpu.alloc::<u16>(n).unwrap();
-        f32_to_half(&gpu, ty, &dx, &mut dy, n).unwrap();
+        f32_to_half(&gpu, ty, &dx.as_view(), &mut dy.as_view_mut(), n).unwrap();
         let got = gpu.download(&dy).unwrap();
         let want = bits(ty, &x);
         for i in 0..n {
@@ -81,7 +81,7 @@ fn conversions_match_the_half_crate_bit_for_bit() {
             }
         }
         let mut back = gpu.alloc::<f32>(n).unwrap();
-        half_to_f32(&gpu, ty, &dy, &mut back, n).unwrap();
+        half_to_f32(&gpu, ty, &dy.as_view(), &mut back.as_view_mut(), n).unwrap();
         let back = gpu.download(&back).unwrap();
         for i in 0..n {
             let w = value(ty, got[i]);
@@ -141,7 +141,7 @@ fn bad_shapes_are_errors_before_any_launch() {
     assert!(blas.gemm_xwt(Half::F16, &x, &w, &mut out, 0, 2, 4).is_err());
     let mut y = gpu.alloc::<u16>(3).unwrap();
     let xf = gpu.alloc::<f32>(5).unwrap();
-    let e = f32_to_half(&gpu, Half::Bf16, &xf, &mut y, 5).unwrap_err().to_string();
+    let e = f32_to_half(&gpu, Half::Bf16, &xf.as_view(), &mut y.as_view_mut(), 5).unwrap_err().to_string();
     assert!(e.contains("output"), "{e}");
     gpu.sync().unwrap();
 }

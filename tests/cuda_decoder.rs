@@ -14,6 +14,8 @@
 //! | `generate_greedy` vs `Session::generate` (greedy, same stop ids, 20 tokens) | token ids | identical up to the first step whose CPU top-two margin is within 2 × the tolerance (all of them when there is none) |
 //! | prefill after `reset` | logits | bit-identical (deterministic kernels) |
 //! | errors (out-of-vocabulary ids, context overflow, empty input, bad options, head width) | `Err` naming the argument, session unchanged | exact |
+//! | GEMM prefill (cuBLAS; chunks of 32 rows, `gemm_rows` 16) then 5 decode steps, vs the CPU on the exact weights (dequantized to F32 for the block types) | `max |gpu − cpu| / max |cpu|` | f32 weights 1e-4; f16 weights, and block types as f16: 2e-2; bf16 weights, and block types as bf16: 1e-1 |
+//! | `gemm_status` | on with cuBLAS and `chunk ≥ gemm_rows`, off otherwise | exact |
 //!
 //! Why a tolerance and not bits: every matmul, the embedding, RoPE, SwiGLU and the residual
 //! adds are bit-identical to the CPU (their own tests), but attention over the KV cache is not
@@ -45,8 +47,9 @@ use cuda_common::{gpu, XorShiftStar as Rng};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
+use medregion::backend::cuda::blas::Half;
 use medregion::backend::cuda::decoder::{DeviceDecoder, DeviceSession, DeviceSessionOptions, MAX_BATCH};
-use medregion::io::package::{LoadOptions, Model, PackageBuilder, QuantPolicy};
+use medregion::io::package::{LoadOptions, Model, PackageBuilder, QuantPolicy, SourceTensor, WeightSource};
 use medregion::llm::{argmax, GenerateOptions, Input, SamplingParams, Session, SessionOptions};
 use medregion::model::config::ModelConfig;
 use medregion::model::synthetic::{bytes_tokenizer, Preset, SyntheticSource};
@@ -123,8 +126,10 @@ fn cpu_session<'m>(model: &'m Model<'_>) -> Session<'m> {
     Session::new(model, &SessionOptions { context: CONTEXT, threads: 1, ..Default::default() }).unwrap()
 }
 
+/// GEMV prefill (`gemm_rows: 0`): every weight product bit-identical to the CPU's, which the
+/// tolerances above assume. The GEMM prefill has tests of its own below.
 fn gpu_options(chunk: usize) -> DeviceSessionOptions {
-    DeviceSessionOptions { context: CONTEXT, max_batch: 1, chunk, graphs: true }
+    DeviceSessionOptions { context: CONTEXT, max_batch: 1, chunk, gemm_rows: 0, ..Default::default() }
 }
 
 /// Prefill + `STEPS` decode steps fed the CPU's greedy ids: logits within `tol`, argmax equal
@@ -291,9 +296,7 @@ fn bad_input_is_an_error_and_leaves_the_session_unchanged() {
         assert_invalid(DeviceSession::new(&dec, o), name);
     }
 
-    let mut s =
-        DeviceSession::new(&dec, &DeviceSessionOptions { context: 16, max_batch: 1, chunk: 8, graphs: true })
-            .unwrap();
+    let mut s = DeviceSession::new(&dec, &DeviceSessionOptions { context: 16, ..gpu_options(8) }).unwrap();
     // Out-of-vocabulary ids.
     assert_invalid(s.prefill(&[256, 1, v]), "token id");
     assert_invalid(s.decode_step(v), "token id");
@@ -403,11 +406,9 @@ fn batched_generation_with_a_shared_prefix_matches_the_cpu() {
             .generate_batch_inputs(Input::Tokens(&prefix), &suffixes, &greedy(16, true), None, &mut none)
             .unwrap();
         for chunk in [8, 64] {
-            let mut dev = DeviceSession::new(
-                &dec,
-                &DeviceSessionOptions { context: CONTEXT, max_batch: 6, chunk, graphs: true },
-            )
-            .unwrap();
+            let mut dev =
+                DeviceSession::new(&dec, &DeviceSessionOptions { max_batch: 6, ..gpu_options(chunk) })
+                    .unwrap();
             let mut streamed = vec![0usize; 6];
             let mut count = |i: usize, _: u32, _: &str| {
                 streamed[i] += 1;
@@ -459,11 +460,8 @@ fn batched_generation_with_a_shared_prefix_matches_the_cpu() {
                 &mut none,
             )
             .unwrap();
-        let mut dev = DeviceSession::new(
-            &dec,
-            &DeviceSessionOptions { context: CONTEXT, max_batch: 6, chunk: 8, graphs: true },
-        )
-        .unwrap();
+        let mut dev =
+            DeviceSession::new(&dec, &DeviceSessionOptions { max_batch: 6, ..gpu_options(8) }).unwrap();
         let got =
             dev.generate_batch_inputs(Input::Tokens(&prefix), &suffixes, &opts, None, &mut none).unwrap();
         for (i, (g, w)) in got.iter().zip(&cpu_stop).enumerate() {
@@ -535,7 +533,7 @@ fn decode_steps_replayed_from_cuda_graphs_equal_direct_launches() {
         let inputs: Vec<Input<'_>> = suffixes.iter().map(|s| Input::Tokens(s)).collect();
         let mut none = |_: usize, _: u32, _: &str| ControlFlow::Continue(());
         let mut run = |graphs: bool| {
-            let opts = DeviceSessionOptions { context: CONTEXT, max_batch: 6, chunk: 8, graphs };
+            let opts = DeviceSessionOptions { max_batch: 6, graphs, ..gpu_options(8) };
             let mut dev = DeviceSession::new(&dec, &opts).unwrap();
             let mut logits = dev.prefill(&ids).unwrap();
             for step in 0..12 {
@@ -561,4 +559,141 @@ fn decode_steps_replayed_from_cuda_graphs_equal_direct_launches() {
         assert_eq!(l1, l0, "{t:?}: logits with and without graphs (the same kernels)");
         assert_eq!(b1, b0, "{t:?}: batched tokens with and without graphs");
     }
+}
+
+/// GEMM-prefill bounds against the CPU on the exact weights: the 16-bit rounding of the
+/// products' inputs (and of the dequantized weights) is the error. An estimate, like
+/// [`TOL_QUANT`]: f16 rounds each input by ≤ 2⁻¹¹ (rms ~3e-4), ~10× finer than the int8 block
+/// quantization whose whole effect on this model is ~5e-2 (tests/llm_parity.rs), so ~5e-3 is
+/// expected and 2e-2 bounds it; bf16 rounds by ≤ 2⁻⁸, as coarse as int8, hence the CPU's
+/// int8 bound, 1e-1. f32 weights stay f32 (cuBLAS's summation order only). A structural bug
+/// (a transposed or misplaced product) moves the logits by O(1) of their range.
+fn gemm_tol(t: WeightType, half: Half) -> f64 {
+    match (t, half) {
+        (WeightType::F32, _) => TOL_DENSE,
+        (WeightType::F16, _) => 2e-2,
+        (WeightType::Bf16, _) => 1e-1,
+        (_, Half::F16) => 2e-2,
+        (_, Half::Bf16) => 1e-1,
+    }
+}
+
+/// Every `llm.*` tensor of a model as f32 (dequantized), everything else synthetic.
+struct DequantizedSource {
+    llm: std::collections::HashMap<String, Vec<f32>>,
+    rest: SyntheticSource,
+}
+
+impl WeightSource for DequantizedSource {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> medregion::Result<SourceTensor> {
+        match self.llm.get(name) {
+            Some(v) => Ok(SourceTensor::F32(v.clone())),
+            None if name.starts_with("llm.") => Err(Error::NotFound(name.to_string())),
+            None => self.rest.tensor(name, shape),
+        }
+    }
+}
+
+/// `model`'s decoder weights dequantized, as an F32 package (`tag` unique per test).
+fn dequantized(model: &Model<'_>, tag: &str) -> PathBuf {
+    let llm = model
+        .weights()
+        .filter(|w| w.name().starts_with("llm."))
+        .map(|w| (w.name().to_string(), w.to_f32().unwrap()))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("medregion-cuda-decoder-{}", std::process::id()));
+    let path = dir.join(format!("{tag}-dequantized.mrpk"));
+    PackageBuilder::new(model.config().clone(), bytes_tokenizer())
+        .policy(QuantPolicy::all(WeightType::F32))
+        .write(&path, &mut DequantizedSource { llm, rest: SyntheticSource::new(7) })
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
+
+/// Prompt of the GEMM tests: chunks of 32, 32 and 16 rows, all at least `gemm_rows`.
+const GEMM_PROMPT: usize = 80;
+
+#[test]
+#[ignore = "needs a CUDA device: scripts/gpu-check.sh runs it"]
+fn gemm_prefill_matches_the_cpu_on_the_exact_weights() {
+    let gpu = gpu();
+    for t in WeightType::ALL {
+        let path = package(config(false), t, "gemm");
+        let model = Model::load(&path, &LoadOptions::default()).unwrap();
+        let exact_path =
+            if t.quant().is_some() { Some(dequantized(&model, &format!("gemm-{t:?}"))) } else { None };
+        let exact = exact_path.as_ref().map(|p| Model::load(p, &LoadOptions::default()).unwrap());
+        let reference = exact.as_ref().unwrap_or(&model);
+        let dec = DeviceDecoder::upload(&gpu, &model).unwrap();
+        let ids = prompt(31, GEMM_PROMPT);
+        let mut cpu = cpu_session(reference);
+        let c = cpu.prefill(Input::Tokens(&ids)).unwrap().to_vec();
+        let halves: &[Half] = if t.quant().is_some() { &[Half::F16, Half::Bf16] } else { &[Half::F16] };
+        for &half in halves {
+            let tol = gemm_tol(t, half);
+            let what = format!("{t:?} GEMM prefill ({half:?})");
+            let opts = DeviceSessionOptions { chunk: 32, gemm_rows: 16, gemm_type: half, ..gpu_options(32) };
+            let mut dev = DeviceSession::new(&dec, &opts).unwrap();
+            assert_eq!(dev.gemm_status(), (Some(16), None), "{what}: GEMM prefill on");
+            let g = dev.prefill(&ids).unwrap();
+            let mut worst = rel_err(&g, &c);
+            assert!(worst <= tol, "{what}: prefill logits error {worst:e} > {tol:e}");
+            // Decode steps (GEMV) over the keys and values the GEMM prefill stored.
+            let mut cpu_steps = cpu_session(reference);
+            cpu_steps.prefill(Input::Tokens(&ids)).unwrap();
+            let mut row = c.clone();
+            for step in 0..5 {
+                let id = argmax(&row);
+                row = cpu_steps.step(id).unwrap().to_vec();
+                let g = dev.decode_step(id).unwrap();
+                let e = rel_err(&g, &row);
+                assert!(e <= tol, "{what}: decode step {step} after it, error {e:e} > {tol:e}");
+                worst = worst.max(e);
+            }
+            // The GEMV prefill of the same package, for scale (bit-identical products on the
+            // stored weights: the int8 activations of the block types are its error).
+            let mut gemv = DeviceSession::new(&dec, &gpu_options(32)).unwrap();
+            let e_gemv = rel_err(&gemv.prefill(&ids).unwrap(), &c);
+            eprintln!(
+                "{what}: worst error vs the exact weights {worst:e} (bound {tol:e}); GEMV prefill {e_gemv:e}"
+            );
+        }
+        drop(exact);
+        if let Some(p) = exact_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device: scripts/gpu-check.sh runs it"]
+fn gemm_prefill_is_on_only_where_a_chunk_can_use_it() {
+    let gpu = gpu();
+    let path = package(config(false), WeightType::Q8_0, "gemm-status");
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let dec = DeviceDecoder::upload(&gpu, &model).unwrap();
+    let status = |o: DeviceSessionOptions| DeviceSession::new(&dec, &o).unwrap().gemm_status().0;
+    assert_eq!(status(DeviceSessionOptions::default()), Some(64), "the default");
+    assert_eq!(status(DeviceSessionOptions { gemm_rows: 0, ..Default::default() }), None, "off");
+    assert_eq!(
+        status(DeviceSessionOptions { chunk: 32, gemm_rows: 64, ..Default::default() }),
+        None,
+        "chunks too short"
+    );
+    // Chunks shorter than gemm_rows take the GEMV kernels: bit-identical to gemm_rows 0.
+    let ids = prompt(9, 40);
+    let opts = DeviceSessionOptions { chunk: 32, gemm_rows: 20, ..gpu_options(32) };
+    let mut with = DeviceSession::new(&dec, &opts).unwrap();
+    let mut without = DeviceSession::new(&dec, &gpu_options(32)).unwrap();
+    // 40 rows = a GEMM chunk of 32 + a GEMV tail of 8: the tail's own products are the GEMV's,
+    // but it attends to keys the GEMM stored, so only a one-chunk prompt below 20 rows is exact.
+    let short = prompt(9, 12);
+    assert_eq!(with.prefill(&short).unwrap(), without.prefill(&short).unwrap(), "a 12-row chunk is GEMV");
+    with.reset();
+    without.reset();
+    let e = rel_err(&with.prefill(&ids).unwrap(), &without.prefill(&ids).unwrap());
+    assert!(
+        e > 0.0 && e <= gemm_tol(WeightType::Q8_0, Half::F16) * 2.0,
+        "40 rows: GEMM chunk then GEMV tail, {e:e}"
+    );
 }

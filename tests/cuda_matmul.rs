@@ -26,9 +26,10 @@ mod cuda_common;
 use cuda_common::gpu;
 
 use half::{bf16, f16};
+use medregion::backend::cuda::blas::Half;
 use medregion::backend::cuda::ops::matmul::{
-    dequantize, matmul, matmul_dense, matmul_quant, quantize_act, DenseBuffer, DeviceWeight, HalfType,
-    QuantBuffers, QuantizedActs,
+    dequantize, matmul, matmul_dense, matmul_quant, quantize_act, DenseBuffer, DeviceWeight, QuantBuffers,
+    QuantizedActs,
 };
 use medregion::backend::cuda::Gpu;
 use medregion::ops::{self, ThreadPool};
@@ -257,14 +258,14 @@ fn dequantize_is_bit_identical_to_the_crate() {
             let w = owned.view(&shape);
             let want = w.to_f32().unwrap();
             let dw = DeviceWeight::upload(&gpu, &w).unwrap();
-            for to in [HalfType::F16, HalfType::Bf16] {
+            for to in [Half::F16, Half::Bf16] {
                 let mut out = gpu.alloc::<u16>(rows * k).unwrap();
                 dw.dequantize(&gpu, to, &mut out).unwrap();
                 let got = gpu.download(&out).unwrap();
                 for (i, (&g, &v)) in got.iter().zip(&want).enumerate() {
                     let e = match to {
-                        HalfType::F16 => f16::from_f32(v).to_bits(),
-                        HalfType::Bf16 => bf16::from_f32(v).to_bits(),
+                        Half::F16 => f16::from_f32(v).to_bits(),
+                        Half::Bf16 => bf16::from_f32(v).to_bits(),
                     };
                     assert_eq!(g, e, "{} -> {to:?} rows={rows} k={k} element {i} (value {v})", wt.name());
                 }
@@ -316,11 +317,11 @@ fn launchers_reject_bad_sizes_before_launching() {
 
     // dequantize: output too short, a dense weight.
     let mut half_out = gpu.alloc::<u16>(3 * 64 - 1).unwrap();
-    shape_err(dequantize(&gpu, &wq, 6, HalfType::F16, &mut half_out));
+    shape_err(dequantize(&gpu, &wq, 6, Half::F16, &mut half_out));
     let dense_src = random(2 * 64, 8, 1.0);
     let dense = Weight::F32(Dense { name: "d", shape: &[2, 64], data: &dense_src });
     let dd = DeviceWeight::upload(&gpu, &dense).unwrap();
-    invalid(dd.dequantize(&gpu, HalfType::Bf16, &mut half_out));
+    invalid(dd.dequantize(&gpu, Half::Bf16, &mut half_out));
 
     // DeviceWeight::upload: not 2-D, wrong data length, k % 32 for a quantized weight, empty.
     shape_err(

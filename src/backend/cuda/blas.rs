@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use cudarc::cublas::{result as blas_result, sys as blas_sys, CudaBlas};
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 
 use super::{check_len, launch_error, to_i32, Gpu};
 use crate::{Error, Result};
@@ -60,13 +60,15 @@ impl Blas {
     }
 
     /// `out[m, n] = x[m, k] · w[n, k]ᵀ` (row-major), 16-bit inputs of type `ty`, f32 out.
+    /// Operands are whole buffers or views (a view's start must keep the 16-byte alignment
+    /// cuBLAS's tensor-core paths prefer; a view from offset 0 does).
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_xwt(
         &self,
         ty: Half,
-        x: &CudaSlice<u16>,
-        w: &CudaSlice<u16>,
-        out: &mut CudaSlice<f32>,
+        x: &impl DevicePtr<u16>,
+        w: &impl DevicePtr<u16>,
+        out: &mut impl DevicePtrMut<f32>,
         m: usize,
         n: usize,
         k: usize,
@@ -86,9 +88,9 @@ impl Blas {
     /// to the CPU's `ops::gemm`, within f32 rounding of it.
     pub fn gemm_xwt_f32(
         &self,
-        x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
-        out: &mut CudaSlice<f32>,
+        x: &impl DevicePtr<f32>,
+        w: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
         m: usize,
         n: usize,
         k: usize,
@@ -101,9 +103,9 @@ impl Blas {
     fn gemm_ex<T>(
         &self,
         dtype: blas_sys::cudaDataType_t,
-        x: &CudaSlice<T>,
-        w: &CudaSlice<T>,
-        out: &mut CudaSlice<f32>,
+        x: &impl DevicePtr<T>,
+        w: &impl DevicePtr<T>,
+        out: &mut impl DevicePtrMut<f32>,
         m: usize,
         n: usize,
         k: usize,
@@ -156,7 +158,13 @@ fn elementwise_config(n: usize) -> LaunchConfig {
 }
 
 /// `y = ty(x)` for the first `n` elements (round to nearest even).
-pub fn f32_to_half(gpu: &Gpu, ty: Half, x: &CudaSlice<f32>, y: &mut CudaSlice<u16>, n: usize) -> Result<()> {
+pub fn f32_to_half(
+    gpu: &Gpu,
+    ty: Half,
+    x: &CudaView<'_, f32>,
+    y: &mut CudaViewMut<'_, u16>,
+    n: usize,
+) -> Result<()> {
     let name = match ty {
         Half::Bf16 => "convert_f32_to_bf16",
         Half::F16 => "convert_f32_to_f16",
@@ -165,7 +173,13 @@ pub fn f32_to_half(gpu: &Gpu, ty: Half, x: &CudaSlice<f32>, y: &mut CudaSlice<u1
 }
 
 /// `y = f32(x)` for the first `n` 16-bit elements of type `ty` (exact).
-pub fn half_to_f32(gpu: &Gpu, ty: Half, x: &CudaSlice<u16>, y: &mut CudaSlice<f32>, n: usize) -> Result<()> {
+pub fn half_to_f32(
+    gpu: &Gpu,
+    ty: Half,
+    x: &CudaView<'_, u16>,
+    y: &mut CudaViewMut<'_, f32>,
+    n: usize,
+) -> Result<()> {
     let name = match ty {
         Half::Bf16 => "convert_bf16_to_f32",
         Half::F16 => "convert_f16_to_f32",
@@ -174,7 +188,13 @@ pub fn half_to_f32(gpu: &Gpu, ty: Half, x: &CudaSlice<u16>, y: &mut CudaSlice<f3
 }
 
 /// Launches the `convert_*` kernel `name`, `(y, x, n)`, over the first `n` elements.
-fn convert<A, B>(gpu: &Gpu, name: &str, x: &CudaSlice<A>, y: &mut CudaSlice<B>, n: usize) -> Result<()> {
+fn convert<A, B>(
+    gpu: &Gpu,
+    name: &str,
+    x: &CudaView<'_, A>,
+    y: &mut CudaViewMut<'_, B>,
+    n: usize,
+) -> Result<()> {
     check_len("conversion input", x, n)?;
     check_len("conversion output", y, n)?;
     let n_i = to_i32("n", n)?;

@@ -46,15 +46,27 @@
 //!   `gate = silu(gate)·up`; `x += gate·Wdᵀ` fused with the next layer's (or the final) norm;
 //!   logits = `h·Whᵀ`. Quantized projections that read the same input (q/k/v, gate/up)
 //!   quantize it once. Caller embeddings enter through `embed`'s negative ids.
-//! * Prefill runs in chunks of `chunk` rows (default 64) through the batched GEMV launchers
-//!   ([`super::ops::matmul::matmul`] splits the rows into launches of 8) and the causal prefill
-//!   attention kernel; a one-row chunk of sequence 0 (and every decode step) uses the split-K
-//!   decode attention kernel. A chunk of `m` rows that is neither 1 nor `chunk` needs row
+//! * Prefill runs in chunks of `chunk` rows (default 512) and the causal prefill attention
+//!   kernel; a one-row chunk of sequence 0 (and every decode step) uses the split-K decode
+//!   attention kernel. A chunk's weight products go either through the batched GEMV launchers
+//!   ([`super::ops::matmul::matmul`] splits the rows into launches of 8, reading each weight
+//!   once per 8 rows) or, for chunks of at least `gemm_rows` rows (default 64,
+//!   [`DEFAULT_GEMM_ROWS`] says why), through cuBLAS (the "GEMM prefill", DESIGN.md §6): a
+//!   quantized weight is dequantized into one scratch matrix (`[rows, k]` of the largest layer
+//!   weight, f16 by default, [`DeviceSessionOptions::gemm_type`]) right before its product,
+//!   the chunk's input is rounded to the same type once per product group, and cuBLAS
+//!   multiplies with f32 accumulation into the same f32 outputs the GEMV writes; F16 / BF16
+//!   weights need no copy, F32 weights multiply in f32. Decode steps never use it (their one
+//!   row per sequence is what the GEMV kernels are for). Without a usable cuBLAS the session
+//!   logs a warning and prefills on the GEMV kernels ([`DeviceSession::gemm_status`] says
+//!   why). Choice: the weights are dequantized per chunk rather than kept as a second 16-bit
+//!   copy (which would be 3.6× a Q4_0 model's memory); with long chunks that costs one extra
+//!   pass over the weights per chunk, ~5 ms for an 8B Q4_0 model at H200 bandwidth. A chunk of `m` rows that is neither 1 nor `chunk` needs row
 //!   buffers of exactly `m` rows (the attention launchers take exact-size buffers): they are
 //!   allocated on first use and kept until a different `m` comes (prefill may allocate).
 //!
 //! # Numerics (what is bit-identical to the CPU, what is not)
-//! * Bit-identical per operation: the embedding lookup, every weight matmul (each output is the
+//! * Bit-identical per operation: the embedding lookup, every weight matmul on the GEMV kernels (each output is the
 //!   CPU's 8-lane FMA chain and `hsum8`; int8 activation quantization for the block formats),
 //!   RoPE (the CPU's own cos/sin table), SwiGLU (glibc's `expf` reproduced), the residual adds;
 //!   RMSNorm too but for ~1 row in 10⁶ whose f64 inverse norm lies within ~1e-13 of an f32
@@ -66,13 +78,17 @@
 //!   propagate. So logits agree to a tolerance (tests/cuda_decoder.rs: `max |Δ| ≤ 1e-4 ·
 //!   max |logit|`), not bit for bit, and a greedy token can differ from the CPU's only where the
 //!   top two logits are that close.
+//! * The GEMM prefill is not bit-identical: its products read inputs rounded to 16 bits
+//!   (f16 by default; an F32 model's products stay f32, in cuBLAS's summation order) instead
+//!   of the CPU's int8 block quantization (block types) or exact f32 (dense types). For the
+//!   block types it is the closer of the two to the exact dequantized weights (f16 rounds each
+//!   input by ≤ 2⁻¹¹, int8 by up to 2⁻⁸ of the block's max). tests/cuda_decoder.rs bounds it
+//!   against the CPU on the exact weights.
 //! * Greedy selection is `sampling_argmax_f32` (largest logit, lowest id on a tie: the CPU's
 //!   `argmax`), after banning the input-only ids (image / mask / pos tokens) exactly like the
 //!   CPU's `Session::generate`.
 //!
 //! # Not done yet
-//! * cuBLAS prefill for long prompts (dequantize + GEMM); prefill is GEMV-based, bit-identical
-//!   to the CPU's matmuls but reading each weight once per 8 rows.
 //! * Keeping the logits of a generation (`GenerateOptions::keep_logits` is refused).
 //! * Sampling with a temperature on the device (the launchers exist; the host sampler is used).
 //! * Everything here is compile-checked only: no GPU has run it yet (tests/cuda_decoder.rs).
@@ -84,6 +100,7 @@ use std::time::Instant;
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::{CudaGraph, CudaSlice, CudaView, CudaViewMut};
 
+use super::blas::{f32_to_half, Blas, Half};
 use super::ops::attention::{
     kv_decode_attention, kv_decode_workspace_len, kv_prefill_attention, kv_store, KvCache, KvCacheMut,
     KvDims, KvPositions, KvRows,
@@ -276,16 +293,78 @@ pub struct DeviceSessionOptions {
     /// the single-sequence API uses sequence 0). Above 1, the shared-prefix cache of
     /// [`DeviceSession::generate_batch_inputs`] is allocated too.
     pub max_batch: usize,
-    /// Rows per prefill chunk (1..=[`MAX_CHUNK`], default 64).
+    /// Rows per prefill chunk (1..=[`MAX_CHUNK`], default 512: a report's shared prefix in
+    /// two chunks, so the GEMM prefill passes over the weights twice; the activation scratch
+    /// grows with it, ~110 MB at 512 rows for an 8B model).
     pub chunk: usize,
     /// Capture each decode-step shape once as a CUDA graph and replay it (default on; a capture
     /// that fails turns graphs off for the session, see [`DeviceSession::graph_status`]).
     pub graphs: bool,
+    /// Prefill chunks of at least this many rows run their weight products on cuBLAS (the
+    /// module doc's "GEMM prefill"); shorter chunks and every decode step use the GEMV kernels.
+    /// `0` = never (every product bit-identical to the CPU's). Default [`DEFAULT_GEMM_ROWS`].
+    pub gemm_rows: usize,
+    /// The 16-bit type quantized weights are dequantized to, and their inputs rounded to, for
+    /// the GEMM prefill (default f16: 3 more mantissa bits than bf16, and the normed
+    /// activations these products read stay far inside its range). F16 / BF16 weights are
+    /// multiplied in their own type, F32 weights in f32.
+    pub gemm_type: Half,
 }
+
+/// Default [`DeviceSessionOptions::gemm_rows`]: where the GEMM prefill starts to pay for a
+/// Q4_0 model. The GEMV kernels read the weights once per 8 rows (`m / 8 × 0.56` bytes per
+/// weight); the GEMM path reads them once, writes and reads an f16 copy (`0.56 + 2 + 2`
+/// bytes), so the two read about the same at 64 rows, and beyond it the GEMM's cost grows only
+/// with its (tensor-core) arithmetic.
+pub const DEFAULT_GEMM_ROWS: usize = 64;
 
 impl Default for DeviceSessionOptions {
     fn default() -> Self {
-        DeviceSessionOptions { context: 0, max_batch: 1, chunk: 64, graphs: true }
+        DeviceSessionOptions {
+            context: 0,
+            max_batch: 1,
+            chunk: 512,
+            graphs: true,
+            gemm_rows: DEFAULT_GEMM_ROWS,
+            gemm_type: Half::F16,
+        }
+    }
+}
+
+/// The GEMM prefill's state: a cuBLAS handle on the session's stream and 16-bit scratch.
+struct Gemm {
+    blas: Blas,
+    /// [`DeviceSessionOptions::gemm_type`].
+    half: Half,
+    /// [`DeviceSessionOptions::gemm_rows`] (≥ 1).
+    min_rows: usize,
+    /// One dequantized layer weight `[rows, k]` (sized for the largest quantized one; one
+    /// element when there is none).
+    w: CudaSlice<u16>,
+    /// A chunk's input rounded to 16 bits `[chunk, max k]`.
+    x: CudaSlice<u16>,
+}
+
+impl Gemm {
+    /// The GEMM state of a session of `options` over `dec`, with `blas` on its stream.
+    fn new(blas: Blas, gpu: &Gpu, dec: &DeviceDecoder, options: &DeviceSessionOptions) -> Result<Gemm> {
+        let cfg = &dec.cfg;
+        let quantized = dec
+            .layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .filter(|w| w.quant().is_some())
+            .map(|w| w.rows() * w.k())
+            .max()
+            .unwrap_or(1);
+        let k_max = cfg.hidden_size.max(cfg.intermediate_size).max(cfg.q_dim());
+        Ok(Gemm {
+            blas,
+            half: options.gemm_type,
+            min_rows: options.gemm_rows,
+            w: gpu.alloc(quantized)?,
+            x: gpu.alloc(options.chunk * k_max)?,
+        })
     }
 }
 
@@ -400,6 +479,8 @@ struct State {
     next: CudaSlice<i32>,
     /// The input-only ids banned from generation `[3]`.
     banned: CudaSlice<i32>,
+    /// The GEMM prefill (`None`: every product on the GEMV kernels).
+    gemm: Option<Gemm>,
 }
 
 /// One decoder conversation on the device: the KV cache and every buffer a step uses, over a
@@ -430,6 +511,8 @@ pub struct DeviceSession<'d> {
     graph_replays: u64,
     /// Why graphs were turned off, when a capture failed.
     graph_error: Option<String>,
+    /// Why the GEMM prefill is off although the options asked for it (cuBLAS unusable).
+    gemm_error: Option<String>,
 }
 
 impl Drop for DeviceSession<'_> {
@@ -550,6 +633,22 @@ impl<'d> DeviceSession<'d> {
         // Any n·k up to the capacity fits later; k rounded up to whole blocks of 32.
         let k_max = d.max(f).max(cfg.q_dim()).next_multiple_of(QK);
         let banned = cfg.input_only_ids().map(|id| id as i32);
+        // The GEMM prefill when some chunk can reach `gemm_rows`; without a usable cuBLAS the
+        // session still works, on the GEMV kernels, and says why (`gemm_status`).
+        let (gemm, gemm_error) = if options.gemm_rows > 0 && options.chunk >= options.gemm_rows {
+            match Blas::new(&session_gpu) {
+                Ok(blas) => (Some(Gemm::new(blas, gpu, dec, options)?), None),
+                Err(e) => {
+                    crate::log::emit(
+                        crate::log::Level::Warn,
+                        &format!("prefilling on the GEMV kernels, without cuBLAS: {e}"),
+                    );
+                    (None, Some(e.to_string()))
+                }
+            }
+        } else {
+            (None, None)
+        };
         let st = State {
             x: gpu.alloc(rows * d)?,
             h: gpu.alloc(rows * d)?,
@@ -570,6 +669,7 @@ impl<'d> DeviceSession<'d> {
             prefix_len: gpu.alloc(1)?,
             next: gpu.alloc(options.max_batch)?,
             banned: gpu.upload(&banned)?,
+            gemm,
         };
         let bufs = Bufs {
             one: RowBufs::new(gpu, cfg, 1)?,
@@ -595,7 +695,14 @@ impl<'d> DeviceSession<'d> {
             use_graphs: options.graphs,
             graph_replays: 0,
             graph_error: None,
+            gemm_error,
         })
+    }
+
+    /// The GEMM prefill: `(chunks of at least this many rows use cuBLAS (None: never), why it
+    /// is off although the options asked for it)`.
+    pub fn gemm_status(&self) -> (Option<usize>, Option<&str>) {
+        (self.st.gemm.as_ref().map(|g| g.min_rows), self.gemm_error.as_deref())
     }
 
     /// CUDA graphs of the decode step: `(in use, steps replayed from a graph, why a capture
@@ -1083,17 +1190,22 @@ impl<'d> DeviceSession<'d> {
     }
 }
 
-/// `outs[i] = x · ws[i]ᵀ` for weights that read the same input `x` `[m, k]`: quantized
-/// weights share one quantization of `x` (the CPU quantizes the same values identically for
-/// each, so the bits are the same as separate [`matmul`] calls).
+/// `outs[i] = x · ws[i]ᵀ` for weights that read the same input `x` `[m, k]`. On the GEMV
+/// kernels (`gemm` = `None`), quantized weights share one quantization of `x` (the CPU
+/// quantizes the same values identically for each, so the bits are the same as separate
+/// [`matmul`] calls); with `gemm`, on cuBLAS ([`project_gemm`]).
 fn project(
     gpu: &Gpu,
     x: &CudaView<'_, f32>,
     m: usize,
     acts: &mut QuantizedActs,
+    gemm: Option<&mut Gemm>,
     ws: &[&DeviceWeight],
     outs: &mut [CudaViewMut<'_, f32>],
 ) -> Result<()> {
+    if let Some(g) = gemm {
+        return project_gemm(gpu, g, x, m, ws, outs);
+    }
     let k = ws.first().map_or(0, |w| w.k());
     let shared = !ws.is_empty() && ws.iter().all(|w| w.quant().is_some() && w.k() == k);
     if shared {
@@ -1103,6 +1215,49 @@ fn project(
         match (shared, w.quant()) {
             (true, Some(q)) => matmul_quant(gpu, &q, w.rows(), w.k(), acts, out)?,
             _ => matmul(gpu, w, x, m, acts, out)?,
+        }
+    }
+    Ok(())
+}
+
+/// [`project`] on cuBLAS (f32 accumulation and output): an F32 weight multiplies `x` in f32;
+/// an F16 / BF16 weight multiplies `x` rounded to its own type; a quantized weight is first
+/// dequantized into `g.w` as `g.half` (each value computed in f32 as `quant::dequantize` does,
+/// then rounded) and multiplies `x` rounded to `g.half`. `x` is rounded once per type for all
+/// of `ws`.
+fn project_gemm(
+    gpu: &Gpu,
+    g: &mut Gemm,
+    x: &CudaView<'_, f32>,
+    m: usize,
+    ws: &[&DeviceWeight],
+    outs: &mut [CudaViewMut<'_, f32>],
+) -> Result<()> {
+    // (type, k) of the values in `g.x`.
+    let mut rounded: Option<(Half, usize)> = None;
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        let (n, k) = (w.rows(), w.k());
+        let dense = w.dense();
+        let ty = match dense {
+            Some(DenseBuffer::F32(b)) => {
+                g.blas.gemm_xwt_f32(x, b, out, m, n, k)?;
+                continue;
+            }
+            Some(DenseBuffer::F16(_)) => Half::F16,
+            Some(DenseBuffer::Bf16(_)) => Half::Bf16,
+            None => g.half,
+        };
+        if rounded != Some((ty, k)) {
+            f32_to_half(gpu, ty, x, &mut g.x.slice_mut(..m * k), m * k)?;
+            rounded = Some((ty, k));
+        }
+        let xh = g.x.slice(..m * k);
+        match dense {
+            Some(DenseBuffer::F16(b) | DenseBuffer::Bf16(b)) => g.blas.gemm_xwt(ty, &xh, b, out, m, n, k)?,
+            _ => {
+                w.dequantize(gpu, ty, &mut g.w)?;
+                g.blas.gemm_xwt(ty, &xh, &g.w, out, m, n, k)?;
+            }
         }
     }
     Ok(())
@@ -1134,12 +1289,15 @@ fn forward(gpu: &Gpu, dec: &DeviceDecoder, st: &mut State, rb: &mut RowBufs, pas
     let first_norm = dec.layers.first().map_or(&dec.norm, |l| &l.attn_norm);
     rms_norm(gpu, &st.x.slice(..md), &first_norm.as_view(), &mut st.h.slice_mut(..md), m, d, eps)?;
 
+    // The weight products of a prefill chunk long enough go to cuBLAS (never a decode step's).
+    let gemm_on = pass.tokens > 1 && st.gemm.as_ref().is_some_and(|g| m >= g.min_rows);
     for (il, l) in dec.layers.iter().enumerate() {
         // Attention block (h holds rms_norm(x, input_layernorm)).
         {
             let (qn, kn) = (m * cfg.q_dim(), m * cfg.kv_dim());
             let mut outs = [rb.q.slice_mut(..qn), rb.k.slice_mut(..kn), rb.v.slice_mut(..kn)];
-            project(gpu, &st.h.slice(..md), m, &mut st.acts, &[&l.q, &l.k, &l.v], &mut outs)?;
+            let gemm = st.gemm.as_mut().filter(|_| gemm_on);
+            project(gpu, &st.h.slice(..md), m, &mut st.acts, gemm, &[&l.q, &l.k, &l.v], &mut outs)?;
         }
         {
             let (mut q, mut k) = (rb.q.as_view_mut(), rb.k.as_view_mut());
@@ -1175,7 +1333,10 @@ fn forward(gpu: &Gpu, dec: &DeviceDecoder, st: &mut State, rb: &mut RowBufs, pas
         } else {
             kv_prefill_attention(gpu, &rb.q, &mut rb.att, cache, prefix, nh, rows, positions)?;
         }
-        matmul(gpu, &l.o, &rb.att.as_view(), m, &mut st.acts, &mut st.out.slice_mut(..md))?;
+        {
+            let gemm = st.gemm.as_mut().filter(|_| gemm_on);
+            project(gpu, &rb.att.as_view(), m, &mut st.acts, gemm, &[&l.o], &mut [st.out.slice_mut(..md)])?;
+        }
         // x += a·Woᵀ; h = rms_norm(x, post_attention_layernorm).
         rms_norm_add(
             gpu,
@@ -1192,10 +1353,15 @@ fn forward(gpu: &Gpu, dec: &DeviceDecoder, st: &mut State, rb: &mut RowBufs, pas
         let mf = m * f;
         {
             let mut outs = [st.gate.slice_mut(..mf), st.up.slice_mut(..mf)];
-            project(gpu, &st.h.slice(..md), m, &mut st.acts, &[&l.gate, &l.up], &mut outs)?;
+            let gemm = st.gemm.as_mut().filter(|_| gemm_on);
+            project(gpu, &st.h.slice(..md), m, &mut st.acts, gemm, &[&l.gate, &l.up], &mut outs)?;
         }
         swiglu_in_place(gpu, &mut st.gate.slice_mut(..mf), &st.up.slice(..mf), m, f)?;
-        matmul(gpu, &l.down, &st.gate.slice(..mf), m, &mut st.acts, &mut st.out.slice_mut(..md))?;
+        {
+            let gemm = st.gemm.as_mut().filter(|_| gemm_on);
+            let mut outs = [st.out.slice_mut(..md)];
+            project(gpu, &st.gate.slice(..mf), m, &mut st.acts, gemm, &[&l.down], &mut outs)?;
+        }
         // x += mlp; h = rms_norm(x, next layer's input_layernorm, or the final norm).
         let next_norm = dec.layers.get(il + 1).map_or(&dec.norm, |n| &n.attn_norm);
         rms_norm_add(

@@ -414,7 +414,7 @@ impl DeviceEncoder {
             bias_act(gpu, &mut sc.v.as_view_mut(), &blk.v.bias.as_view(), Activation::Identity)?;
             attention_encoder(gpu, &sc.q, &sc.k, &sc.v, &mut sc.a, shape)?;
             if let Some(x16) = sc.half.as_mut() {
-                f32_to_half(gpu, Half::Bf16, &sc.a, x16, n * d)?;
+                f32_to_half(gpu, Half::Bf16, &sc.a.as_view(), &mut x16.as_view_mut(), n * d)?;
             }
             self.gemm(&blk.out, &sc.a, sc.half.as_ref(), n, &mut sc.q)?;
             residual_layer_norm(

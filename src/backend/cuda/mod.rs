@@ -20,8 +20,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError,
-    ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DeviceSlice,
+    DriverError, ValidAsZeroBits,
 };
 
 use crate::backend::{devices, DeviceKind};
@@ -259,7 +259,7 @@ pub fn to_i32(name: &str, v: usize) -> Result<i32> {
 }
 
 /// Checks that device buffer `what` holds at least `needed` elements.
-pub fn check_len<T>(what: &str, buf: &CudaSlice<T>, needed: usize) -> Result<()> {
+pub fn check_len<T>(what: &str, buf: &impl DeviceSlice<T>, needed: usize) -> Result<()> {
     if buf.len() < needed {
         return Err(Error::Shape {
             what: what.to_string(),

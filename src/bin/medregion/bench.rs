@@ -224,6 +224,22 @@ fn llm_cuda(a: &LlmArgs, model: &Model<'_>, ordinal: usize) -> Result<()> {
         None
     };
     let (graphs, replays, why) = s.graph_status();
+    let (gemm_rows, gemm_why) = s.gemm_status();
+    // The same prefill on the GEMV kernels alone (`gemm_rows: 0`), for the ratio.
+    let gemv_prefill_tps = {
+        let o = DeviceSessionOptions { context, gemm_rows: 0, ..DeviceSessionOptions::default() };
+        let mut s0 = DeviceSession::new(&dec, &o)?;
+        s0.prefill(&prompt)?;
+        s0.reset();
+        let t = std::time::Instant::now();
+        s0.prefill(&prompt)?;
+        a.prompt_len as f64 / t.elapsed().as_secs_f64()
+    };
+    let prefill_path = match gemm_rows {
+        Some(r) if a.prompt_len >= r => format!("cuBLAS GEMM (chunks of >= {r} rows)"),
+        Some(r) => format!("GEMV (the prompt is below gemm_rows {r})"),
+        None => format!("GEMV ({})", gemm_why.unwrap_or("GEMM prefill off")),
+    };
     let name = a.model.display().to_string();
     if a.json {
         let mut doc = serde_json::json!({
@@ -232,6 +248,8 @@ fn llm_cuda(a: &LlmArgs, model: &Model<'_>, ordinal: usize) -> Result<()> {
             "decode_tokens_per_s": decode_tps, "decode_gb_per_s": decode_gbs,
             "device_copy_gb_per_s": peak, "decode_fraction_of_copy_bandwidth": decode_gbs / peak,
             "cuda_graphs": graphs, "graph_replays": replays, "graph_error": why,
+            "prefill_path": prefill_path, "gemv_prefill_tokens_per_s": gemv_prefill_tps,
+            "prefill_vs_gemv": prefill_tps / gemv_prefill_tps,
         });
         if let Some((tps, ratio, gbs)) = batch {
             doc["batch"] = a.batch.into();
@@ -242,7 +260,11 @@ fn llm_cuda(a: &LlmArgs, model: &Model<'_>, ordinal: usize) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
         println!("model {name}: {:.1} MB of weights per step, cuda:{ordinal} ({})", bytes / 1e6, gpu.name());
-        println!("prefill  {:>5} tokens: {prefill_tps:>10.1} tokens/s", a.prompt_len);
+        println!(
+            "prefill  {:>5} tokens: {prefill_tps:>10.1} tokens/s  via {prefill_path}; GEMV alone {gemv_prefill_tps:.1} tokens/s ({:.2}x)",
+            a.prompt_len,
+            prefill_tps / gemv_prefill_tps
+        );
         println!(
             "decode   {:>5} steps:  {decode_tps:>10.1} tokens/s  {decode_gbs:>7.1} GB/s effective  ({:.0} % of the copy bandwidth)",
             a.steps,

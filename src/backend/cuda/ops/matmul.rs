@@ -38,6 +38,7 @@
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 use half::slice::HalfFloatSliceExt;
 
+use crate::backend::cuda::blas::Half;
 use crate::backend::cuda::{launch_error, to_i32, Gpu};
 use crate::quant::{QuantType, QK};
 use crate::tensor::{shape_string, Weight, WeightType};
@@ -138,13 +139,6 @@ fn format_index(q: QuantType) -> usize {
         QuantType::Q4_0 => 1,
         QuantType::Q4_1 => 2,
     }
-}
-
-/// The 16-bit float type a dequantizer writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HalfType {
-    F16 = 0,
-    Bf16 = 1,
 }
 
 /// Checks that device buffer `what` holds at least `needed` elements.
@@ -473,7 +467,7 @@ pub fn dequantize(
     gpu: &Gpu,
     w: &QuantBuffers<'_>,
     blocks: usize,
-    to: HalfType,
+    to: Half,
     out: &mut CudaSlice<u16>,
 ) -> Result<()> {
     let mins = w.check("dequantize", blocks)?;
@@ -485,7 +479,11 @@ pub fn dequantize(
     if blocks == 0 {
         return Ok(());
     }
-    let name = DEQUANT_KERNELS[format_index(w.qtype)][to as usize];
+    let to_index = match to {
+        Half::F16 => 0,
+        Half::Bf16 => 1,
+    };
+    let name = DEQUANT_KERNELS[format_index(w.qtype)][to_index];
     let f = gpu.function(name)?;
     let mut b = gpu.stream().launch_builder(&f);
     b.arg(w.values).arg(w.scales).arg(mins).arg(out).arg(&blocks_i32);
@@ -653,7 +651,7 @@ impl DeviceWeight {
 
     /// Dequantizes the whole weight into `out` (`[rows, k]` f16/bf16 bit patterns, at least
     /// `rows · k` elements). A dense weight is an error (it needs no dequantization).
-    pub fn dequantize(&self, gpu: &Gpu, to: HalfType, out: &mut CudaSlice<u16>) -> Result<()> {
+    pub fn dequantize(&self, gpu: &Gpu, to: Half, out: &mut CudaSlice<u16>) -> Result<()> {
         let q = self.quant().ok_or_else(|| {
             Error::invalid(
                 "weight",
