@@ -173,9 +173,10 @@ typedef struct mr_model_params {
   int32_t verify_checksum;
   /**
    * `MR_DEVICE_CPU` (default) or `MR_DEVICE_CUDA`: the model is also uploaded to GPU
-   * `device_ordinal`, and `mr_session_generate_report` runs its encoder and decoding there
-   * (the token-level session calls are CPU-only and refuse such a model). A build without
-   * CUDA, a missing driver or device: `MR_ERR_UNSUPPORTED` with the reason.
+   * `device_ordinal`, and the sessions over it run there: `mr_session_generate_report`
+   * (encoder and decoding) and the token-level calls (`mr_session_prefill`,
+   * `_next_token`, `_generate`, on a device session allocated by the first of them). A
+   * build without CUDA, a missing driver or device: `MR_ERR_UNSUPPORTED` with the reason.
    */
   mr_device_kind device_kind;
   /**

@@ -88,7 +88,7 @@ inline std::vector<Device> devices() {
 /// Options for loading a model (see mr_model_params).
 struct ModelParams {
     bool verify_checksum = false;  ///< recompute the content checksum (reads the whole file)
-    /// "cpu", or "cuda" / "cuda:N": also upload the model to that GPU, where reports run
+    /// "cpu", or "cuda" / "cuda:N": also upload the model to that GPU, where its sessions run
     /// (MR_ERR_UNSUPPORTED with the reason when this library or machine has no CUDA).
     std::string device = "cpu";
 };

@@ -51,18 +51,6 @@ impl OnDevice {
             )))
         }
     }
-
-    /// Whether the model runs on a GPU.
-    pub(crate) fn is_gpu(&self) -> bool {
-        #[cfg(feature = "cuda")]
-        {
-            self.cuda.is_some()
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            false
-        }
-    }
 }
 
 impl mr_model {
@@ -101,9 +89,10 @@ pub struct mr_model_params {
     /// seconds for a multi-GB model). Default 0: only the header is read and checked.
     pub verify_checksum: i32,
     /// `MR_DEVICE_CPU` (default) or `MR_DEVICE_CUDA`: the model is also uploaded to GPU
-    /// `device_ordinal`, and `mr_session_generate_report` runs its encoder and decoding there
-    /// (the token-level session calls are CPU-only and refuse such a model). A build without
-    /// CUDA, a missing driver or device: `MR_ERR_UNSUPPORTED` with the reason.
+    /// `device_ordinal`, and the sessions over it run there: `mr_session_generate_report`
+    /// (encoder and decoding) and the token-level calls (`mr_session_prefill`,
+    /// `_next_token`, `_generate`, on a device session allocated by the first of them). A
+    /// build without CUDA, a missing driver or device: `MR_ERR_UNSUPPORTED` with the reason.
     pub device_kind: mr_device_kind,
     /// The N of `cuda:N` (0 for the CPU).
     pub device_ordinal: i32,

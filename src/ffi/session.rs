@@ -15,6 +15,15 @@
 //!   it). High level: `mr_session_generate(prompt text)` streams each token to a callback; a
 //!   non-zero return stops it (status `MR_OK`, `stop_reason = MR_STOP_CALLBACK`).
 //!
+//! * A session over a model loaded with `MR_DEVICE_CUDA` runs the token-level calls on the GPU:
+//!   a device session (KV cache and buffers on the device, the session's context) is allocated
+//!   by the first token-level call, so a session used only for reports allocates none. The
+//!   logits of the last position are downloaded after each feed (`mr_session_logits` and the
+//!   host sampler behind `mr_session_next_token` read them); `mr_session_generate` decodes with
+//!   the device argmax when greedy (only the ids come back) and the host sampler otherwise.
+//!   Its prefill is not cancellable part-way (a cancel stops the generation after the prompt).
+//!   A report (`mr_session_generate_report`) leaves that conversation empty.
+//!
 //! Choices: the sampler behind `mr_session_next_token` is created on first use from the given
 //! params and recreated when they change; it remembers every token fed since the last
 //! `mr_session_reset` (for the repetition penalty) and its RNG continues across calls, so the
@@ -37,7 +46,11 @@ use crate::tokenizer::{ChatTemplate, EncodeOptions, Tokenizer};
 
 /// A decoder session (opaque). One thread at a time; free with `mr_session_free`.
 pub struct mr_session {
-    // Field order matters: the session borrows the model the Arc keeps alive, so it drops first.
+    // Field order matters: `gpu` borrows the device model `device` keeps alive and `session`
+    // the model `_model` keeps alive, so both drop first.
+    /// The token-level calls' device session (a GPU model, after the first such call).
+    #[cfg(feature = "cuda")]
+    gpu: Option<GpuTokens>,
     session: Session<'static>,
     sampler: Option<(SamplingParams, Sampler)>,
     /// Tokens fed since the last reset (the sampler's repetition history).
@@ -49,6 +62,119 @@ pub struct mr_session {
     tokenizer: Arc<Tokenizer>,
     /// The model's GPU copy (`MR_DEVICE_CUDA`): reports run there.
     device: OnDevice,
+}
+
+/// The token-level conversation of a session over a GPU model.
+#[cfg(feature = "cuda")]
+struct GpuTokens {
+    /// Borrows the decoder inside the `CudaModel` that `mr_session::device` keeps alive.
+    session: crate::backend::cuda::decoder::DeviceSession<'static>,
+    /// The logits of the last position fed (downloaded once per feed).
+    logits: Option<Vec<f32>>,
+}
+
+impl mr_session {
+    /// The token-level device session, created on first use; `None` for a CPU model.
+    #[cfg(feature = "cuda")]
+    fn gpu_tokens(&mut self) -> Result<Option<&mut GpuTokens>> {
+        use crate::backend::cuda::decoder::{DeviceDecoder, DeviceSession, DeviceSessionOptions};
+        let Some(cuda) = self.device.cuda.as_ref() else { return Ok(None) };
+        if self.gpu.is_none() {
+            // SAFETY: the decoder lives inside the `Arc<CudaModel>` that `self.device` owns: it
+            // never moves and outlives `self.gpu`, which drops first (field order) and is never
+            // moved out of the session.
+            let decoder: &'static DeviceDecoder = unsafe { &*(cuda.decoder() as *const DeviceDecoder) };
+            let options = DeviceSessionOptions { context: self.session.context(), ..Default::default() };
+            let mut session = DeviceSession::new(decoder, &options)?;
+            session.set_cancel_flag(Arc::clone(&self.cancel));
+            self.gpu = Some(GpuTokens { session, logits: None });
+        }
+        Ok(self.gpu.as_mut())
+    }
+
+    /// Positions used and the capacity of the token-level conversation.
+    fn positions(&self) -> (usize, usize) {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.gpu {
+            return (g.session.len(), g.session.context());
+        }
+        (self.session.len(), self.session.context())
+    }
+
+    /// The logits of the conversation's last position.
+    fn last_logits(&self) -> Option<&[f32]> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.gpu {
+            return g.logits.as_deref();
+        }
+        self.session.logits()
+    }
+
+    /// Feeds `ids` to the conversation (on the device for a GPU model).
+    fn feed(&mut self, ids: &[u32]) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = self.gpu_tokens()? {
+            let fed = g.session.prefill(ids);
+            return g.settle(fed);
+        }
+        self.session.prefill(Input::Tokens(ids)).map(|_| ())
+    }
+
+    /// Feeds one sampled token.
+    fn feed_one(&mut self, id: u32) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = self.gpu_tokens()? {
+            let fed = g.session.decode_step(id);
+            return g.settle(fed);
+        }
+        self.session.step(id).map(|_| ())
+    }
+
+    /// Generates after feeding `ids` (see `Session::generate`).
+    fn generate(
+        &mut self,
+        ids: &[u32],
+        opts: &GenerateOptions,
+        tok: &Tokenizer,
+        cb: &mut crate::llm::OnToken<'_>,
+    ) -> Result<crate::llm::Generation> {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = self.gpu_tokens()? {
+            g.logits = None;
+            let generation = g.session.generate(Input::Tokens(ids), opts, Some(tok), cb)?;
+            g.logits = g.session.logits()?;
+            return Ok(generation);
+        }
+        self.session.generate(Input::Tokens(ids), opts, Some(tok), cb)
+    }
+
+    /// Empties the conversation (keeps the allocations).
+    fn reset_tokens(&mut self) {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = self.gpu.as_mut() {
+            g.session.reset();
+            g.logits = None;
+        }
+        self.session.reset();
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl GpuTokens {
+    /// Keeps the logits a feed returned; after a failed feed, whatever the session still holds
+    /// (a refused input changes nothing; one that failed part-way leaves none).
+    fn settle(&mut self, fed: Result<Vec<f32>>) -> Result<()> {
+        match fed {
+            Ok(logits) => {
+                self.logits = Some(logits);
+                Ok(())
+            }
+            Err(e) => {
+                self.logits = self.session.logits().unwrap_or(None);
+                Err(e)
+            }
+        }
+    }
 }
 
 /// How to create a session. Fill with `mr_session_params_default`, then change fields.
@@ -213,23 +339,17 @@ pub(crate) unsafe fn with_session_parts<R>(
         with_session(s, |s| {
             s.history.clear();
             s.sampler = None;
+            #[cfg(feature = "cuda")]
+            if let Some(g) = s.gpu.as_mut() {
+                g.session.reset();
+                g.logits = None;
+            }
             let model = Arc::clone(&s._model);
             let tokenizer = Arc::clone(&s.tokenizer);
             let device = s.device.clone();
             f(&mut s.session, &model, &tokenizer, &device)
         })
     }
-}
-
-/// Token-level calls run on the CPU session only: a model loaded on a GPU refuses them.
-fn cpu_only(s: &mr_session, call: &str) -> Result<()> {
-    if s.device.is_gpu() {
-        return Err(Error::Unsupported(format!(
-            "{call} on a model loaded with MR_DEVICE_CUDA: the token-level session calls run on the CPU \
-             only in this version (load the model with MR_DEVICE_CPU for them)"
-        )));
-    }
-    Ok(())
 }
 
 /// Fills `*out` with the defaults and the right `struct_size`.
@@ -311,8 +431,25 @@ pub unsafe extern "C" fn mr_session_create(
             ..SessionOptions::default()
         };
         let session = Session::new(model_ref, &options)?;
+        let device = m.device();
+        #[cfg(feature = "cuda")]
+        if let Some(cuda) = &device.cuda {
+            let max = cuda.decoder().max_context();
+            if session.context() > max {
+                return Err(Error::invalid(
+                    "params->context",
+                    format!(
+                        "{} exceeds the {max} positions the model's GPU copy holds (load it with \
+                         MR_DEVICE_CPU for a longer context)",
+                        session.context()
+                    ),
+                ));
+            }
+        }
         let cancel = session.cancel_flag();
         *out = Box::into_raw(Box::new(mr_session {
+            #[cfg(feature = "cuda")]
+            gpu: None,
             session,
             sampler: None,
             history: Vec::new(),
@@ -320,7 +457,7 @@ pub unsafe extern "C" fn mr_session_create(
             cancel,
             _model: arc,
             tokenizer,
-            device: m.device(),
+            device,
         }));
         Ok(())
     })
@@ -352,7 +489,7 @@ pub unsafe extern "C" fn mr_session_reset(session: *mut mr_session) -> mr_status
         // SAFETY: forwarded caller contract.
         unsafe {
             with_session(session, |s| {
-                s.session.reset();
+                s.reset_tokens();
                 s.history.clear();
                 s.sampler = None;
                 Ok(())
@@ -391,7 +528,7 @@ pub unsafe extern "C" fn mr_session_length(
 ) -> mr_status {
     status_call("mr_session_length", || {
         // SAFETY: forwarded caller contract.
-        let (l, c) = unsafe { with_session(session, |s| Ok((s.session.len(), s.session.context()))) }?;
+        let (l, c) = unsafe { with_session(session, |s| Ok(s.positions())) }?;
         if !len.is_null() {
             // SAFETY: non-NULL, writable per the contract.
             unsafe { *len = l as u32 };
@@ -508,8 +645,7 @@ pub unsafe extern "C" fn mr_session_prefill(
         // SAFETY: forwarded caller contract.
         unsafe {
             with_session(session, |s| {
-                cpu_only(s, "mr_session_prefill")?;
-                s.session.prefill(Input::Tokens(ids))?;
+                s.feed(ids)?;
                 s.history.extend_from_slice(ids);
                 if let Some((_, sampler)) = &mut s.sampler {
                     sampler.observe(ids)?;
@@ -538,12 +674,11 @@ pub unsafe extern "C" fn mr_session_logits(
         // SAFETY: forwarded caller contract.
         unsafe {
             with_session(session, |s| {
-                cpu_only(s, "mr_session_logits")?;
                 let v = s.session.vocab_size();
                 if !vocab.is_null() {
                     *vocab = v;
                 }
-                let logits = s.session.logits().ok_or_else(|| {
+                let logits = s.last_logits().ok_or_else(|| {
                     Error::invalid("session", "no logits yet: feed tokens first (mr_session_prefill)")
                 })?;
                 if out.is_null() {
@@ -581,11 +716,11 @@ pub unsafe extern "C" fn mr_session_next_token(
         // SAFETY: forwarded caller contract.
         unsafe {
             with_session(session, |s| {
-                cpu_only(s, "mr_session_next_token")?;
-                if s.session.len() >= s.session.context() {
+                let (len, context) = s.positions();
+                if len >= context {
                     return Err(Error::invalid(
                         "session",
-                        format!("the context is full ({} positions)", s.session.context()),
+                        format!("the context is full ({context} positions)"),
                     ));
                 }
                 let vocab = s.session.vocab_size();
@@ -596,15 +731,21 @@ pub unsafe extern "C" fn mr_session_next_token(
                     sampler.observe(&s.history)?;
                     s.sampler = Some((sampling.clone(), sampler));
                 }
-                let logits = s.session.logits().ok_or_else(|| {
-                    Error::invalid("session", "no logits yet: feed tokens first (mr_session_prefill)")
-                })?;
-                let Some((_, sampler)) = &mut s.sampler else {
+                // The sampler is taken out while the logits are borrowed, and always put back.
+                let Some((params, mut sampler)) = s.sampler.take() else {
                     return Err(Error::Internal("sampler missing".into()));
                 };
-                let id = sampler.sample(logits)?;
-                s.session.step(id)?;
-                sampler.observe(std::slice::from_ref(&id))?;
+                let fed = match s.last_logits() {
+                    None => Err(Error::invalid(
+                        "session",
+                        "no logits yet: feed tokens first (mr_session_prefill)",
+                    )),
+                    Some(logits) => sampler.sample(logits),
+                }
+                .and_then(|id| s.feed_one(id).map(|()| id))
+                .and_then(|id| sampler.observe(std::slice::from_ref(&id)).map(|()| id));
+                s.sampler = Some((params, sampler));
+                let id = fed?;
                 s.history.push(id);
                 *token = id;
                 Ok(())
@@ -650,13 +791,12 @@ pub unsafe extern "C" fn mr_session_generate(
             }
         }
         let run = |s: &mut mr_session| -> Result<crate::llm::Generation> {
-            cpu_only(s, "mr_session_generate")?;
             let tok = s.tokenizer.clone();
             let ids = if p.chat != 0 {
                 let template = tok.chat_template().unwrap_or(ChatTemplate::Llama3);
                 tok.encode_chat(template, None, prompt, p.allow_special != 0)?
             } else {
-                let add_bos = s.session.is_empty() && tok.bos_id().is_some();
+                let add_bos = s.positions().0 == 0 && tok.bos_id().is_some();
                 tok.encode_with(
                     prompt,
                     &EncodeOptions {
@@ -684,7 +824,7 @@ pub unsafe extern "C" fn mr_session_generate(
                     _ => ControlFlow::Continue(()),
                 }
             };
-            let g = s.session.generate(Input::Tokens(&ids), &opts, Some(&tok), &mut cb)?;
+            let g = s.generate(&ids, &opts, &tok, &mut cb)?;
             s.history.extend_from_slice(&ids);
             s.history.extend_from_slice(&g.tokens);
             s.sampler = None;

@@ -164,8 +164,9 @@ class Model(_Handle):
 
     Model(path, verify_checksum=False, device="cpu") maps a file; Model.from_bytes(data) uses a
     bytes-like object in place (kept referenced by the Model). device="cuda:N" (or "cuda") also
-    uploads the model to that GPU, where Session.report runs (a library built with CUDA and a
-    driver; otherwise MedregionError ERR_UNSUPPORTED with the reason). Use as a context manager
+    uploads the model to that GPU, where its sessions run (reports and the token-level calls; a
+    library built with CUDA and a driver; otherwise MedregionError ERR_UNSUPPORTED with the
+    reason). Use as a context manager
     or call close().
     """
 

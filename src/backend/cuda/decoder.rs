@@ -6,6 +6,7 @@
 //! DeviceSession::new(&decoder, opts)   all mutable device state and a stream, allocated once
 //!   .prefill(&ids) / .prefill_input(Input)  -> logits of the last position   (chunks of `chunk` rows)
 //!   .decode_step(token)    -> logits of the token's position             (one row)
+//!   .logits()              -> logits of the last position fed, if any    (like Session::logits)
 //!   .generate_greedy(prompt, max_new, stop) -> generated ids             (device argmax)
 //!   .generate(input, &GenerateOptions, tokenizer, on_token)              (the CPU's Session::generate)
 //!   .generate_batch_inputs(prefix, suffixes, ...)                        (the CPU's batched twin)
@@ -465,6 +466,9 @@ struct State {
     workspace: CudaSlice<f32>,
     /// `[max_batch, V]`.
     logits: CudaSlice<f32>,
+    /// `[max_batch, V]`: a copy of `logits` with the input-only ids banned, for the device
+    /// argmax (so `logits` stays what the model gave, [`DeviceSession::logits`]).
+    picked: CudaSlice<f32>,
     /// Token ids of the rows `[rows]`; a negative id `−j − 1` reads row `j` of `extra`.
     ids: CudaSlice<i32>,
     /// Caller-made input embeddings of a chunk `[rows, D]`.
@@ -503,6 +507,8 @@ pub struct DeviceSession<'d> {
     len: usize,
     /// The value in `st.prefix_len`.
     prefix_len: usize,
+    /// Whether `st.logits[..V]` holds the logits of sequence 0's last position.
+    has_logits: bool,
     cancel: Arc<AtomicBool>,
     /// Captured decode steps by (rows, cache); empty when graphs are off.
     graphs: Vec<(usize, Cache, CudaGraph)>,
@@ -662,6 +668,7 @@ impl<'d> DeviceSession<'d> {
             prefix,
             workspace: gpu.alloc(ws_len.max(1))?,
             logits: gpu.alloc(options.max_batch * v)?,
+            picked: gpu.alloc(options.max_batch * v)?,
             ids: gpu.alloc(rows)?,
             extra: gpu.alloc(rows * d)?,
             row_pos: gpu.alloc(rows)?,
@@ -690,6 +697,7 @@ impl<'d> DeviceSession<'d> {
             context,
             len: 0,
             prefix_len: 0,
+            has_logits: false,
             cancel: Arc::new(AtomicBool::new(false)),
             graphs: Vec::new(),
             use_graphs: options.graphs,
@@ -803,6 +811,7 @@ impl<'d> DeviceSession<'d> {
     /// Forgets every position (keeps the allocations).
     pub fn reset(&mut self) {
         self.len = 0;
+        self.has_logits = false;
     }
 
     /// A flag that stops [`DeviceSession::generate`] and [`DeviceSession::generate_batch_inputs`]
@@ -963,6 +972,7 @@ impl<'d> DeviceSession<'d> {
         let stop_ids = opts.stop_ids_for(cfg).to_vec();
         let t0 = Instant::now();
         self.len = 0;
+        self.has_logits = false;
         let cache = if plen > 0 { Cache::OwnAfterPrefix } else { Cache::Own };
         let mut prefix_logits = Vec::new();
         if plen > 0 {
@@ -1074,20 +1084,34 @@ impl<'d> DeviceSession<'d> {
         Ok(())
     }
 
-    /// Bans the input-only ids in the first `rows` logits rows, takes the device argmax of
-    /// each and returns them (−1 for a row without a finite maximum; see [`checked_id`]).
+    /// Bans the input-only ids in a copy of the first `rows` logits rows, takes the device
+    /// argmax of each and returns them (−1 for a row without a finite maximum; see
+    /// [`checked_id`]).
     fn select_greedy(&mut self, rows: usize) -> Result<Vec<i32>> {
         let gpu = &*self.gpu;
         let v = self.dec.cfg.vocab_size;
         let layout = LogitsLayout::packed(rows, v);
         {
-            let mut logits = self.st.logits.slice_mut(..rows * v);
-            ban(gpu, &mut logits, &layout, &self.st.banned.as_view())?;
+            let mut picked = self.st.picked.slice_mut(..rows * v);
+            gpu.stream()
+                .memcpy_dtod(&self.st.logits.slice(..rows * v), &mut picked)
+                .map_err(|e| driver_error("copying the logits", e))?;
+            ban(gpu, &mut picked, &layout, &self.st.banned.as_view())?;
         }
-        let logits = self.st.logits.slice(..rows * v);
+        let logits = self.st.picked.slice(..rows * v);
         let mut next = self.st.next.slice_mut(..rows);
         sample(gpu, &logits, &layout, &SamplingParams::greedy(), None, &mut next)?;
         gpu.download(&self.st.next.slice(..rows))
+    }
+
+    /// The logits of sequence 0's last position (what the CPU's `Session::logits` holds):
+    /// `None` on an empty session, after a batch, or after a feed that failed part-way.
+    /// Downloads them (a sync).
+    pub fn logits(&self) -> Result<Option<Vec<f32>>> {
+        if !self.has_logits {
+            return Ok(None);
+        }
+        self.download_logits().map(Some)
     }
 
     /// The logits of the last position fed.
@@ -1099,11 +1123,13 @@ impl<'d> DeviceSession<'d> {
     /// logits in `st.logits[..V]`. An error leaves the session's length unchanged.
     fn feed(&mut self, input: Input<'_>) -> Result<()> {
         check_input(&input, &self.dec.cfg, self.len, self.context)?;
+        self.has_logits = false;
         self.set_prefix_len(0)?;
         let n = input.rows(self.dec.cfg.hidden_size);
         let start = self.len;
         self.feed_rows(input, 0, start, Cache::Own)?;
         self.len += n;
+        self.has_logits = true;
         Ok(())
     }
 
