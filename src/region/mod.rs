@@ -53,7 +53,7 @@ mod tokens;
 
 pub use pool::{select_slices, uniform_slices, Selection};
 pub use prompt::{assemble, render, segmentation_text, splice, Prompt};
-pub use tokens::{MaskView, RegionHeads, RegionTokens};
+pub use tokens::{FeatureArrays, HostFeatures, MaskView, PooledFeatures, RegionHeads, RegionTokens};
 
 /// The attribute block used when no attributes were measured.
 pub const NO_ATTRIBUTES: &str = "Patient attributes: not available.";

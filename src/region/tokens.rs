@@ -67,6 +67,104 @@ pub struct RegionTokens {
     pub spatial_tokens: Vec<f32>,
 }
 
+/// The encoder feature arrays R² pooling reads, each `[T, 1 + gp², D]` (CLS first): array 0
+/// is the image feature, arrays `1..` the mask extractor's levels in order (after the final
+/// LayerNorm when `level_norm` is `final_layernorm`); see [`RegionHeads::arrays`].
+/// [`RegionHeads::tokens`] reads them from a host [`VisionOutput`] ([`HostFeatures`]); the
+/// CUDA backend pools arrays that never left the device (`backend::cuda::region`). Both give
+/// the same values (the device kernels are the host functions' twins, bit for bit).
+pub trait PooledFeatures {
+    /// Slices `T`, patch grid side `gp`, feature width `D`.
+    fn dims(&self) -> (usize, usize, usize);
+    /// `[T, D]`: the mean of each slice's `gp²` patch tokens of array `a`
+    /// ([`super::pool::mean_rows`]).
+    fn globals(&mut self, a: usize) -> Result<Vec<f32>>;
+    /// `[slices.len(), g², D]`: the patch grid of each of `slices` of array `a` pooled to
+    /// `g × g` ([`super::pool::adaptive_pool_rows`]).
+    fn grids(&mut self, a: usize, slices: &[usize], g: usize) -> Result<Vec<f32>>;
+}
+
+/// Which encoder outputs the feature arrays are, and the LayerNorm applied to the levels.
+#[derive(Clone, Copy, Debug)]
+pub struct FeatureArrays<'h> {
+    /// Array 0: `None` = `last_hidden_state`, `Some(l)` = `hidden_states[l]` raw.
+    pub image_level: Option<usize>,
+    /// Arrays `1..`: `hidden_states` of these levels.
+    pub levels: &'h [usize],
+    /// `(weight, bias, eps)` applied to each level first, if any.
+    pub level_norm: Option<(&'h [f32], &'h [f32], f32)>,
+}
+
+/// [`PooledFeatures`] of a host [`VisionOutput`] (levels LayerNorm-ed on the CPU when asked).
+pub struct HostFeatures<'v> {
+    arrays: Vec<std::borrow::Cow<'v, [f32]>>,
+    t: usize,
+    n1: usize,
+    gp: usize,
+    d: usize,
+}
+
+impl<'v> HostFeatures<'v> {
+    /// The arrays `which` names, from `vision` (checked against `T` slices of `D` values).
+    pub fn new(
+        vision: &'v VisionOutput,
+        which: FeatureArrays<'_>,
+        t: usize,
+        d: usize,
+        pool: &ThreadPool,
+    ) -> Result<Self> {
+        let gp = check_vision(vision, t, d)?;
+        let image: &[f32] = match which.image_level {
+            None => &vision.last_hidden_state,
+            Some(l) => level(vision, l)?,
+        };
+        let mut arrays = vec![std::borrow::Cow::Borrowed(image)];
+        for &l in which.levels {
+            let x = level(vision, l)?;
+            arrays.push(match which.level_norm {
+                Some((w, b, eps)) => {
+                    let mut y = vec![0.0f32; x.len()];
+                    layer_norm(x, &mut y, w, b, eps, pool)?;
+                    std::borrow::Cow::Owned(y)
+                }
+                None => std::borrow::Cow::Borrowed(x),
+            });
+        }
+        Ok(HostFeatures { arrays, t, n1: vision.n_tokens, gp, d })
+    }
+
+    fn array(&self, a: usize) -> Result<&[f32]> {
+        self.arrays.get(a).map(|x| &**x).ok_or_else(|| Error::Internal(format!("no feature array {a}")))
+    }
+}
+
+impl PooledFeatures for HostFeatures<'_> {
+    fn dims(&self) -> (usize, usize, usize) {
+        (self.t, self.gp, self.d)
+    }
+
+    fn globals(&mut self, a: usize) -> Result<Vec<f32>> {
+        let (x, gp, d) = (self.array(a)?, self.gp, self.d);
+        let mut out = Vec::with_capacity(self.t * d);
+        for s in 0..self.t {
+            mean_rows(slice_patches(x, self.n1, d, s), gp * gp, d, &mut out);
+        }
+        Ok(out)
+    }
+
+    fn grids(&mut self, a: usize, slices: &[usize], g: usize) -> Result<Vec<f32>> {
+        let (x, gp, d) = (self.array(a)?, self.gp, self.d);
+        let mut out = Vec::with_capacity(slices.len() * g * g * d);
+        for &s in slices {
+            if s >= self.t {
+                return Err(Error::Internal(format!("slice {s} of {} pooled", self.t)));
+            }
+            adaptive_pool_rows(slice_patches(x, self.n1, d, s), gp, d, g, &mut out);
+        }
+        Ok(out)
+    }
+}
+
 /// Connector and mask-extractor weights (borrowed from a package), with the settings they need.
 pub struct RegionHeads<'m> {
     pooling: PoolingConfig,
@@ -176,6 +274,19 @@ impl<'m> RegionHeads<'m> {
         l
     }
 
+    /// The feature arrays [`RegionHeads::tokens`] pools: array 0 the image feature, then the
+    /// extractor levels, with the LayerNorm they get first.
+    pub fn arrays(&self) -> FeatureArrays<'_> {
+        FeatureArrays {
+            image_level: match self.feature {
+                VisionFeature::LastHiddenState => None,
+                VisionFeature::LastLayerRaw => Some(self.vision_layers),
+            },
+            levels: &self.mask.levels,
+            level_norm: self.final_norm.as_ref().map(|(w, b, eps)| (w.as_slice(), b.as_slice(), *eps)),
+        }
+    }
+
     /// Tokens for each of `regions` (region keys, in the given order). Regions whose slice
     /// selection equals an earlier one's share its computation (a clone of its tokens).
     pub fn tokens(
@@ -185,44 +296,38 @@ impl<'m> RegionHeads<'m> {
         regions: &[&str],
         pool: &ThreadPool,
     ) -> Result<Vec<RegionTokens>> {
+        let mut features =
+            HostFeatures::new(vision, self.arrays(), self.pooling.n_slices, self.hidden, pool)?;
+        self.tokens_with(&mut features, masks, regions, pool)
+    }
+
+    /// [`RegionHeads::tokens`] with the pooled features from `features` (the host's, or the
+    /// device's: `backend::cuda::region`), whose arrays are [`RegionHeads::arrays`].
+    pub fn tokens_with(
+        &self,
+        features: &mut dyn PooledFeatures,
+        masks: MaskView<'_>,
+        regions: &[&str],
+        pool: &ThreadPool,
+    ) -> Result<Vec<RegionTokens>> {
         let t = self.pooling.n_slices;
         let (g, d) = (self.pooling.grid, self.hidden);
         let n_tokens = self.pooling.n_tokens();
-        let gp = check_vision(vision, t, d)?;
+        let (ft, gp, fd) = features.dims();
+        if ft != t || fd != d || gp == 0 {
+            return Err(Error::Shape {
+                what: "pooled features".into(),
+                expected: format!("{t} slices × {d}"),
+                found: format!("{ft} slices of a {gp}×{gp} grid × {fd}"),
+            });
+        }
         check_masks(&masks, &self.slot_keys, t)?;
         let [_, mh, mw] = masks.shape;
-
-        // Feature arrays [T, 1+N, D]: 0 = image feature, 1.. = extractor levels.
-        let image: &[f32] = match self.feature {
-            VisionFeature::LastHiddenState => &vision.last_hidden_state,
-            VisionFeature::LastLayerRaw => level(vision, self.vision_layers)?,
-        };
-        let mut owned: Vec<Vec<f32>> = Vec::new();
-        let mut arrays: Vec<&[f32]> = vec![image];
-        if let Some((w, b, eps)) = &self.final_norm {
-            for &l in &self.mask.levels {
-                let x = level(vision, l)?;
-                let mut y = vec![0.0f32; x.len()];
-                layer_norm(x, &mut y, w, b, *eps, pool)?;
-                owned.push(y);
-            }
-            arrays.extend(owned.iter().map(Vec::as_slice));
-        } else {
-            for &l in &self.mask.levels {
-                arrays.push(level(vision, l)?);
-            }
+        let n_arrays = 1 + self.mask.levels.len();
+        let globals: Vec<Vec<f32>> = (0..n_arrays).map(|a| features.globals(a)).collect::<Result<_>>()?;
+        if globals.iter().any(|x| x.len() != t * d) {
+            return Err(Error::Internal(format!("global tokens of another size than [{t}, {d}]")));
         }
-        let n1 = vision.n_tokens;
-        let globals: Vec<Vec<f32>> = arrays
-            .iter()
-            .map(|a| {
-                let mut out = Vec::with_capacity(t * d);
-                for s in 0..t {
-                    mean_rows(slice_patches(a, n1, d, s), gp * gp, d, &mut out);
-                }
-                out
-            })
-            .collect();
         let global_image = self.proj.apply(&globals[0], t, pool)?; // [T, dm]
 
         // Masks at patch resolution [T, gp²] per slot, their slice means and voxel counts.
@@ -253,14 +358,26 @@ impl<'m> RegionHeads<'m> {
                 done.push(copy);
                 continue;
             }
-            for &s in &selection.slices {
-                for (ai, a) in arrays.iter().enumerate() {
-                    grids.entry((ai, s)).or_insert_with(|| {
-                        let mut out = Vec::with_capacity(g * g * d);
-                        adaptive_pool_rows(slice_patches(a, n1, d, s), gp, d, g, &mut out);
-                        out
-                    });
+            let mut new: Vec<usize> =
+                selection.slices.iter().copied().filter(|s| !grids.contains_key(&(0, *s))).collect();
+            new.sort_unstable();
+            new.dedup();
+            if !new.is_empty() {
+                for ai in 0..n_arrays {
+                    let pooled = features.grids(ai, &new, g)?;
+                    if pooled.len() != new.len() * g * g * d {
+                        return Err(Error::Internal(format!(
+                            "{} pooled values for {} grids of {g}×{g}×{d}",
+                            pooled.len(),
+                            new.len()
+                        )));
+                    }
+                    for (&s, grid) in new.iter().zip(pooled.chunks_exact(g * g * d)) {
+                        grids.insert((ai, s), grid.to_vec());
+                    }
                 }
+            }
+            for &s in &selection.slices {
                 if !projected.contains_key(&s) {
                     let p = self.proj.apply(&grids[&(0, s)], g * g, pool)?;
                     projected.insert(s, p);

@@ -307,6 +307,16 @@ enum EncoderOn<'a> {
     Never(std::marker::PhantomData<&'a ()>),
 }
 
+/// The encoder's output: on the host, or left on the device for the pooling.
+enum Encoded<'a> {
+    Host(crate::vision::VisionOutput),
+    #[cfg(feature = "cuda")]
+    Device(&'a DeviceEncoder, crate::backend::cuda::encoder::DeviceVision),
+    #[cfg(not(feature = "cuda"))]
+    #[allow(dead_code)]
+    Never(std::marker::PhantomData<&'a ()>),
+}
+
 /// Everything before decoding, from [`prepare`]: the stages that do not need the decoder.
 pub struct Prepared<'c> {
     /// The requested regions, in the requested (or the model's) order.
@@ -524,24 +534,28 @@ fn prepare_with<'c>(
         EncoderOn::Cpu => {
             let encoder = VisionEncoder::new(model)?;
             let slices = slices_from_volume(&pre.data, pre.shape, encoder.config())?;
-            encoder.encode_observed(
-                &slices,
-                depth,
-                &encode_options,
-                pool,
-                &mut EncodeProfile::default(),
-                &mut |done, total| match on.emit(Event::Progress { stage: Stage::Encoder, done, total }) {
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(_) => ControlFlow::Break(()),
-                },
-            )?
+            encoder
+                .encode_observed(
+                    &slices,
+                    depth,
+                    &encode_options,
+                    pool,
+                    &mut EncodeProfile::default(),
+                    &mut |done, total| match on.emit(Event::Progress { stage: Stage::Encoder, done, total }) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(_) => ControlFlow::Break(()),
+                    },
+                )
+                .map(Encoded::Host)?
         }
         #[cfg(feature = "cuda")]
         EncoderOn::Cuda(encoder) => {
+            // The features stay on the device for the R² pooling (backend::cuda::region).
             let slices = slices_from_volume(&pre.data, pre.shape, encoder.config())?;
-            let out = encoder.encode(&slices, depth, &encode_options)?;
+            let out = encoder.encode_on_device(&slices, depth, &encode_options)?;
+            encoder.gpu().sync()?; // the stage's time is the encoder's, not the pooling's
             on.emit(Event::Progress { stage: Stage::Encoder, done: depth, total: depth })?;
-            out
+            Encoded::Device(encoder, out)
         }
         #[cfg(not(feature = "cuda"))]
         EncoderOn::Never(_) => return Err(Error::Internal("no such encoder".into())),
@@ -552,7 +566,18 @@ fn prepare_with<'c>(
     let t = Instant::now();
     let keys: Vec<&str> = regions.iter().map(|r| r.key.as_str()).collect();
     let view = MaskView { shape: slot.shape, keys: &slot.keys, masks: &slot.masks };
-    let tokens = heads.tokens(&vision, view, &keys, pool)?;
+    let tokens = match &vision {
+        Encoded::Host(v) => heads.tokens(v, view, &keys, pool)?,
+        #[cfg(feature = "cuda")]
+        Encoded::Device(encoder, v) => {
+            let (t, d) = (config.pooling.n_slices, config.vision.hidden_size);
+            let mut features =
+                crate::backend::cuda::region::DeviceFeatures::new(encoder.gpu(), v, heads.arrays(), t, d)?;
+            heads.tokens_with(&mut features, view, &keys, pool)?
+        }
+        #[cfg(not(feature = "cuda"))]
+        Encoded::Never(_) => return Err(Error::Internal("no such encoder output".into())),
+    };
     drop(vision);
     let prompts = tokens
         .iter()

@@ -509,6 +509,32 @@ pub(crate) fn plan(
     n_slices: usize,
     options: &EncodeOptions,
 ) -> Result<(VisionOutput, usize)> {
+    let p = check_plan(c, pixels, n_slices, options)?;
+    let output = VisionOutput {
+        n_slices,
+        n_tokens: c.n_positions(),
+        hidden_size: c.hidden_size,
+        last_hidden_state: vec![0.0; p.total],
+        hidden_states: p.levels.iter().map(|&l| (l, vec![0.0; p.total])).collect(),
+    };
+    Ok((output, p.batch))
+}
+
+/// What [`check_plan`] found valid: the requested levels (sorted, unique), the batch size,
+/// and the values of each output array (`n_slices · T · D`).
+pub(crate) struct Plan {
+    pub levels: Vec<usize>,
+    pub batch: usize,
+    pub total: usize,
+}
+
+/// The checks of [`plan`] without the host output (the CUDA encoder's device output).
+pub(crate) fn check_plan(
+    c: &VisionConfig,
+    pixels: &[f32],
+    n_slices: usize,
+    options: &EncodeOptions,
+) -> Result<Plan> {
     let (s, d) = (c.image_size, c.hidden_size);
     let per_slice = c.num_channels * s * s;
     if n_slices.checked_mul(per_slice) != Some(pixels.len()) {
@@ -540,12 +566,5 @@ pub(crate) fn plan(
         .checked_mul(t)
         .and_then(|v| v.checked_mul(d))
         .ok_or_else(|| Error::invalid("n_slices", format!("{n_slices} slices overflow the output size")))?;
-    let output = VisionOutput {
-        n_slices,
-        n_tokens: t,
-        hidden_size: d,
-        last_hidden_state: vec![0.0; total],
-        hidden_states: levels.iter().map(|&l| (l, vec![0.0; total])).collect(),
-    };
-    Ok((output, batch))
+    Ok(Plan { levels, batch, total })
 }

@@ -47,7 +47,7 @@
 //!   `gate = silu(gate)·up`; `x += gate·Wdᵀ` fused with the next layer's (or the final) norm;
 //!   logits = `h·Whᵀ`. Quantized projections that read the same input (q/k/v, gate/up)
 //!   quantize it once. Caller embeddings enter through `embed`'s negative ids.
-//! * Prefill runs in chunks of `chunk` rows (default 512) and the causal prefill attention
+//! * Prefill runs in chunks of `chunk` rows (default 1024) and the causal prefill attention
 //!   kernel; a one-row chunk of sequence 0 (and every decode step) uses the split-K decode
 //!   attention kernel. A chunk's weight products go either through the batched GEMV launchers
 //!   ([`super::ops::matmul::matmul`] splits the rows into launches of 8, reading each weight
@@ -294,9 +294,10 @@ pub struct DeviceSessionOptions {
     /// the single-sequence API uses sequence 0). Above 1, the shared-prefix cache of
     /// [`DeviceSession::generate_batch_inputs`] is allocated too.
     pub max_batch: usize,
-    /// Rows per prefill chunk (1..=[`MAX_CHUNK`], default 512: a report's shared prefix in
-    /// two chunks, so the GEMM prefill passes over the weights twice; the activation scratch
-    /// grows with it, ~110 MB at 512 rows for an 8B model).
+    /// Rows per prefill chunk (1..=[`MAX_CHUNK`], default 1024: a full-size region prompt of
+    /// ~1,290 rows in two chunks, so the GEMM prefill dequantizes the weights twice per region;
+    /// the activation scratch grows with it, ~270 MB at 1024 rows for an 8B model). A session
+    /// with a shorter context uses chunks of its context.
     pub chunk: usize,
     /// Capture each decode-step shape once as a CUDA graph and replay it (default on; a capture
     /// that fails turns graphs off for the session, see [`DeviceSession::graph_status`]).
@@ -324,7 +325,7 @@ impl Default for DeviceSessionOptions {
         DeviceSessionOptions {
             context: 0,
             max_batch: 1,
-            chunk: 512,
+            chunk: 1024,
             graphs: true,
             gemm_rows: DEFAULT_GEMM_ROWS,
             gemm_type: Half::F16,
@@ -347,8 +348,16 @@ struct Gemm {
 }
 
 impl Gemm {
-    /// The GEMM state of a session of `options` over `dec`, with `blas` on its stream.
-    fn new(blas: Blas, gpu: &Gpu, dec: &DeviceDecoder, options: &DeviceSessionOptions) -> Result<Gemm> {
+    /// The GEMM state of a session over `dec` with chunks of up to `chunk` rows, `blas` on its
+    /// stream.
+    fn new(
+        blas: Blas,
+        gpu: &Gpu,
+        dec: &DeviceDecoder,
+        half: Half,
+        min_rows: usize,
+        chunk: usize,
+    ) -> Result<Gemm> {
         let cfg = &dec.cfg;
         let quantized = dec
             .layers
@@ -359,13 +368,7 @@ impl Gemm {
             .max()
             .unwrap_or(1);
         let k_max = cfg.hidden_size.max(cfg.intermediate_size).max(cfg.q_dim());
-        Ok(Gemm {
-            blas,
-            half: options.gemm_type,
-            min_rows: options.gemm_rows,
-            w: gpu.alloc(quantized)?,
-            x: gpu.alloc(options.chunk * k_max)?,
-        })
+        Ok(Gemm { blas, half, min_rows, w: gpu.alloc(quantized)?, x: gpu.alloc(chunk * k_max)? })
     }
 }
 
@@ -618,7 +621,9 @@ impl<'d> DeviceSession<'d> {
             return Err(Error::invalid("chunk", format!("{} is outside 1..={MAX_CHUNK}", options.chunk)));
         }
         let (d, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-        let rows = options.chunk.max(options.max_batch);
+        // No chunk is longer than the context: size for what can come.
+        let chunk = options.chunk.min(context);
+        let rows = chunk.max(options.max_batch);
         let dims = KvDims {
             n_seqs: options.max_batch,
             n_layers: cfg.n_layers,
@@ -641,9 +646,11 @@ impl<'d> DeviceSession<'d> {
         let banned = cfg.input_only_ids().map(|id| id as i32);
         // The GEMM prefill when some chunk can reach `gemm_rows`; without a usable cuBLAS the
         // session still works, on the GEMV kernels, and says why (`gemm_status`).
-        let (gemm, gemm_error) = if options.gemm_rows > 0 && options.chunk >= options.gemm_rows {
+        let (gemm, gemm_error) = if options.gemm_rows > 0 && chunk >= options.gemm_rows {
             match Blas::new(&session_gpu) {
-                Ok(blas) => (Some(Gemm::new(blas, gpu, dec, options)?), None),
+                Ok(blas) => {
+                    (Some(Gemm::new(blas, gpu, dec, options.gemm_type, options.gemm_rows, chunk)?), None)
+                }
                 Err(e) => {
                     crate::log::emit(
                         crate::log::Level::Warn,
@@ -680,7 +687,7 @@ impl<'d> DeviceSession<'d> {
         };
         let bufs = Bufs {
             one: RowBufs::new(gpu, cfg, 1)?,
-            full: if options.chunk > 1 { Some(RowBufs::new(gpu, cfg, options.chunk)?) } else { None },
+            full: if chunk > 1 { Some(RowBufs::new(gpu, cfg, chunk)?) } else { None },
             tail: None,
             batch: None,
         };
@@ -692,7 +699,7 @@ impl<'d> DeviceSession<'d> {
             bufs,
             host_ids: vec![0; rows],
             host_pos: vec![0; rows],
-            chunk: options.chunk,
+            chunk,
             max_batch: options.max_batch,
             context,
             len: 0,

@@ -234,6 +234,11 @@ impl DeviceEncoder {
         &self.config
     }
 
+    /// The device the encoder runs on.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
     /// The precision of the linear layers.
     pub fn precision(&self) -> Precision {
         self.precision
@@ -248,11 +253,74 @@ impl DeviceEncoder {
     pub fn encode(&self, pixels: &[f32], n_slices: usize, options: &EncodeOptions) -> Result<VisionOutput> {
         let c = &self.config;
         let (mut output, batch) = crate::vision::encoder::plan(c, pixels, n_slices, options)?;
+        let levels: Vec<usize> = output.hidden_states.iter().map(|(l, _)| *l).collect();
+        let stream = self.gpu.stream();
+        self.run_batches(pixels, n_slices, batch, &levels, |sc, span| {
+            stream
+                .memcpy_dtoh(&sc.a, &mut output.last_hidden_state[span.clone()])
+                .map_err(|e| driver_error("last_hidden_state download", e))?;
+            for ((_, dst), src) in output.hidden_states.iter_mut().zip(&sc.levels) {
+                stream
+                    .memcpy_dtoh(src, &mut dst[span.clone()])
+                    .map_err(|e| driver_error("hidden state download", e))?;
+            }
+            // The host buffers are read after the call: wait for the copies.
+            self.gpu.sync()
+        })?;
+        Ok(output)
+    }
+
+    /// [`DeviceEncoder::encode`] with the outputs left in device memory (same layout, same
+    /// values), for the stages that continue on the device (the R² pooling of the region
+    /// tokens): nothing of the study's features crosses the bus. Enqueued; the arrays are
+    /// ready in stream order.
+    pub fn encode_on_device(
+        &self,
+        pixels: &[f32],
+        n_slices: usize,
+        options: &EncodeOptions,
+    ) -> Result<DeviceVision> {
+        let c = &self.config;
+        let plan = crate::vision::encoder::check_plan(c, pixels, n_slices, options)?;
+        let gpu = &*self.gpu;
+        let total = plan.total.max(1);
+        let mut out = DeviceVision {
+            n_slices,
+            n_tokens: c.n_positions(),
+            hidden_size: c.hidden_size,
+            last_hidden_state: gpu.alloc(total)?,
+            hidden_states: plan.levels.iter().map(|&l| Ok((l, gpu.alloc(total)?))).collect::<Result<_>>()?,
+        };
+        let stream = gpu.stream();
+        self.run_batches(pixels, n_slices, plan.batch, &plan.levels, |sc, span| {
+            stream
+                .memcpy_dtod(&sc.a, &mut out.last_hidden_state.slice_mut(span.clone()))
+                .map_err(|e| driver_error("last_hidden_state copy", e))?;
+            for ((_, dst), src) in out.hidden_states.iter_mut().zip(&sc.levels) {
+                stream
+                    .memcpy_dtod(src, &mut dst.slice_mut(span.clone()))
+                    .map_err(|e| driver_error("hidden state copy", e))?;
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Runs the batches of a checked input, handing each batch's scratch (outputs in `sc.a`
+    /// and `sc.levels`) and its element range of the `[n_slices, T, D]` outputs to `sink`.
+    fn run_batches(
+        &self,
+        pixels: &[f32],
+        n_slices: usize,
+        batch: usize,
+        levels: &[usize],
+        mut sink: impl FnMut(&Scratch, std::ops::Range<usize>) -> Result<()>,
+    ) -> Result<()> {
+        let c = &self.config;
         let (d, t, per_slice) =
             (c.hidden_size, c.n_positions(), c.num_channels * c.image_size * c.image_size);
-        let levels: Vec<usize> = output.hidden_states.iter().map(|(l, _)| *l).collect();
         if n_slices == 0 {
-            return Ok(output);
+            return Ok(());
         }
         // Calls on one encoder take turns (they share the cached scratch and the stream).
         let mut cached = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -271,20 +339,14 @@ impl DeviceEncoder {
                 .stream()
                 .memcpy_htod(&pixels[b0 * per_slice..(b0 + bs) * per_slice], &mut sc.pixels)
                 .map_err(|e| driver_error("pixel upload", e))?;
-            self.forward_batch(sc, &levels)?;
-            let span = b0 * t * d..(b0 + bs) * t * d;
-            let stream = self.gpu.stream();
-            stream
-                .memcpy_dtoh(&sc.a, &mut output.last_hidden_state[span.clone()])
-                .map_err(|e| driver_error("last_hidden_state download", e))?;
-            for ((_, dst), src) in output.hidden_states.iter_mut().zip(&sc.levels) {
-                stream
-                    .memcpy_dtoh(src, &mut dst[span.clone()])
-                    .map_err(|e| driver_error("hidden state download", e))?;
-            }
+            self.forward_batch(sc, levels)?;
+            sink(sc, b0 * t * d..(b0 + bs) * t * d)?;
+        }
+        // The short batch's scratch is freed when this returns: its copies must be done.
+        if short.is_some() {
             self.gpu.sync()?;
         }
-        Ok(output)
+        Ok(())
     }
 
     /// Device buffers for a batch of `bs` slices keeping `n_levels` hidden states.
@@ -474,6 +536,37 @@ fn gemm_input<'a>(a: &'a mut CudaSlice<f32>, half: &'a mut Option<CudaSlice<u16>
     match half {
         Some(x16) => Out::Bf16(x16.slice_mut(..len)),
         None => Out::F32(a.as_view_mut()),
+    }
+}
+
+/// The encoder's outputs in device memory ([`DeviceEncoder::encode_on_device`]): the
+/// [`VisionOutput`] layout, `[n_slices, n_tokens, hidden_size]` per array.
+pub struct DeviceVision {
+    pub n_slices: usize,
+    /// Tokens per slice, CLS first: `1 + g²`.
+    pub n_tokens: usize,
+    pub hidden_size: usize,
+    /// After the final LayerNorm.
+    pub last_hidden_state: CudaSlice<f32>,
+    /// `(level, array)` for each requested level, in increasing order.
+    pub hidden_states: Vec<(usize, CudaSlice<f32>)>,
+}
+
+impl DeviceVision {
+    /// The hidden state of `level`, if it was requested.
+    pub fn hidden_state(&self, level: usize) -> Option<&CudaSlice<f32>> {
+        self.hidden_states.iter().find(|(l, _)| *l == level).map(|(_, v)| v)
+    }
+}
+
+impl std::fmt::Debug for DeviceVision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceVision")
+            .field("n_slices", &self.n_slices)
+            .field("n_tokens", &self.n_tokens)
+            .field("hidden_size", &self.hidden_size)
+            .field("levels", &self.hidden_states.iter().map(|(l, _)| *l).collect::<Vec<_>>())
+            .finish()
     }
 }
 

@@ -33,6 +33,7 @@ pub mod encoder;
 pub mod kernels;
 pub mod model;
 pub mod ops;
+pub mod region;
 
 /// One CUDA device with every kernel loaded, and one stream to run them on.
 pub struct Gpu {
