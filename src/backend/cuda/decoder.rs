@@ -62,13 +62,15 @@
 //!   logs a warning and prefills on the GEMV kernels ([`DeviceSession::gemm_status`] says
 //!   why). Choice: the weights are dequantized per chunk rather than kept as a second 16-bit
 //!   copy (which would be 3.6× a Q4_0 model's memory); with long chunks that costs one extra
-//!   pass over the weights per chunk, ~5 ms for an 8B Q4_0 model at H200 bandwidth. A chunk of `m` rows that is neither 1 nor `chunk` needs row
-//!   buffers of exactly `m` rows (the attention launchers take exact-size buffers): they are
-//!   allocated on first use and kept until a different `m` comes (prefill may allocate).
+//!   pass over the weights per chunk, ~5 ms for an 8B Q4_0 model at H200 bandwidth.
+//! * A chunk of `m` rows that is neither 1 nor `chunk` needs row buffers of exactly `m` rows
+//!   (the attention launchers take exact-size buffers): they are allocated on first use and
+//!   kept until a different `m` comes (prefill may allocate).
 //!
 //! # Numerics (what is bit-identical to the CPU, what is not)
-//! * Bit-identical per operation: the embedding lookup, every weight matmul on the GEMV kernels (each output is the
-//!   CPU's 8-lane FMA chain and `hsum8`; int8 activation quantization for the block formats),
+//! * Bit-identical per operation: the embedding lookup, every weight matmul on the GEMV
+//!   kernels (each output is the CPU's 8-lane FMA chain and `hsum8`; int8 activation
+//!   quantization for the block formats),
 //!   RoPE (the CPU's own cos/sin table), SwiGLU (glibc's `expf` reproduced), the residual adds;
 //!   RMSNorm too but for ~1 row in 10⁶ whose f64 inverse norm lies within ~1e-13 of an f32
 //!   rounding boundary (an ulp or two there). Each row's result does not depend on the other
