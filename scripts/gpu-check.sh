@@ -5,6 +5,7 @@
 #
 #   bash scripts/gpu-check.sh OUTDIR        (from the repository root, .device/ present)
 #   QUICK=1 bash scripts/gpu-check.sh OUTDIR   tests and the demo diff only (no benchmarks)
+#   FULL=1 bash scripts/gpu-check.sh OUTDIR    also the full-size study (minutes: 8B package)
 set -uo pipefail
 out="${1:?usage: gpu-check.sh OUTDIR}"
 mkdir -p "$out"
@@ -72,6 +73,14 @@ for preset in small; do
     printf '\n' >> "$summary"
     tail -4 "$out/bench-report-$preset.log" >> "$summary"
 done
+# FULL=1: the target study (RAD-DINO + LLaMA-3-8B Q4_0 shapes, 6 regions x 150 tokens,
+# the production bf16 encoder). Writing the 8B synthetic package takes minutes: opt-in.
+if [ "${FULL:-0}" = 1 ]; then
+    timeout 900 "$dev/bin/medregion" bench report --preset full --device cuda:0 --gpu-encoder bf16 \
+        --modes batched --max-new-tokens 150 > "$out/bench-report-full.log" 2>&1 || status=1
+    printf '\n' >> "$summary"
+    tail -4 "$out/bench-report-full.log" >> "$summary"
+fi
 
 # The decoder benchmark on the GPU: the small package's Llama-3.2-1B-shaped Q4_0 decoder,
 # batch 1 and 6 (GB/s against the copy bandwidth, CUDA graphs used or why not).

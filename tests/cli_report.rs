@@ -245,6 +245,14 @@ fn device_is_checked_before_any_work() {
     }
     let out = medregion(&["report", "--demo", "--device", "cpu", "--quiet", "--max-new-tokens", "2"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // --gpu-encoder: f32 or bf16 (ignored on the CPU), anything else refused by the parser.
+    let args = ["report", "--demo", "--device", "cpu", "--quiet", "--max-new-tokens", "2", "--gpu-encoder"];
+    let bf16 = medregion(&[&args[..], &["bf16"]].concat());
+    assert!(bf16.status.success(), "{}", String::from_utf8_lossy(&bf16.stderr));
+    assert_eq!(bf16.stdout, out.stdout, "the CPU ignores --gpu-encoder");
+    let bad = medregion(&[&args[..], &["fp8"]].concat());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("fp8") && !err.contains("panicked"), "{err}");
 }
 
 #[test]

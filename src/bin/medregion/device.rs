@@ -28,6 +28,16 @@ impl DeviceArg {
     }
 }
 
+/// `--gpu-encoder`: the vision encoder's GEMM precision on a CUDA device (`report`, `bench
+/// report`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct GpuEncoderArg {
+    /// Vision encoder GEMMs on a CUDA device: f32 (the report matches the CPU's) or bf16
+    /// (production speed; bf16 GEMM inputs, f32 accumulation). Ignored on the CPU.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    pub gpu_encoder: String,
+}
+
 /// A usable compute device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
@@ -74,19 +84,27 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// The CPU, or `model` uploaded to `device`.
-    pub fn new(model: &Model<'_>, device: Device) -> Result<Engine> {
+    /// The CPU, or `model` uploaded to `device` with its encoder in the `encoder` precision.
+    pub fn new(model: &Model<'_>, device: Device, encoder: &GpuEncoderArg) -> Result<Engine> {
         match device {
             Device::Cpu => Ok(Engine::Cpu),
             #[cfg(feature = "cuda")]
             Device::Cuda(ordinal) => {
+                use medregion::backend::cuda::encoder::Precision;
                 use medregion::backend::cuda::model::{CudaModel, CudaOptions};
-                let cuda = CudaModel::upload(model, &CudaOptions { ordinal, ..CudaOptions::default() })?;
+                let precision = match encoder.gpu_encoder.as_str() {
+                    "f32" => Precision::F32,
+                    "bf16" => Precision::Bf16,
+                    other => {
+                        return Err(Error::invalid("--gpu-encoder", format!("`{other}` is not f32 or bf16")))
+                    }
+                };
+                let cuda = CudaModel::upload(model, &CudaOptions { ordinal, encoder: precision })?;
                 Ok(Engine::Cuda(Box::new(cuda)))
             }
             #[cfg(not(feature = "cuda"))]
             Device::Cuda(ordinal) => {
-                let _ = model;
+                let _ = (model, encoder);
                 Err(not_compiled(ordinal))
             }
         }
@@ -115,7 +133,12 @@ impl Engine {
         match self {
             Engine::Cpu => format!("{threads} threads"),
             #[cfg(feature = "cuda")]
-            Engine::Cuda(cuda) => format!("cuda:{} ({})", cuda.gpu().ordinal(), cuda.gpu().name()),
+            Engine::Cuda(cuda) => format!(
+                "cuda:{} ({}), encoder {:?}",
+                cuda.gpu().ordinal(),
+                cuda.gpu().name(),
+                cuda.encoder().precision()
+            ),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `medregion report --model M --ct CT --masks SEG [--labels totalseg|radgenome|FILE]
-//! [--device cpu|cuda:N] [--regions LIST] [--max-new-tokens N] [--threads N] [--json OUT]
+//! [--device cpu|cuda:N] [--gpu-encoder f32|bf16] [--regions LIST] [--max-new-tokens N]
+//! [--threads N] [--json OUT]
 //! [--out DIR] [--quiet | --progress-json]` and `medregion report --demo`: the whole pipeline
 //! (`medregion::report`); the report (attributes, then each region under its heading) on
 //! stdout, progress on stderr (see `progress.rs`).
@@ -22,8 +23,10 @@
 //!
 //! Output files are written under a temporary name and renamed, so a failed run leaves none.
 //! `--device cuda[:N]` (a build with the `cuda` feature) uploads the model to the GPU once and
-//! runs the encoder and the decoding there (`medregion::report::generate_report_cuda`); a
-//! device that cannot be used is refused before any work, with the reason.
+//! runs the encoder, the feature pooling and the decoding there
+//! (`medregion::report::generate_report_cuda`), the encoder's GEMMs in `--gpu-encoder`
+//! precision (f32 by default: the CPU's report); a device that cannot be used is refused
+//! before any work, with the reason.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -71,6 +74,8 @@ pub struct Args {
     /// Compute device: cpu, or cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: String,
+    #[command(flatten)]
+    gpu_encoder: crate::device::GpuEncoderArg,
     /// Regions to report, comma-separated keys (default: all of the model's regions).
     #[arg(long, value_delimiter = ',')]
     regions: Option<Vec<String>>,
@@ -212,7 +217,7 @@ pub fn run(args: Args) -> Result<()> {
         let masks = Masks::from_label_map(&p.labels, &LabelScheme::totalseg())?;
         options.max_new_tokens = options.max_new_tokens.or(Some(32));
         let model = Model::load(&path, &LoadOptions::default())?;
-        let engine = Engine::new(&model, device)?;
+        let engine = Engine::new(&model, device, &args.gpu_encoder)?;
         let mut progress =
             Progress::new(Mode::choose(args.quiet, args.progress_json), 1, tokens_hint(&model, &options));
         let report = run_one(&model, &engine, &p.ct, &masks, &options, &mut progress)?;
@@ -240,7 +245,7 @@ pub fn run(args: Args) -> Result<()> {
     let scheme = LabelScheme::from_arg(&args.labels)?;
     let model =
         Model::load(&model_path, &LoadOptions { in_memory: args.in_memory, ..LoadOptions::default() })?;
-    let engine = Engine::new(&model, device)?;
+    let engine = Engine::new(&model, device, &args.gpu_encoder)?;
     let mode = Mode::choose(args.quiet, args.progress_json);
     let mut progress = Progress::new(mode, studies.len(), tokens_hint(&model, &options));
     if !batch {

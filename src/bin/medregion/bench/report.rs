@@ -48,6 +48,8 @@ pub struct ReportArgs {
     threads: usize,
     #[command(flatten)]
     device: crate::device::DeviceArg,
+    #[command(flatten)]
+    gpu_encoder: crate::device::GpuEncoderArg,
     /// New tokens per region.
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
@@ -191,7 +193,7 @@ pub fn run(a: ReportArgs) -> Result<()> {
     let phantom = chest_phantom()?;
     let masks = Masks::from_label_map(&phantom.labels, &LabelScheme::totalseg())?;
     let threads = ThreadPool::new(a.threads)?.threads();
-    let engine = Engine::new(&model, device)?;
+    let engine = Engine::new(&model, device, &a.gpu_encoder)?;
     let runs_on = engine.describe(threads);
 
     let wanted: &[bool] = match a.modes.as_str() {
