@@ -12,6 +12,7 @@
 //! | logits of 20 decode steps fed the same ids | as above, per step | as above |
 //! | argmax of each of those logits rows | equal where the CPU's top-two margin exceeds 2 × the tolerance (otherwise counted and printed, not asserted) | exact |
 //! | `generate_greedy` vs `Session::generate` (greedy, same stop ids, 20 tokens) | token ids | identical up to the first step whose CPU top-two margin is within 2 × the tolerance (all of them when there is none) |
+//! | `generate` with temperature/top-p: with a repetition penalty (host sampler on downloaded logits) and without (the device sampler, the host RNG's uniform numbers) | token ids, same seed | identical |
 //! | prefill after `reset` | logits | bit-identical (deterministic kernels) |
 //! | errors (out-of-vocabulary ids, context overflow, empty input, bad options, head width) | `Err` naming the argument, session unchanged | exact |
 //! | GEMM prefill (cuBLAS; chunks of 32 rows, `gemm_rows` 16) then 5 decode steps, vs the CPU on the exact weights (dequantized to F32 for the block types) | `max |gpu − cpu| / max |cpu|` | f32 weights 1e-4; f16 weights, and block types as f16: 2e-2; bf16 weights, and block types as bf16: 1e-1 |
@@ -512,6 +513,16 @@ fn generate_from_embeddings_and_with_sampling_matches_the_cpu() {
     dev.reset();
     let got = dev.generate(Input::Tokens(&ids), &opts, None, &mut none).unwrap();
     assert_eq!(got.tokens, want.tokens, "sampled tokens (seed 5)");
+    // Without a penalty the device sampler draws, with the uniform numbers of the host RNG:
+    // the same tokens but where a number falls within ~1e-6 of a boundary.
+    let sampling =
+        SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.9, repetition_penalty: 1.0, seed: 9 };
+    let opts = GenerateOptions { sampling, ..greedy(STEPS, false) };
+    cpu.reset();
+    let want = cpu.generate(Input::Tokens(&ids), &opts, None, &mut none).unwrap();
+    dev.reset();
+    let got = dev.generate(Input::Tokens(&ids), &opts, None, &mut none).unwrap();
+    assert_eq!(got.tokens, want.tokens, "device-sampled tokens (seed 9)");
     // Keeping logits is refused on the device, before anything runs.
     dev.reset();
     let keep = GenerateOptions { keep_logits: true, ..greedy(4, false) };

@@ -183,6 +183,14 @@ impl Sampler {
         Ok(id)
     }
 
+    /// The uniform number in [0, 1) the next temperature draw would use (advances the RNG as
+    /// that draw does): a device sampler given it picks the token this sampler would
+    /// (`backend::cuda::ops::llm::sample`).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn next_uniform(&mut self) -> f64 {
+        self.rng.next_f64()
+    }
+
     fn draw(&mut self) -> u32 {
         let p = &self.params;
         let vocab = self.work.len();

@@ -33,8 +33,11 @@
 //!   once as a CUDA graph on first use and replayed; the ids and positions are copied to the
 //!   device before each launch (small pageable copies, outside the graph). A decode step
 //!   allocates nothing on the device once its shape has run; [`DeviceSession::prefill`] and
-//!   [`DeviceSession::decode_step`] download the logits (a sync); greedy generation downloads
-//!   only the chosen ids; other sampling downloads the logits rows and runs the CPU's sampler.
+//!   [`DeviceSession::decode_step`] download the logits (a sync); generation downloads only
+//!   the chosen ids when the device picks them (greedy: the argmax; a temperature without a
+//!   repetition penalty: the device sampler, given each sequence's uniform number from its
+//!   host RNG, so it draws what the CPU's sampler would); with a penalty it downloads the
+//!   logits rows and runs the CPU's sampler.
 //! * Generation reuses the CPU's per-sequence state (`llm::generate::SeqState`: stop ids and
 //!   strings, streaming whole UTF-8 characters, seeds `seed + i` per batched sequence), so the
 //!   stopping and streaming rules are the CPU's own code. A batch resets the session and leaves
@@ -93,7 +96,8 @@
 //!
 //! # Not done yet
 //! * Keeping the logits of a generation (`GenerateOptions::keep_logits` is refused).
-//! * Sampling with a temperature on the device (the launchers exist; the host sampler is used).
+//! * The repetition penalty on the device (the launcher exists): with a penalty, the logits
+//!   are downloaded and the host sampler draws.
 //! * Everything here is compile-checked only: no GPU has run it yet (tests/cuda_decoder.rs).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,7 +114,7 @@ use super::ops::attention::{
 };
 use super::ops::llm::{
     ban, embed, rms_norm, rms_norm_add, rope, sample, swiglu_in_place, EmbedTable, LogitsLayout, RopeLayout,
-    RopeTable,
+    RopeTable, SAMPLE_VOCAB_MAX,
 };
 use super::ops::matmul::{matmul, matmul_quant, quantize_act, DenseBuffer, DeviceWeight, QuantizedActs};
 use super::{driver_error, Gpu};
@@ -486,6 +490,8 @@ struct State {
     prefix_len: CudaSlice<i32>,
     /// Selected tokens `[max_batch]`.
     next: CudaSlice<i32>,
+    /// The uniform number of each sequence's draw `[max_batch]` (device sampling).
+    uniform: CudaSlice<f64>,
     /// The input-only ids banned from generation `[3]`.
     banned: CudaSlice<i32>,
     /// The GEMM prefill (`None`: every product on the GEMV kernels).
@@ -583,6 +589,16 @@ struct Pass {
 /// logits kept): then only the ids come back to the host.
 fn device_greedy(opts: &GenerateOptions) -> bool {
     opts.sampling.is_greedy() && opts.sampling.repetition_penalty == 1.0 && !opts.keep_logits
+}
+
+/// Whether `opts` can draw tokens with the device sampler (a temperature, no repetition
+/// penalty, no logits kept, a vocabulary its sort key holds): each sequence's uniform number
+/// comes from its host sampler's RNG, so the draws are the CPU's.
+fn device_sampled(opts: &GenerateOptions, vocab: usize) -> bool {
+    !opts.sampling.is_greedy()
+        && opts.sampling.repetition_penalty == 1.0
+        && !opts.keep_logits
+        && vocab <= SAMPLE_VOCAB_MAX
 }
 
 /// A device argmax result as a token id: −1 (or anything outside the vocabulary) means the
@@ -684,6 +700,7 @@ impl<'d> DeviceSession<'d> {
             kv_pos: gpu.alloc(options.max_batch)?,
             prefix_len: gpu.alloc(1)?,
             next: gpu.alloc(options.max_batch)?,
+            uniform: gpu.alloc(options.max_batch)?,
             banned: gpu.upload(&banned)?,
             gemm,
         };
@@ -875,7 +892,7 @@ impl<'d> DeviceSession<'d> {
         self.feed(Input::Tokens(prompt))?;
         let mut tokens = Vec::with_capacity(max_new);
         loop {
-            let id = checked_id(self.select_greedy(1)?[0], v)?;
+            let id = checked_id(self.select(1, &SamplingParams::greedy(), &[])?[0], v)?;
             if stop.contains(&id) {
                 break;
             }
@@ -890,9 +907,10 @@ impl<'d> DeviceSession<'d> {
 
     /// The device twin of the CPU's `Session::generate`: feeds `prompt` after whatever the
     /// session holds and generates until a stop condition, streaming each token to `on_token`,
-    /// with the same [`GenerateOptions`] semantics (stop ids and strings, sampling with the
-    /// CPU's sampler on the downloaded logits, or the device argmax when greedy). Keeping the
-    /// logits is not supported on the device.
+    /// with the same [`GenerateOptions`] semantics (stop ids and strings; the device argmax
+    /// when greedy, the device sampler with the host RNG's numbers for a temperature, the CPU's
+    /// sampler on the downloaded logits with a repetition penalty). Keeping the logits is not
+    /// supported on the device.
     pub fn generate(
         &mut self,
         prompt: Input<'_>,
@@ -1063,9 +1081,10 @@ impl<'d> DeviceSession<'d> {
     }
 
     /// Chooses the next token of each `(row, sequence)` from the logits rows in `st.logits`
-    /// (row `r` at `r·V`) and hands it to the sequence: the device argmax after the bans when
-    /// [`device_greedy`] (only the ids are downloaded), else the CPU sampler on the downloaded
-    /// rows. `on_token` gets the sequence's index in `seqs`' original numbering (its row).
+    /// (row `r` at `r·V`) and hands it to the sequence: the device argmax or sampler after the
+    /// bans when [`device_greedy`] or [`device_sampled`] (only the ids are downloaded), else
+    /// the CPU sampler on the downloaded rows. `on_token` gets the sequence's index in `seqs`'
+    /// original numbering (its row).
     fn choose(
         &mut self,
         opts: &GenerateOptions,
@@ -1075,8 +1094,16 @@ impl<'d> DeviceSession<'d> {
     ) -> Result<()> {
         let Some(rows) = seqs.iter().map(|(r, _)| r + 1).max() else { return Ok(()) };
         let v = self.dec.cfg.vocab_size;
-        if device_greedy(opts) {
-            let ids = self.select_greedy(rows)?;
+        if device_greedy(opts) || device_sampled(opts, v) {
+            // One uniform number per row from its sequence's RNG (a frozen row's is unused).
+            let mut u = Vec::new();
+            if !opts.sampling.is_greedy() {
+                u = vec![0.5f64; rows];
+                for (r, s) in seqs.iter_mut() {
+                    u[*r] = s.sampler.next_uniform();
+                }
+            }
+            let ids = self.select(rows, &opts.sampling, &u)?;
             for (r, s) in seqs.iter_mut() {
                 let r = *r;
                 let id = checked_id(ids[r], v)?;
@@ -1093,11 +1120,20 @@ impl<'d> DeviceSession<'d> {
         Ok(())
     }
 
-    /// Bans the input-only ids in a copy of the first `rows` logits rows, takes the device
-    /// argmax of each and returns them (−1 for a row without a finite maximum; see
-    /// [`checked_id`]).
-    fn select_greedy(&mut self, rows: usize) -> Result<Vec<i32>> {
+    /// Bans the input-only ids in a copy of the first `rows` logits rows, picks each row's
+    /// token on the device (the argmax when `params` is greedy, else the draw of `u[row]` under
+    /// its temperature / top-k / top-p) and returns them (−1 for a row without a finite
+    /// maximum; see [`checked_id`]).
+    fn select(&mut self, rows: usize, params: &SamplingParams, u: &[f64]) -> Result<Vec<i32>> {
         let gpu = &*self.gpu;
+        if !params.is_greedy() {
+            if u.len() != rows {
+                return Err(Error::Internal(format!("{} uniform numbers for {rows} rows", u.len())));
+            }
+            gpu.stream()
+                .memcpy_htod(u, &mut self.st.uniform.slice_mut(..rows))
+                .map_err(|e| driver_error("uploading the uniform numbers", e))?;
+        }
         let v = self.dec.cfg.vocab_size;
         let layout = LogitsLayout::packed(rows, v);
         {
@@ -1109,7 +1145,9 @@ impl<'d> DeviceSession<'d> {
         }
         let logits = self.st.picked.slice(..rows * v);
         let mut next = self.st.next.slice_mut(..rows);
-        sample(gpu, &logits, &layout, &SamplingParams::greedy(), None, &mut next)?;
+        let uniform = self.st.uniform.slice(..rows);
+        let u = (!params.is_greedy()).then_some(&uniform);
+        sample(gpu, &logits, &layout, params, u, &mut next)?;
         gpu.download(&self.st.next.slice(..rows))
     }
 
