@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `encode_on_device` vs `encode` (same kernels) | every array bit-identical |
 //! | every region's tokens (selection, pooled, image, mask vectors, mask and spatial tokens) | bit-identical (`RegionTokens` equality): the pooling and LayerNorm kernels are the host functions' bit-exact twins, the rest is the same host code |
+//! | the same with the connector on cuBLAS (`DeviceConnector`, what the pipeline uses) | image tokens `max |Δ| ≤ 1e-5 · max |host|` (f32 GEMM, another summation order over D = 64 products; ~1e-7 expected), every other field bit-identical |
 //! | device features of another shape, a level that was not encoded | `Err` naming it |
 //!
 //! Every test needs a device (`scripts/gpu-check.sh` runs them with `--include-ignored`).
@@ -23,7 +24,7 @@ use cuda_common::gpu;
 
 use medregion::attributes::LabelScheme;
 use medregion::backend::cuda::encoder::{DeviceEncoder, Precision};
-use medregion::backend::cuda::region::DeviceFeatures;
+use medregion::backend::cuda::region::{DeviceConnector, DeviceFeatures};
 use medregion::io::package::{LoadOptions, Model, PackageBuilder, QuantPolicy};
 use medregion::masks::Masks;
 use medregion::model::config::{LevelNorm, VisionFeature};
@@ -91,6 +92,29 @@ fn device_pooling_gives_the_hosts_region_tokens() {
             assert_eq!(g, w, "{feature:?} / {norm:?}: region {}", w.region);
         }
         eprintln!("{feature:?} / {norm:?}: {} regions' tokens identical", got.len());
+
+        // The connector on the device: the image tokens within f32 reordering, the rest exact.
+        let connector = DeviceConnector::upload(&gpu, &heads).unwrap();
+        let mut features = DeviceFeatures::new(&gpu, &dev, heads.arrays(), t, d)
+            .unwrap()
+            .with_connector(&connector)
+            .unwrap();
+        let got = heads.tokens_with(&mut features, view, &keys, &pool).unwrap();
+        let mut worst = 0.0f64;
+        for (g, w) in got.iter().zip(&want) {
+            let scale = w.image.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs())).max(f64::MIN_POSITIVE);
+            assert_eq!(g.image.len(), w.image.len());
+            let e =
+                g.image.iter().zip(&w.image).fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()))
+                    / scale;
+            assert!(e <= 1e-5, "{feature:?}: region {} image tokens error {e:e}", w.region);
+            worst = worst.max(e);
+            let (mut g, mut w) = (g.clone(), w.clone());
+            g.image.clear();
+            w.image.clear();
+            assert_eq!(g, w, "{feature:?}: region {} (all but the image tokens)", w.region);
+        }
+        eprintln!("{feature:?} / {norm:?}: device connector, image tokens within {worst:e}");
 
         // Bad input: another shape, a level that was not encoded.
         assert!(DeviceFeatures::new(&gpu, &dev, heads.arrays(), t + 1, d).is_err(), "wrong slice count");

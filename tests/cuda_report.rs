@@ -4,7 +4,7 @@
 //! | what | compared how |
 //! |---|---|
 //! | study geometry, attributes, slices per region, prompt lengths | identical (CPU stages, same inputs) |
-//! | region texts, batched and one region at a time | identical, or each differing region explained: its first differing token was chosen where the CPU's top-two logit margin is within 2e-3 of max \|logit\| (float reordering in the encoder and prefill GEMMs (the demo is F32: cuBLAS f32, no 16-bit rounding) and in attention can flip such a tie) |
+//! | region texts, batched and one region at a time | identical, or each differing region explained: its first differing token was chosen where the CPU's top-two logit margin is within 2e-3 of max \|logit\| (float reordering in the encoder, connector and prefill GEMMs (the demo is F32: cuBLAS f32, no 16-bit rounding) and in attention can flip such a tie) |
 //! | GPU batched vs GPU one at a time | identical token ids (the same kernels, per-row results) |
 //!
 //! Every test needs a device (`scripts/gpu-check.sh` runs them with `--include-ignored`).

@@ -31,10 +31,15 @@ impl Linear<'_> {
         if n > 0 {
             ops::matmul(x, n, &self.w, &mut y, pool)?;
         }
+        self.add_bias(&mut y);
+        Ok(y)
+    }
+
+    /// `y += b` per row.
+    fn add_bias(&self, y: &mut [f32]) {
         for row in y.chunks_exact_mut(self.b.len()) {
             row.iter_mut().zip(&self.b).for_each(|(v, &b)| *v += b);
         }
-        Ok(y)
     }
 }
 
@@ -82,6 +87,12 @@ pub trait PooledFeatures {
     /// `[slices.len(), g², D]`: the patch grid of each of `slices` of array `a` pooled to
     /// `g × g` ([`super::pool::adaptive_pool_rows`]).
     fn grids(&mut self, a: usize, slices: &[usize], g: usize) -> Result<Vec<f32>>;
+    /// `x · Wᵀ` of the connector (`proj.weight`, `[out, D]`) for `n` rows of pooled image
+    /// features `x`, when this source computes it (the device's, on cuBLAS); `None` (the
+    /// default): the caller multiplies on the host. The bias is added by the caller.
+    fn connector_product(&mut self, _x: &[f32], _n: usize) -> Result<Option<Vec<f32>>> {
+        Ok(None)
+    }
 }
 
 /// Which encoder outputs the feature arrays are, and the LayerNorm applied to the levels.
@@ -274,6 +285,11 @@ impl<'m> RegionHeads<'m> {
         l
     }
 
+    /// The connector's weight `[out, D]` and bias `[out]` (zeros when it has none).
+    pub fn connector(&self) -> (&Weight<'m>, &[f32]) {
+        (&self.proj.w, &self.proj.b)
+    }
+
     /// The feature arrays [`RegionHeads::tokens`] pools: array 0 the image feature, then the
     /// extractor levels, with the LayerNorm they get first.
     pub fn arrays(&self) -> FeatureArrays<'_> {
@@ -328,7 +344,24 @@ impl<'m> RegionHeads<'m> {
         if globals.iter().any(|x| x.len() != t * d) {
             return Err(Error::Internal(format!("global tokens of another size than [{t}, {d}]")));
         }
-        let global_image = self.proj.apply(&globals[0], t, pool)?; // [T, dm]
+        // The connector: on the host, or the product where the features are.
+        let project = |features: &mut dyn PooledFeatures, x: &[f32], n: usize| -> Result<Vec<f32>> {
+            match features.connector_product(x, n)? {
+                Some(mut y) => {
+                    if y.len() != n * self.out_dim {
+                        return Err(Error::Internal(format!(
+                            "{} connector outputs for {n} rows of {}",
+                            y.len(),
+                            self.out_dim
+                        )));
+                    }
+                    self.proj.add_bias(&mut y);
+                    Ok(y)
+                }
+                None => self.proj.apply(x, n, pool),
+            }
+        };
+        let global_image = project(features, &globals[0], t)?; // [T, dm]
 
         // Masks at patch resolution [T, gp²] per slot, their slice means and voxel counts.
         let plane = mh * mw;
@@ -379,7 +412,7 @@ impl<'m> RegionHeads<'m> {
             }
             for &s in &selection.slices {
                 if !projected.contains_key(&s) {
-                    let p = self.proj.apply(&grids[&(0, s)], g * g, pool)?;
+                    let p = project(features, &grids[&(0, s)], g * g)?;
                     projected.insert(s, p);
                 }
             }

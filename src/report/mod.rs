@@ -301,7 +301,8 @@ impl RegionDecoder for CudaDecoder<'_, '_> {
 enum EncoderOn<'a> {
     Cpu,
     #[cfg(feature = "cuda")]
-    Cuda(&'a DeviceEncoder),
+    /// The encoder, and the connector on the device (`None`: multiplied on the host).
+    Cuda(&'a DeviceEncoder, Option<&'a crate::backend::cuda::region::DeviceConnector>),
     #[cfg(not(feature = "cuda"))]
     #[allow(dead_code)]
     Never(std::marker::PhantomData<&'a ()>),
@@ -311,7 +312,11 @@ enum EncoderOn<'a> {
 enum Encoded<'a> {
     Host(crate::vision::VisionOutput),
     #[cfg(feature = "cuda")]
-    Device(&'a DeviceEncoder, crate::backend::cuda::encoder::DeviceVision),
+    Device(
+        &'a DeviceEncoder,
+        Option<&'a crate::backend::cuda::region::DeviceConnector>,
+        crate::backend::cuda::encoder::DeviceVision,
+    ),
     #[cfg(not(feature = "cuda"))]
     #[allow(dead_code)]
     Never(std::marker::PhantomData<&'a ()>),
@@ -407,7 +412,7 @@ pub fn generate_report_cuda_cancellable(
     let tokenizer = Tokenizer::from_package(model)?;
     let mut on = Cancel { on_event, flag: Arc::clone(&cancel) };
     let pool = ThreadPool::new(options.threads)?;
-    let encoder = EncoderOn::Cuda(cuda.encoder());
+    let encoder = EncoderOn::Cuda(cuda.encoder(), Some(cuda.connector()));
     let prepared = prepare_with(model, &tokenizer, &pool, encoder, ct, masks, options, &mut on)?;
     let max_ctx = cuda.decoder().max_context();
     let context = (prepared.longest_prompt() + prepared.max_new_tokens).min(max_ctx);
@@ -477,7 +482,7 @@ pub fn prepare_cuda<'c>(
     on_event: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>,
 ) -> Result<Prepared<'c>> {
     let mut on = Cancel { on_event, flag: Arc::new(AtomicBool::new(false)) };
-    prepare_with(model, tokenizer, pool, EncoderOn::Cuda(encoder), ct, masks, options, &mut on)
+    prepare_with(model, tokenizer, pool, EncoderOn::Cuda(encoder, None), ct, masks, options, &mut on)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -549,13 +554,13 @@ fn prepare_with<'c>(
                 .map(Encoded::Host)?
         }
         #[cfg(feature = "cuda")]
-        EncoderOn::Cuda(encoder) => {
+        EncoderOn::Cuda(encoder, connector) => {
             // The features stay on the device for the R² pooling (backend::cuda::region).
             let slices = slices_from_volume(&pre.data, pre.shape, encoder.config())?;
             let out = encoder.encode_on_device(&slices, depth, &encode_options)?;
             encoder.gpu().sync()?; // the stage's time is the encoder's, not the pooling's
             on.emit(Event::Progress { stage: Stage::Encoder, done: depth, total: depth })?;
-            Encoded::Device(encoder, out)
+            Encoded::Device(encoder, connector, out)
         }
         #[cfg(not(feature = "cuda"))]
         EncoderOn::Never(_) => return Err(Error::Internal("no such encoder".into())),
@@ -569,10 +574,13 @@ fn prepare_with<'c>(
     let tokens = match &vision {
         Encoded::Host(v) => heads.tokens(v, view, &keys, pool)?,
         #[cfg(feature = "cuda")]
-        Encoded::Device(encoder, v) => {
+        Encoded::Device(encoder, connector, v) => {
             let (t, d) = (config.pooling.n_slices, config.vision.hidden_size);
             let mut features =
                 crate::backend::cuda::region::DeviceFeatures::new(encoder.gpu(), v, heads.arrays(), t, d)?;
+            if let Some(c) = connector {
+                features = features.with_connector(c)?;
+            }
             heads.tokens_with(&mut features, view, &keys, pool)?
         }
         #[cfg(not(feature = "cuda"))]

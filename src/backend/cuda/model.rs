@@ -1,4 +1,4 @@
-//! A whole model on one GPU: the vision encoder and the decoder uploaded once
+//! A whole model on one GPU: the vision encoder, the connector and the decoder uploaded once
 //! ([`CudaModel::upload`]), shared read-only by every report or generation that runs on the
 //! device (`report::generate_report_cuda`, `medregion report|generate|encode --device cuda:N`).
 //!
@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::decoder::DeviceDecoder;
 use super::encoder::{DeviceEncoder, Precision};
+use super::region::DeviceConnector;
 use super::Gpu;
 use crate::model::Model;
 use crate::Result;
@@ -32,11 +33,12 @@ impl Default for CudaOptions {
     }
 }
 
-/// The encoder and the decoder of one model on one device.
+/// The encoder, the connector and the decoder of one model on one device.
 #[derive(Debug)]
 pub struct CudaModel {
     gpu: Arc<Gpu>,
     encoder: DeviceEncoder,
+    connector: DeviceConnector,
     decoder: DeviceDecoder,
 }
 
@@ -46,8 +48,9 @@ impl CudaModel {
     pub fn upload(model: &Model<'_>, options: &CudaOptions) -> Result<CudaModel> {
         let gpu = Gpu::open(options.ordinal)?;
         let encoder = DeviceEncoder::upload(&gpu, model, options.encoder)?;
+        let connector = DeviceConnector::upload(&gpu, &crate::region::RegionHeads::new(model)?)?;
         let decoder = DeviceDecoder::upload(&gpu, model)?;
-        Ok(CudaModel { gpu, encoder, decoder })
+        Ok(CudaModel { gpu, encoder, connector, decoder })
     }
 
     /// The device.
@@ -58,6 +61,11 @@ impl CudaModel {
     /// The vision encoder.
     pub fn encoder(&self) -> &DeviceEncoder {
         &self.encoder
+    }
+
+    /// The connector's weight (the region tokens' image projection).
+    pub fn connector(&self) -> &DeviceConnector {
+        &self.connector
     }
 
     /// The decoder.

@@ -10,23 +10,27 @@
 //!   read the whole study's features (`(1 + levels) × T × (1 + gp²) × D` values, ~0.6 GB for
 //!   the full-size preset), which therefore never cross the bus: only the pooled tokens come
 //!   back (`[T, D]` per array, `[g², D]` per array and selected slice, ~1 MB per region).
+//! * The connector's product (`proj`, `x · Wᵀ` for every global token and selected slice grid:
+//!   ~12 GFLOP for six regions at full size) on cuBLAS in f32 ([`DeviceConnector`], uploaded
+//!   once per device model): the pooled rows go up (~0.25 MB per slice), the products come
+//!   back, the host adds the bias as its own `Linear` does. f32 GEMM, so the image tokens
+//!   differ from the CPU's by the summation order only (~1e-7 relative).
 //! * On the host (choice): the mask side (bilinear masks at patch resolution, areas, slice
 //!   selection — it starts from the host's slot masks and decides host-side control flow), the
-//!   Osprey masked means and the small linears (connector, mask extractor, spatial MLP), all in
-//!   [`crate::region::RegionHeads::tokens_with`], one definition for both devices. The region
-//!   tokens are then the CPU's for the same encoder output, bit for bit.
-//!
-//! Not done: the connector (`proj`, `[n_tokens, D] × [D, out]` per region) on cuBLAS, which is
-//! the one sizeable host product left (~12 GFLOP for six regions at full size).
+//!   Osprey masked means and the small linears of the mask extractor and the spatial MLP (a
+//!   few rows per region), all in [`crate::region::RegionHeads::tokens_with`], one definition
+//!   for both devices. Every region token but the image tokens is then the CPU's bit for bit
+//!   for the same encoder output.
 
 use cudarc::driver::CudaSlice;
 
+use super::blas::Blas;
 use super::encoder::DeviceVision;
 use super::ops::vision::{
     adaptive_pool, global_tokens, layer_norm, LayerNormParams, Out, TokenGrid, MAX_POOL_SLICES,
 };
 use super::Gpu;
-use crate::region::{FeatureArrays, PooledFeatures};
+use crate::region::{FeatureArrays, PooledFeatures, RegionHeads};
 use crate::{Error, Result};
 
 /// One feature array on the device: an encoder output as it is, or a LayerNorm-ed copy.
@@ -44,11 +48,39 @@ impl Array<'_> {
     }
 }
 
-/// [`PooledFeatures`] of a [`DeviceVision`]: pools on the device, downloads the pooled tokens.
+/// The connector's weight on a device (f32 `[out, D]`) and a cuBLAS handle on the device's
+/// stream: [`DeviceFeatures`] multiplies the pooled image features there.
+pub struct DeviceConnector {
+    blas: Blas,
+    w: CudaSlice<f32>,
+    out: usize,
+    input: usize,
+}
+
+impl std::fmt::Debug for DeviceConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceConnector").field("out", &self.out).field("in", &self.input).finish()
+    }
+}
+
+impl DeviceConnector {
+    /// Uploads `heads`' connector weight to `gpu` (dequantized to f32 when stored quantized).
+    pub fn upload(gpu: &std::sync::Arc<Gpu>, heads: &RegionHeads<'_>) -> Result<DeviceConnector> {
+        let (w, _) = heads.connector();
+        let &[out, input] = w.shape() else {
+            return Err(Error::Internal(format!("connector weight of shape {:?}", w.shape())));
+        };
+        Ok(DeviceConnector { blas: Blas::new(gpu)?, w: gpu.upload(&w.to_f32()?)?, out, input })
+    }
+}
+
+/// [`PooledFeatures`] of a [`DeviceVision`]: pools on the device, downloads the pooled tokens;
+/// with a [`DeviceConnector`], multiplies the connector there too.
 pub struct DeviceFeatures<'v> {
     gpu: &'v Gpu,
     arrays: Vec<Array<'v>>,
     layout: TokenGrid,
+    connector: Option<&'v DeviceConnector>,
 }
 
 impl std::fmt::Debug for DeviceFeatures<'_> {
@@ -111,7 +143,21 @@ impl<'v> DeviceFeatures<'v> {
                 None => Array::Borrowed(x),
             });
         }
-        Ok(DeviceFeatures { gpu, arrays, layout: TokenGrid::features(t, gp, d) })
+        Ok(DeviceFeatures { gpu, arrays, layout: TokenGrid::features(t, gp, d), connector: None })
+    }
+
+    /// Multiplies the connector on the device with `connector` (uploaded for this model, on the
+    /// same device) instead of leaving it to the host.
+    pub fn with_connector(mut self, connector: &'v DeviceConnector) -> Result<DeviceFeatures<'v>> {
+        if connector.input != self.layout.dim {
+            return Err(Error::Shape {
+                what: "device connector".into(),
+                expected: format!("[out, {}] (the features' width)", self.layout.dim),
+                found: format!("[{}, {}]", connector.out, connector.input),
+            });
+        }
+        self.connector = Some(connector);
+        Ok(self)
     }
 
     fn array(&self, a: usize) -> Result<&CudaSlice<f32>> {
@@ -143,5 +189,23 @@ impl PooledFeatures for DeviceFeatures<'_> {
             host.extend(self.gpu.download(&out.slice(..n))?);
         }
         Ok(host)
+    }
+
+    fn connector_product(&mut self, x: &[f32], n: usize) -> Result<Option<Vec<f32>>> {
+        let Some(c) = self.connector else { return Ok(None) };
+        if x.len() != n * c.input {
+            return Err(Error::Shape {
+                what: "connector input".into(),
+                expected: format!("[{n}, {}]", c.input),
+                found: format!("{} values", x.len()),
+            });
+        }
+        if n == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let dx = self.gpu.upload(x)?;
+        let mut y = self.gpu.alloc::<f32>(n * c.out)?;
+        c.blas.gemm_xwt_f32(&dx, &c.w, &mut y, n, c.out, c.input)?;
+        self.gpu.download(&y).map(Some)
     }
 }
