@@ -235,6 +235,24 @@ impl DeviceDecoder {
         &self.gpu
     }
 
+    /// Keeps a dequantized `half` copy of every quantized layer weight, so the GEMM prefill
+    /// multiplies it directly instead of dequantizing the weight for each chunk (one pass over
+    /// the weights saved per chunk) — at the cost of the copies' memory (2 bytes per weight:
+    /// ~14 GB more for an 8B Q4_0 model). Sessions then use each copy's type for its weight
+    /// (whatever their `gemm_type`). Returns the bytes the copies take. Call before creating
+    /// sessions (it needs the decoder to itself).
+    pub fn keep_prefill_copies(&mut self, half: Half) -> Result<usize> {
+        let gpu = Arc::clone(&self.gpu);
+        let mut bytes = 0;
+        for l in &mut self.layers {
+            for w in [&mut l.q, &mut l.k, &mut l.v, &mut l.o, &mut l.gate, &mut l.up, &mut l.down] {
+                bytes += w.keep_half_copy(&gpu, half)?;
+            }
+        }
+        gpu.sync()?;
+        Ok(bytes)
+    }
+
     /// The decoder config.
     pub fn config(&self) -> &DecoderConfig {
         &self.cfg
@@ -346,8 +364,8 @@ struct Gemm {
     half: Half,
     /// [`DeviceSessionOptions::gemm_rows`] (≥ 1).
     min_rows: usize,
-    /// One dequantized layer weight `[rows, k]` (sized for the largest quantized one; one
-    /// element when there is none).
+    /// One dequantized layer weight `[rows, k]` (sized for the largest quantized one without a
+    /// kept copy; one element when there is none).
     w: CudaSlice<u16>,
     /// A chunk's input rounded to 16 bits `[chunk, max k]`.
     x: CudaSlice<u16>,
@@ -369,7 +387,7 @@ impl Gemm {
             .layers
             .iter()
             .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
-            .filter(|w| w.quant().is_some())
+            .filter(|w| w.quant().is_some() && w.half_copy().is_none())
             .map(|w| w.rows() * w.k())
             .max()
             .unwrap_or(1);
@@ -1294,10 +1312,10 @@ fn project(
 }
 
 /// [`project`] on cuBLAS (f32 accumulation and output): an F32 weight multiplies `x` in f32;
-/// an F16 / BF16 weight multiplies `x` rounded to its own type; a quantized weight is first
-/// dequantized into `g.w` as `g.half` (each value computed in f32 as `quant::dequantize` does,
-/// then rounded) and multiplies `x` rounded to `g.half`. `x` is rounded once per type for all
-/// of `ws`.
+/// an F16 / BF16 weight multiplies `x` rounded to its own type; a quantized weight multiplies
+/// `x` rounded to the type of its kept copy ([`DeviceDecoder::keep_prefill_copies`]), or is
+/// first dequantized into `g.w` as `g.half` (each value computed in f32 as `quant::dequantize`
+/// does, then rounded). `x` is rounded once per type for all of `ws`.
 fn project_gemm(
     gpu: &Gpu,
     g: &mut Gemm,
@@ -1310,28 +1328,25 @@ fn project_gemm(
     let mut rounded: Option<(Half, usize)> = None;
     for (w, out) in ws.iter().zip(outs.iter_mut()) {
         let (n, k) = (w.rows(), w.k());
-        let dense = w.dense();
-        let ty = match dense {
-            Some(DenseBuffer::F32(b)) => {
+        // The 16-bit operand: the weight itself, its kept copy, or a fresh dequantization.
+        let (ty, wh) = match (w.dense(), w.half_copy()) {
+            (Some(DenseBuffer::F32(b)), _) => {
                 g.blas.gemm_xwt_f32(x, b, out, m, n, k)?;
                 continue;
             }
-            Some(DenseBuffer::F16(_)) => Half::F16,
-            Some(DenseBuffer::Bf16(_)) => Half::Bf16,
-            None => g.half,
+            (Some(DenseBuffer::F16(b)), _) => (Half::F16, b),
+            (Some(DenseBuffer::Bf16(b)), _) => (Half::Bf16, b),
+            (None, Some((ty, copy))) => (ty, copy),
+            (None, None) => {
+                w.dequantize(gpu, g.half, &mut g.w)?;
+                (g.half, &g.w)
+            }
         };
         if rounded != Some((ty, k)) {
             f32_to_half(gpu, ty, x, &mut g.x.slice_mut(..m * k), m * k)?;
             rounded = Some((ty, k));
         }
-        let xh = g.x.slice(..m * k);
-        match dense {
-            Some(DenseBuffer::F16(b) | DenseBuffer::Bf16(b)) => g.blas.gemm_xwt(ty, &xh, b, out, m, n, k)?,
-            _ => {
-                w.dequantize(gpu, ty, &mut g.w)?;
-                g.blas.gemm_xwt(ty, &xh, &g.w, out, m, n, k)?;
-            }
-        }
+        g.blas.gemm_xwt(ty, &g.x.slice(..m * k), wh, out, m, n, k)?;
     }
     Ok(())
 }

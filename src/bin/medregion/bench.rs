@@ -181,7 +181,7 @@ fn llm_cuda(a: &LlmArgs, model: &Model<'_>, ordinal: usize) -> Result<()> {
     let vocab = model.config().decoder.vocab_size;
     let context = a.prompt_len + a.steps + 2;
     let gpu = Gpu::open(ordinal)?;
-    let dec = DeviceDecoder::upload_with_positions(&gpu, model, context)?;
+    let mut dec = DeviceDecoder::upload_with_positions(&gpu, model, context)?;
     let mut s = DeviceSession::new(
         &dec,
         &DeviceSessionOptions { context, max_batch: a.batch, ..DeviceSessionOptions::default() },
@@ -224,7 +224,9 @@ fn llm_cuda(a: &LlmArgs, model: &Model<'_>, ordinal: usize) -> Result<()> {
         None
     };
     let (graphs, replays, why) = s.graph_status();
+    let why = why.map(str::to_string);
     let (gemm_rows, gemm_why) = s.gemm_status();
+    let gemm_why = gemm_why.map(str::to_string);
     // The same prefill on the GEMV kernels alone (`gemm_rows: 0`), for the ratio.
     let gemv_prefill_tps = {
         let o = DeviceSessionOptions { context, gemm_rows: 0, ..DeviceSessionOptions::default() };
@@ -238,7 +240,33 @@ fn llm_cuda(a: &LlmArgs, model: &Model<'_>, ordinal: usize) -> Result<()> {
     let prefill_path = match gemm_rows {
         Some(r) if a.prompt_len >= r => format!("cuBLAS GEMM (chunks of >= {r} rows)"),
         Some(r) => format!("GEMV (the prompt is below gemm_rows {r})"),
-        None => format!("GEMV ({})", gemm_why.unwrap_or("GEMM prefill off")),
+        None => format!("GEMV ({})", gemm_why.as_deref().unwrap_or("GEMM prefill off")),
+    };
+    let gemm_used = gemm_rows.is_some_and(|r| a.prompt_len >= r);
+    drop(s);
+    // The weight products' arithmetic per prompt token (attention not counted), for TFLOP/s.
+    let c = &model.config().decoder;
+    let (d, f) = (c.hidden_size, c.intermediate_size);
+    let per_layer = 2 * d * c.q_dim() + 2 * d * c.kv_dim() + 3 * d * f;
+    let flops_per_token = 2.0 * (c.n_layers * per_layer) as f64;
+    // The GEMM prefill again with f16 copies of the quantized weights kept (no dequantization
+    // per chunk), when it ran at all and there is something to copy.
+    let copies = if gemm_used {
+        match dec.keep_prefill_copies(medregion::backend::cuda::blas::Half::F16) {
+            Ok(0) => Err("no quantized weights".to_string()),
+            Ok(b) => {
+                let o = DeviceSessionOptions { context, ..DeviceSessionOptions::default() };
+                let mut s1 = DeviceSession::new(&dec, &o)?;
+                s1.prefill(&prompt)?;
+                s1.reset();
+                let t = std::time::Instant::now();
+                s1.prefill(&prompt)?;
+                Ok((a.prompt_len as f64 / t.elapsed().as_secs_f64(), b))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    } else {
+        Err("the prompt took the GEMV kernels".to_string())
     };
     let name = a.model.display().to_string();
     if a.json {
@@ -250,7 +278,15 @@ fn llm_cuda(a: &LlmArgs, model: &Model<'_>, ordinal: usize) -> Result<()> {
             "cuda_graphs": graphs, "graph_replays": replays, "graph_error": why,
             "prefill_path": prefill_path, "gemv_prefill_tokens_per_s": gemv_prefill_tps,
             "prefill_vs_gemv": prefill_tps / gemv_prefill_tps,
+            "prefill_weight_tflop_per_s": prefill_tps * flops_per_token / 1e12,
         });
+        match &copies {
+            Ok((tps, b)) => {
+                doc["prefill_with_f16_copies_tokens_per_s"] = (*tps).into();
+                doc["f16_copies_bytes"] = (*b).into();
+            }
+            Err(why) => doc["prefill_with_f16_copies"] = format!("not measured: {why}").into(),
+        }
         if let Some((tps, ratio, gbs)) = batch {
             doc["batch"] = a.batch.into();
             doc["batch_decode_tokens_per_s"] = tps.into();
@@ -261,10 +297,19 @@ fn llm_cuda(a: &LlmArgs, model: &Model<'_>, ordinal: usize) -> Result<()> {
     } else {
         println!("model {name}: {:.1} MB of weights per step, cuda:{ordinal} ({})", bytes / 1e6, gpu.name());
         println!(
-            "prefill  {:>5} tokens: {prefill_tps:>10.1} tokens/s  via {prefill_path}; GEMV alone {gemv_prefill_tps:.1} tokens/s ({:.2}x)",
+            "prefill  {:>5} tokens: {prefill_tps:>10.1} tokens/s  via {prefill_path} ({:.1} TFLOP/s in the weight products); GEMV alone {gemv_prefill_tps:.1} tokens/s ({:.2}x)",
             a.prompt_len,
+            prefill_tps * flops_per_token / 1e12,
             prefill_tps / gemv_prefill_tps
         );
+        match &copies {
+            Ok((tps, b)) => println!(
+                "prefill with f16 weight copies kept ({:.2} GB more): {tps:.1} tokens/s ({:.2}x the dequantizing GEMM prefill)",
+                *b as f64 / 1e9,
+                tps / prefill_tps
+            ),
+            Err(why) => println!("prefill with f16 weight copies: not measured ({why})"),
+        }
         println!(
             "decode   {:>5} steps:  {decode_tps:>10.1} tokens/s  {decode_gbs:>7.1} GB/s effective  ({:.0} % of the copy bandwidth)",
             a.steps,

@@ -513,12 +513,14 @@ enum DeviceData {
 }
 
 /// A 2-D model weight `[rows, k]` in device memory, stored like the host [`Weight`] (dense
-/// row-major, or block-32 quantized structure-of-arrays).
+/// row-major, or block-32 quantized structure-of-arrays); a quantized one may also keep a
+/// dequantized 16-bit copy for GEMMs ([`DeviceWeight::keep_half_copy`]).
 pub struct DeviceWeight {
     name: String,
     rows: usize,
     k: usize,
     data: DeviceData,
+    half_copy: Option<(Half, CudaSlice<u16>)>,
 }
 
 impl std::fmt::Debug for DeviceWeight {
@@ -590,7 +592,7 @@ impl DeviceWeight {
                 }
             }
         };
-        Ok(DeviceWeight { name: name.to_string(), rows, k, data })
+        Ok(DeviceWeight { name: name.to_string(), rows, k, data, half_copy: None })
     }
 
     /// The weight's name.
@@ -647,6 +649,31 @@ impl DeviceWeight {
             DeviceData::Bf16(b) => Some(DenseBuffer::Bf16(b)),
             DeviceData::Quant { .. } => None,
         }
+    }
+
+    /// Keeps a dequantized `[rows, k]` copy in `half` ([`DeviceWeight::dequantize`]) for GEMMs,
+    /// so they need not dequantize each time (e.g. the decoder's GEMM prefill); returns its
+    /// bytes. A dense weight keeps nothing (it is its own 16- or 32-bit operand): 0.
+    pub fn keep_half_copy(&mut self, gpu: &Gpu, half: Half) -> Result<usize> {
+        if self.quant().is_none() {
+            return Ok(0);
+        }
+        if let Some((h, c)) = &self.half_copy {
+            if *h == half {
+                return Ok(2 * c.len());
+            }
+        }
+        self.half_copy = None;
+        let mut copy = gpu.alloc::<u16>(product("half copy", self.rows, self.k)?)?;
+        self.dequantize(gpu, half, &mut copy)?;
+        let bytes = 2 * copy.len();
+        self.half_copy = Some((half, copy));
+        Ok(bytes)
+    }
+
+    /// The dequantized 16-bit copy, if kept.
+    pub fn half_copy(&self) -> Option<(Half, &CudaSlice<u16>)> {
+        self.half_copy.as_ref().map(|(h, c)| (*h, c))
     }
 
     /// Dequantizes the whole weight into `out` (`[rows, k]` f16/bf16 bit patterns, at least
