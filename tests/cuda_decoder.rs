@@ -17,6 +17,7 @@
 //! | errors (out-of-vocabulary ids, context overflow, empty input, bad options, head width) | `Err` naming the argument, session unchanged | exact |
 //! | GEMM prefill (cuBLAS; chunks of 32 rows, `gemm_rows` 16) then 5 decode steps, vs the CPU on the exact weights (dequantized to F32 for the block types) | `max |gpu − cpu| / max |cpu|` | f32 weights 1e-4; f16 weights, and block types as f16: 2e-2; bf16 weights, and block types as bf16: 1e-1 |
 //! | `gemm_status` | on with cuBLAS and `chunk ≥ gemm_rows`, off otherwise | exact |
+//! | GEMM prefill with `keep_prefill_copies` (f16, then bf16) vs dequantizing per chunk | logits; the copies' bytes | bit-identical; 2 bytes per layer weight |
 //!
 //! Why a tolerance and not bits: every matmul, the embedding, RoPE, SwiGLU and the residual
 //! adds are bit-identical to the CPU (their own tests), but attention over the KV cache is not
@@ -707,4 +708,30 @@ fn gemm_prefill_is_on_only_where_a_chunk_can_use_it() {
         e > 0.0 && e <= gemm_tol(WeightType::Q8_0, Half::F16) * 2.0,
         "40 rows: GEMM chunk then GEMV tail, {e:e}"
     );
+}
+
+#[test]
+#[ignore = "needs a CUDA device: scripts/gpu-check.sh runs it"]
+fn kept_16_bit_copies_give_the_dequantizing_prefills_logits() {
+    let gpu = gpu();
+    let path = package(config(false), WeightType::Q4_0, "gemm-copies");
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let mut dec = DeviceDecoder::upload(&gpu, &model).unwrap();
+    let ids = prompt(41, GEMM_PROMPT);
+    let run = |dec: &DeviceDecoder, half: Half| {
+        let opts = DeviceSessionOptions { chunk: 32, gemm_rows: 16, gemm_type: half, ..gpu_options(32) };
+        DeviceSession::new(dec, &opts).unwrap().prefill(&ids).unwrap()
+    };
+    let (f16_before, bf16_before) = (run(&dec, Half::F16), run(&dec, Half::Bf16));
+    let c = &model.config().decoder;
+    let (d, f) = (c.hidden_size, c.intermediate_size);
+    let per_layer = 2 * d * c.q_dim() + 2 * d * c.kv_dim() + 3 * d * f;
+    for (half, want) in [(Half::F16, &f16_before), (Half::Bf16, &bf16_before)] {
+        let bytes = dec.keep_prefill_copies(half).unwrap();
+        assert_eq!(bytes, 2 * c.n_layers * per_layer, "{half:?}: 2 bytes per layer weight");
+        // The copies hold what each chunk dequantized before: the same GEMMs, the same bits
+        // (whatever the session's gemm_type: the copy's type wins).
+        assert_eq!(&run(&dec, Half::F16), want, "{half:?} copies, an f16 session");
+        assert_eq!(&run(&dec, Half::Bf16), want, "{half:?} copies, a bf16 session");
+    }
 }
