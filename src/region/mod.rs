@@ -49,7 +49,7 @@
 
 pub mod pool;
 pub mod prompt;
-mod tokens;
+pub(crate) mod tokens;
 
 pub use pool::{select_slices, uniform_slices, Selection};
 pub use prompt::{assemble, render, segmentation_text, splice, Prompt};

@@ -512,30 +512,41 @@ fn slice_patches(a: &[f32], n1: usize, d: usize, s: usize) -> &[f32] {
 }
 
 fn level<'a>(vision: &'a VisionOutput, l: usize) -> Result<&'a [f32]> {
-    vision.hidden_state(l).ok_or_else(|| {
-        Error::invalid(
-            "vision output",
-            format!(
-                "hidden_states[{l}] was not returned by the encoder (request it in EncodeOptions::levels)"
-            ),
-        )
-    })
+    vision.hidden_state(l).ok_or_else(|| missing_level(l))
+}
+
+/// The error for a hidden state the encoder was not asked for.
+pub(crate) fn missing_level(l: usize) -> Error {
+    Error::invalid(
+        "vision output",
+        format!("hidden_states[{l}] was not returned by the encoder (request it in EncodeOptions::levels)"),
+    )
+}
+
+/// Checks an encoder output's `[n_slices, n_tokens, hidden]` (named `what`) against `t`
+/// slices of `1 + gp²` tokens × `d`; returns the patch grid side `gp`.
+pub(crate) fn patch_grid(
+    what: &str,
+    [n_slices, n_tokens, hidden]: [usize; 3],
+    t: usize,
+    d: usize,
+) -> Result<usize> {
+    let patches = n_tokens.saturating_sub(1);
+    let gp = (patches as f64).sqrt().round() as usize;
+    if n_slices != t || hidden != d || gp * gp != patches || gp == 0 {
+        return Err(Error::Shape {
+            what: what.into(),
+            expected: format!("{t} slices of 1 + g² tokens × {d}"),
+            found: format!("{n_slices} slices of {n_tokens} tokens × {hidden}"),
+        });
+    }
+    Ok(gp)
 }
 
 /// Checks the encoder output against the config; returns the patch grid side.
 fn check_vision(vision: &VisionOutput, t: usize, d: usize) -> Result<usize> {
-    let patches = vision.n_tokens.saturating_sub(1);
-    let gp = (patches as f64).sqrt().round() as usize;
-    if vision.n_slices != t || vision.hidden_size != d || gp * gp != patches || gp == 0 {
-        return Err(Error::Shape {
-            what: "vision output for R² pooling".into(),
-            expected: format!("{t} slices of 1 + g² tokens × {d}"),
-            found: format!(
-                "{} slices of {} tokens × {}",
-                vision.n_slices, vision.n_tokens, vision.hidden_size
-            ),
-        });
-    }
+    let dims = [vision.n_slices, vision.n_tokens, vision.hidden_size];
+    let gp = patch_grid("vision output for R² pooling", dims, t, d)?;
     let len = t * vision.n_tokens * d;
     if vision.last_hidden_state.len() != len || vision.hidden_states.iter().any(|(_, v)| v.len() != len) {
         return Err(Error::Shape {

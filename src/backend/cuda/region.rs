@@ -30,6 +30,7 @@ use super::ops::vision::{
     adaptive_pool, global_tokens, layer_norm, LayerNormParams, Out, TokenGrid, MAX_POOL_SLICES,
 };
 use super::Gpu;
+use crate::region::tokens::{missing_level, patch_grid};
 use crate::region::{FeatureArrays, PooledFeatures, RegionHeads};
 use crate::{Error, Result};
 
@@ -102,26 +103,9 @@ impl<'v> DeviceFeatures<'v> {
         t: usize,
         d: usize,
     ) -> Result<DeviceFeatures<'v>> {
-        let patches = vision.n_tokens.saturating_sub(1);
-        let gp = (patches as f64).sqrt().round() as usize;
-        if vision.n_slices != t || vision.hidden_size != d || gp * gp != patches || gp == 0 {
-            return Err(Error::Shape {
-                what: "device vision output for R² pooling".into(),
-                expected: format!("{t} slices of 1 + g² tokens × {d}"),
-                found: format!(
-                    "{} slices of {} tokens × {}",
-                    vision.n_slices, vision.n_tokens, vision.hidden_size
-                ),
-            });
-        }
-        let level = |l: usize| {
-            vision.hidden_state(l).ok_or_else(|| {
-                Error::invalid(
-                    "vision output",
-                    format!("hidden_states[{l}] was not returned by the encoder (request it in EncodeOptions::levels)"),
-                )
-            })
-        };
+        let dims = [vision.n_slices, vision.n_tokens, vision.hidden_size];
+        let gp = patch_grid("device vision output for R² pooling", dims, t, d)?;
+        let level = |l: usize| vision.hidden_state(l).ok_or_else(|| missing_level(l));
         let image = match which.image_level {
             None => &vision.last_hidden_state,
             Some(l) => level(l)?,
