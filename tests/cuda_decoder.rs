@@ -13,6 +13,7 @@
 //! | argmax of each of those logits rows | equal where the CPU's top-two margin exceeds 2 × the tolerance (otherwise counted and printed, not asserted) | exact |
 //! | `generate_greedy` vs `Session::generate` (greedy, same stop ids, 20 tokens) | token ids | identical up to the first step whose CPU top-two margin is within 2 × the tolerance (all of them when there is none) |
 //! | `generate` with temperature/top-p: with a repetition penalty (host sampler on downloaded logits) and without (the device sampler, the host RNG's uniform numbers) | token ids, same seed | identical |
+//! | `generate` with `keep_logits`, `prefill_all_logits` | every kept row against the CPU's; the last row against `prefill` | 1e-4; bit-identical |
 //! | prefill after `reset` | logits | bit-identical (deterministic kernels) |
 //! | errors (out-of-vocabulary ids, context overflow, empty input, bad options, head width) | `Err` naming the argument, session unchanged | exact |
 //! | GEMM prefill (cuBLAS; chunks of 32 rows, `gemm_rows` 16) then 5 decode steps, vs the CPU on the exact weights (dequantized to F32 for the block types) | `max |gpu − cpu| / max |cpu|` | f32 weights 1e-4; f16 weights, and block types as f16: 2e-2; bf16 weights, and block types as bf16: 1e-1 |
@@ -524,11 +525,34 @@ fn generate_from_embeddings_and_with_sampling_matches_the_cpu() {
     dev.reset();
     let got = dev.generate(Input::Tokens(&ids), &opts, None, &mut none).unwrap();
     assert_eq!(got.tokens, want.tokens, "device-sampled tokens (seed 9)");
-    // Keeping logits is refused on the device, before anything runs.
+    // Keeping the logits: every prompt position's and every step's, as the CPU keeps them
+    // (prefill_all_logits, then the host sampler), within the dense tolerance row by row.
+    let keep = GenerateOptions { keep_logits: true, ..greedy(8, false) };
+    cpu.reset();
+    let want = cpu.generate(Input::Tokens(&ids), &keep, None, &mut none).unwrap();
     dev.reset();
-    let keep = GenerateOptions { keep_logits: true, ..greedy(4, false) };
-    assert!(matches!(dev.generate(Input::Tokens(&ids), &keep, None, &mut none), Err(Error::Unsupported(_))));
-    assert!(dev.is_empty());
+    let got = dev.generate(Input::Tokens(&ids), &keep, None, &mut none).unwrap();
+    let v = model.config().decoder.vocab_size;
+    assert_eq!(got.logits.len(), want.logits.len(), "kept rows");
+    for (r, (g, c)) in got.logits.chunks_exact(v).zip(want.logits.chunks_exact(v)).enumerate() {
+        let e = rel_err(g, c);
+        assert!(e <= TOL_DENSE, "kept logits row {r}: error {e:e}");
+    }
+    assert_same_tokens(
+        &got.tokens,
+        &want.tokens,
+        |j| margin_at(&want.logits, &model, PROMPT, j),
+        TOL_DENSE,
+        "kept",
+    );
+    // prefill_all_logits alone: its last row is what prefill returns.
+    dev.reset();
+    let mut all = vec![0.0f32; PROMPT * v];
+    dev.prefill_all_logits(Input::Tokens(&ids), &mut all).unwrap();
+    assert_eq!(dev.len(), PROMPT);
+    dev.reset();
+    assert_eq!(dev.prefill(&ids).unwrap(), all[(PROMPT - 1) * v..], "the last kept row is prefill's");
+    assert!(dev.prefill_all_logits(Input::Tokens(&ids), &mut all[..v]).is_err(), "a short output buffer");
 }
 
 #[test]

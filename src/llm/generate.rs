@@ -131,7 +131,8 @@ pub(crate) struct SeqState<'t> {
     /// Bytes of `text` already streamed.
     emitted: usize,
     pub(crate) stop: Option<StopReason>,
-    logits: Vec<f32>,
+    /// With `keep_logits`: the rows kept so far (`Generation::logits`).
+    pub(crate) logits: Vec<f32>,
     pub(crate) prompt_tokens: usize,
 }
 

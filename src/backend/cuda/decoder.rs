@@ -6,6 +6,7 @@
 //! DeviceSession::new(&decoder, opts)   all mutable device state and a stream, allocated once
 //!   .prefill(&ids) / .prefill_input(Input)  -> logits of the last position   (chunks of `chunk` rows)
 //!   .decode_step(token)    -> logits of the token's position             (one row)
+//!   .prefill_all_logits(input, out) -> logits of every position fed       (like the CPU's)
 //!   .logits()              -> logits of the last position fed, if any    (like Session::logits)
 //!   .generate_greedy(prompt, max_new, stop) -> generated ids             (device argmax)
 //!   .generate(input, &GenerateOptions, tokenizer, on_token)              (the CPU's Session::generate)
@@ -95,7 +96,8 @@
 //!   CPU's `Session::generate`.
 //!
 //! # Not done yet
-//! * Keeping the logits of a generation (`GenerateOptions::keep_logits` is refused).
+//! * Keeping the logits of a batched generation (`generate_batch_inputs` refuses
+//!   `keep_logits`; single generation keeps them).
 //! * The repetition penalty on the device (the launcher exists): with a penalty, the logits
 //!   are downloaded and the host sampler draws.
 //! * Everything here is compile-checked only: no GPU has run it yet (tests/cuda_decoder.rs).
@@ -927,8 +929,9 @@ impl<'d> DeviceSession<'d> {
     /// session holds and generates until a stop condition, streaming each token to `on_token`,
     /// with the same [`GenerateOptions`] semantics (stop ids and strings; the device argmax
     /// when greedy, the device sampler with the host RNG's numbers for a temperature, the CPU's
-    /// sampler on the downloaded logits with a repetition penalty). Keeping the logits is not
-    /// supported on the device.
+    /// sampler on the downloaded logits with a repetition penalty). With `keep_logits`, every
+    /// prompt position's logits and every step's are kept as on the CPU (the steps then take
+    /// the host sampler on downloaded logits).
     pub fn generate(
         &mut self,
         prompt: Input<'_>,
@@ -938,9 +941,6 @@ impl<'d> DeviceSession<'d> {
     ) -> Result<Generation> {
         let v = self.dec.cfg.vocab_size;
         opts.validate(tokenizer, v)?;
-        if opts.keep_logits {
-            return Err(Error::Unsupported("keeping the logits of a CUDA generation".into()));
-        }
         let banned = self.dec.cfg.input_only_ids();
         let mut seq = SeqState::new(opts, opts.sampling.seed, tokenizer, v, &banned)?;
         if let Input::Tokens(ids) = prompt {
@@ -949,7 +949,17 @@ impl<'d> DeviceSession<'d> {
         let stop_ids = opts.stop_ids_for(&self.dec.cfg).to_vec();
         let t0 = Instant::now();
         let before = self.len;
-        self.feed(prompt)?;
+        if opts.keep_logits {
+            // Every prompt position's logits, as the CPU keeps them; the last row is added by
+            // `accept` (the steps then take the host sampler, which keeps each row).
+            let n = prompt.rows(self.dec.cfg.hidden_size);
+            let mut rows = vec![0.0f32; n * v];
+            self.prefill_all_logits(prompt, &mut rows)?;
+            rows.truncate(n.saturating_sub(1) * v);
+            seq.logits = rows;
+        } else {
+            self.feed(prompt)?;
+        }
         seq.prompt_tokens = self.len - before;
         let prefill_secs = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
@@ -1202,7 +1212,20 @@ impl<'d> DeviceSession<'d> {
     /// sequence `seq` from absolute position `start` into `cache`; the last row's logits land
     /// in `st.logits[..V]`.
     fn feed_rows(&mut self, input: Input<'_>, seq: usize, start: usize, cache: Cache) -> Result<()> {
-        let d = self.dec.cfg.hidden_size;
+        self.feed_rows_keeping(input, seq, start, cache, None)
+    }
+
+    /// [`DeviceSession::feed_rows`], also copying every row's logits to `keep` (`[rows, V]`)
+    /// when given.
+    fn feed_rows_keeping(
+        &mut self,
+        input: Input<'_>,
+        seq: usize,
+        start: usize,
+        cache: Cache,
+        mut keep: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let (d, v) = (self.dec.cfg.hidden_size, self.dec.cfg.vocab_size);
         let n = input.rows(d);
         let mut done = 0;
         while done < n {
@@ -1232,15 +1255,61 @@ impl<'d> DeviceSession<'d> {
             if m == 1 && seq == 0 && extra == 0 && cache != Cache::Prefix {
                 // A decode step (the last row's logits are its only row's).
                 self.forward_step(1, cache)?;
-                done += 1;
-                continue;
+            } else {
+                let want = if done + m == n { Want::Last } else { Want::None };
+                let rb = self.bufs.chunk(&self.gpu, &self.dec.cfg, m, self.chunk)?;
+                let pass = Pass { seq0: seq, n_seq: 1, tokens: m, extra, cache, want };
+                forward(&self.gpu, self.dec, &mut self.st, rb, pass)?;
             }
-            let want = if done + m == n { Want::Last } else { Want::None };
-            let rb = self.bufs.chunk(&self.gpu, &self.dec.cfg, m, self.chunk)?;
-            let pass = Pass { seq0: seq, n_seq: 1, tokens: m, extra, cache, want };
-            forward(&self.gpu, self.dec, &mut self.st, rb, pass)?;
+            if let Some(k) = keep.as_deref_mut() {
+                self.copy_chunk_logits(m, &mut k[done * v..(done + m) * v])?;
+            }
             done += m;
         }
+        Ok(())
+    }
+
+    /// Copies the logits of the `m` rows whose final hidden states a forward just left in
+    /// `st.h` to `keep` (`[m, V]`): the head on the GEMV kernels, `max_batch` rows at a time
+    /// (each row's logits are what a one-row head gives, bit for bit), then the last row's
+    /// logits into `st.logits[..V]` again, where the generation reads them.
+    fn copy_chunk_logits(&mut self, m: usize, keep: &mut [f32]) -> Result<()> {
+        let (gpu, dec) = (&*self.gpu, self.dec);
+        let (d, v) = (dec.cfg.hidden_size, dec.cfg.vocab_size);
+        let st = &mut self.st;
+        for r0 in (0..m).step_by(self.max_batch) {
+            let q = self.max_batch.min(m - r0);
+            let h = st.h.slice(r0 * d..(r0 + q) * d);
+            matmul(gpu, dec.head(), &h, q, &mut st.acts, &mut st.logits.slice_mut(..q * v))?;
+            gpu.stream()
+                .memcpy_dtoh(&st.logits.slice(..q * v), &mut keep[r0 * v..(r0 + q) * v])
+                .map_err(|e| driver_error("downloading logits", e))?;
+        }
+        let last = st.h.slice((m - 1) * d..m * d);
+        matmul(gpu, dec.head(), &last, 1, &mut st.acts, &mut st.logits.slice_mut(..v))?;
+        gpu.sync()
+    }
+
+    /// Feeds `input` like [`DeviceSession::prefill_input`] and writes the logits of every one
+    /// of its positions to `out` (`[rows, V]`), as the CPU's `Session::prefill_all_logits`
+    /// (the head of each chunk's rows is run and downloaded `max_batch` rows at a time).
+    pub fn prefill_all_logits(&mut self, input: Input<'_>, out: &mut [f32]) -> Result<()> {
+        let cfg = &self.dec.cfg;
+        let n = input.rows(cfg.hidden_size);
+        if out.len() != n * cfg.vocab_size {
+            return Err(Error::Shape {
+                what: "all-logits output".into(),
+                expected: format!("[{n}, {}]", cfg.vocab_size),
+                found: format!("{} values", out.len()),
+            });
+        }
+        check_input(&input, cfg, self.len, self.context)?;
+        self.has_logits = false;
+        self.set_prefix_len(0)?;
+        let start = self.len;
+        self.feed_rows_keeping(input, 0, start, Cache::Own, Some(out))?;
+        self.len += n;
+        self.has_logits = true;
         Ok(())
     }
 

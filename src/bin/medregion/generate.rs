@@ -71,12 +71,6 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let device = args.device.resolve()?;
-    if device != crate::device::Device::Cpu && args.dump_logits.is_some() {
-        return Err(Error::Unsupported(format!(
-            "--dump-logits with --device {}: the CUDA session does not keep logits; use --device cpu",
-            args.device.device
-        )));
-    }
     let sampling = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -147,6 +141,10 @@ pub fn run(args: Args) -> Result<()> {
             let mut session =
                 DeviceSession::new(&dec, &DeviceSessionOptions { context, ..Default::default() })?;
             let r = session.generate(Input::Tokens(&ids), &opts, Some(&tok), &mut on_token)?;
+            if let Some(path) = &args.dump_logits {
+                let v = session.vocab_size();
+                write_npy_f32(path, &r.logits, r.logits.len() / v, v)?;
+            }
             (r, format!("cuda:{ordinal} ({})", gpu.name()))
         }
         #[cfg(not(feature = "cuda"))]
