@@ -12,7 +12,7 @@
 //! | logits of 20 decode steps fed the same ids | as above, per step | as above |
 //! | argmax of each of those logits rows | equal where the CPU's top-two margin exceeds 2 × the tolerance (otherwise counted and printed, not asserted) | exact |
 //! | `generate_greedy` vs `Session::generate` (greedy, same stop ids, 20 tokens) | token ids | identical up to the first step whose CPU top-two margin is within 2 × the tolerance (all of them when there is none) |
-//! | `generate` with temperature/top-p: with a repetition penalty (host sampler on downloaded logits) and without (the device sampler, the host RNG's uniform numbers) | token ids, same seed | identical |
+//! | `generate` with temperature/top-p, with and without a repetition penalty (the device penalty and sampler, the host RNG's uniform numbers) | token ids, same seed | identical |
 //! | `generate` with `keep_logits`, `prefill_all_logits` | every kept row against the CPU's; the last row against `prefill` | 1e-4; bit-identical |
 //! | prefill after `reset` | logits | bit-identical (deterministic kernels) |
 //! | errors (out-of-vocabulary ids, context overflow, empty input, bad options, head width) | `Err` naming the argument, session unchanged | exact |
@@ -475,6 +475,21 @@ fn batched_generation_with_a_shared_prefix_matches_the_cpu() {
                 assert_eq!(g.stop, w.stop, "{what}: stop reason");
             }
         }
+        if t == WeightType::F32 {
+            // Sampling with a penalty in a batch: seeds seed + i, each sequence's history and
+            // RNG on the host, the penalty (its mask on the row the sequence reads: row 0 for a
+            // suffix's first pick, its own row after) and the draw on the device.
+            let sampling =
+                SamplingParams { temperature: 0.7, top_k: 0, top_p: 0.95, repetition_penalty: 1.3, seed: 3 };
+            let opts = GenerateOptions { sampling, ..greedy(12, false) };
+            let want =
+                cpu.generate_batch_inputs(Input::Tokens(&prefix), &suffixes, &opts, None, &mut none).unwrap();
+            let got =
+                dev.generate_batch_inputs(Input::Tokens(&prefix), &suffixes, &opts, None, &mut none).unwrap();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.tokens, w.tokens, "sampled batch with a penalty, sequence {i}");
+            }
+        }
     }
 }
 
@@ -504,7 +519,7 @@ fn generate_from_embeddings_and_with_sampling_matches_the_cpu() {
         TOL_DENSE,
         "embeddings",
     );
-    // Temperature, top-p and a repetition penalty: the CPU sampler on the downloaded logits,
+    // Temperature, top-p and a repetition penalty: the device penalty and sampler,
     // with the same seed. The logits differ by ~1e-6 relative, so a draw can only differ when
     // its uniform number falls that close to a cumulative-probability boundary.
     let sampling =

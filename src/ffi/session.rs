@@ -19,8 +19,8 @@
 //!   a device session (KV cache and buffers on the device, the session's context) is allocated
 //!   by the first token-level call, so a session used only for reports allocates none. The
 //!   logits of the last position are downloaded after each feed (`mr_session_logits` and the
-//!   host sampler behind `mr_session_next_token` read them); `mr_session_generate` decodes with
-//!   the device argmax when greedy (only the ids come back) and the host sampler otherwise.
+//!   host sampler behind `mr_session_next_token` read them); `mr_session_generate` picks on the
+//!   device (argmax, or the device sampler with the host RNG's numbers; only the ids come back).
 //!   Its prefill is not cancellable part-way (a cancel stops the generation after the prompt).
 //!   A report (`mr_session_generate_report`) leaves that conversation empty.
 //!

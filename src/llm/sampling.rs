@@ -183,6 +183,12 @@ impl Sampler {
         Ok(id)
     }
 
+    /// The ids the repetition penalty applies to (every id observed since creation or reset).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn seen(&self) -> &[u32] {
+        &self.seen
+    }
+
     /// The uniform number in [0, 1) the next temperature draw would use (advances the RNG as
     /// that draw does): a device sampler given it picks the token this sampler would
     /// (`backend::cuda::ops::llm::sample`).

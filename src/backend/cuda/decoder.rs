@@ -35,10 +35,11 @@
 //!   device before each launch (small pageable copies, outside the graph). A decode step
 //!   allocates nothing on the device once its shape has run; [`DeviceSession::prefill`] and
 //!   [`DeviceSession::decode_step`] download the logits (a sync); generation downloads only
-//!   the chosen ids when the device picks them (greedy: the argmax; a temperature without a
-//!   repetition penalty: the device sampler, given each sequence's uniform number from its
-//!   host RNG, so it draws what the CPU's sampler would); with a penalty it downloads the
-//!   logits rows and runs the CPU's sampler.
+//!   the chosen ids: the device applies the repetition penalty (each row's history uploaded as
+//!   a byte mask) and the bans, then picks (greedy: the argmax; a temperature: the device
+//!   sampler, given each sequence's uniform number from its host RNG, so it draws what the
+//!   CPU's sampler would). Only `keep_logits` downloads the logits rows and runs the CPU's
+//!   sampler.
 //! * Generation reuses the CPU's per-sequence state (`llm::generate::SeqState`: stop ids and
 //!   strings, streaming whole UTF-8 characters, seeds `seed + i` per batched sequence), so the
 //!   stopping and streaming rules are the CPU's own code. A batch resets the session and leaves
@@ -98,8 +99,6 @@
 //! # Not done yet
 //! * Keeping the logits of a batched generation (`generate_batch_inputs` refuses
 //!   `keep_logits`; single generation keeps them).
-//! * The repetition penalty on the device (the launcher exists): with a penalty, the logits
-//!   are downloaded and the host sampler draws.
 //! * Everything here is compile-checked only: no GPU has run it yet (tests/cuda_decoder.rs).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,8 +114,8 @@ use super::ops::attention::{
     KvDims, KvPositions, KvRows,
 };
 use super::ops::llm::{
-    ban, embed, rms_norm, rms_norm_add, rope, sample, swiglu_in_place, EmbedTable, LogitsLayout, RopeLayout,
-    RopeTable, SAMPLE_VOCAB_MAX,
+    ban, embed, repetition_penalty, rms_norm, rms_norm_add, rope, sample, swiglu_in_place, EmbedTable,
+    LogitsLayout, RopeLayout, RopeTable, SAMPLE_VOCAB_MAX,
 };
 use super::ops::matmul::{matmul, matmul_quant, quantize_act, DenseBuffer, DeviceWeight, QuantizedActs};
 use super::{driver_error, Gpu};
@@ -512,6 +511,8 @@ struct State {
     next: CudaSlice<i32>,
     /// The uniform number of each sequence's draw `[max_batch]` (device sampling).
     uniform: CudaSlice<f64>,
+    /// Each row's repetition history as a byte mask `[max_batch, V]` (device penalty).
+    seen: CudaSlice<u8>,
     /// The input-only ids banned from generation `[3]`.
     banned: CudaSlice<i32>,
     /// The GEMM prefill (`None`: every product on the GEMV kernels).
@@ -530,6 +531,8 @@ pub struct DeviceSession<'d> {
     bufs: Bufs,
     /// Host staging of the ids and positions of a chunk (`max(chunk, max_batch)` each).
     host_ids: Vec<i32>,
+    /// Host staging of the repetition masks (`[rows, V]`, grown on first use).
+    host_seen: Vec<u8>,
     host_pos: Vec<i32>,
     chunk: usize,
     max_batch: usize,
@@ -605,20 +608,12 @@ struct Pass {
     want: Want,
 }
 
-/// Whether `opts` can choose tokens with the device argmax (greedy, no repetition penalty, no
-/// logits kept): then only the ids come back to the host.
-fn device_greedy(opts: &GenerateOptions) -> bool {
-    opts.sampling.is_greedy() && opts.sampling.repetition_penalty == 1.0 && !opts.keep_logits
-}
-
-/// Whether `opts` can draw tokens with the device sampler (a temperature, no repetition
-/// penalty, no logits kept, a vocabulary its sort key holds): each sequence's uniform number
-/// comes from its host sampler's RNG, so the draws are the CPU's.
-fn device_sampled(opts: &GenerateOptions, vocab: usize) -> bool {
-    !opts.sampling.is_greedy()
-        && opts.sampling.repetition_penalty == 1.0
-        && !opts.keep_logits
-        && vocab <= SAMPLE_VOCAB_MAX
+/// Whether `opts` lets the device pick the tokens (no logits kept; greedy, or a temperature
+/// over a vocabulary the device sampler's sort key holds): then only the ids come back to the
+/// host. The repetition penalty and the bans run on the device first; a draw's uniform number
+/// comes from its sequence's host RNG, so the picks are the CPU sampler's.
+fn device_picks(opts: &GenerateOptions, vocab: usize) -> bool {
+    !opts.keep_logits && (opts.sampling.is_greedy() || vocab <= SAMPLE_VOCAB_MAX)
 }
 
 /// A device argmax result as a token id: −1 (or anything outside the vocabulary) means the
@@ -721,6 +716,7 @@ impl<'d> DeviceSession<'d> {
             prefix_len: gpu.alloc(1)?,
             next: gpu.alloc(options.max_batch)?,
             uniform: gpu.alloc(options.max_batch)?,
+            seen: gpu.alloc(options.max_batch * v)?,
             banned: gpu.upload(&banned)?,
             gemm,
         };
@@ -737,6 +733,7 @@ impl<'d> DeviceSession<'d> {
             st,
             bufs,
             host_ids: vec![0; rows],
+            host_seen: Vec::new(),
             host_pos: vec![0; rows],
             chunk,
             max_batch: options.max_batch,
@@ -927,9 +924,9 @@ impl<'d> DeviceSession<'d> {
 
     /// The device twin of the CPU's `Session::generate`: feeds `prompt` after whatever the
     /// session holds and generates until a stop condition, streaming each token to `on_token`,
-    /// with the same [`GenerateOptions`] semantics (stop ids and strings; the device argmax
-    /// when greedy, the device sampler with the host RNG's numbers for a temperature, the CPU's
-    /// sampler on the downloaded logits with a repetition penalty). With `keep_logits`, every
+    /// with the same [`GenerateOptions`] semantics (stop ids and strings; the penalty and the
+    /// bans on the device, then the device argmax when greedy or the device sampler with the
+    /// host RNG's numbers for a temperature). With `keep_logits`, every
     /// prompt position's logits and every step's are kept as on the CPU (the steps then take
     /// the host sampler on downloaded logits).
     pub fn generate(
@@ -1109,9 +1106,9 @@ impl<'d> DeviceSession<'d> {
     }
 
     /// Chooses the next token of each `(row, sequence)` from the logits rows in `st.logits`
-    /// (row `r` at `r·V`) and hands it to the sequence: the device argmax or sampler after the
-    /// bans when [`device_greedy`] or [`device_sampled`] (only the ids are downloaded), else
-    /// the CPU sampler on the downloaded rows. `on_token` gets the sequence's index in `seqs`'
+    /// (row `r` at `r·V`) and hands it to the sequence: the device's pick after the penalty and
+    /// the bans when [`device_picks`] (only the ids are downloaded), else the CPU sampler on
+    /// the downloaded rows. `on_token` gets the sequence's index in `seqs`'
     /// original numbering (its row).
     fn choose(
         &mut self,
@@ -1122,7 +1119,7 @@ impl<'d> DeviceSession<'d> {
     ) -> Result<()> {
         let Some(rows) = seqs.iter().map(|(r, _)| r + 1).max() else { return Ok(()) };
         let v = self.dec.cfg.vocab_size;
-        if device_greedy(opts) || device_sampled(opts, v) {
+        if device_picks(opts, v) {
             // One uniform number per row from its sequence's RNG (a frozen row's is unused).
             let mut u = Vec::new();
             if !opts.sampling.is_greedy() {
@@ -1130,6 +1127,21 @@ impl<'d> DeviceSession<'d> {
                 for (r, s) in seqs.iter_mut() {
                     u[*r] = s.sampler.next_uniform();
                 }
+            }
+            // The penalty's history: each row's sequence's seen ids, as a byte mask (uploaded
+            // per step: the row a sequence reads changes between its first pick and the rest).
+            if opts.sampling.repetition_penalty != 1.0 {
+                self.host_seen.clear();
+                self.host_seen.resize(rows * v, 0);
+                for (r, s) in seqs.iter() {
+                    for &id in s.sampler.seen() {
+                        self.host_seen[*r * v + id as usize] = 1;
+                    }
+                }
+                self.gpu
+                    .stream()
+                    .memcpy_htod(&self.host_seen[..], &mut self.st.seen.slice_mut(..rows * v))
+                    .map_err(|e| driver_error("uploading the repetition history", e))?;
             }
             let ids = self.select(rows, &opts.sampling, &u)?;
             for (r, s) in seqs.iter_mut() {
@@ -1148,10 +1160,10 @@ impl<'d> DeviceSession<'d> {
         Ok(())
     }
 
-    /// Bans the input-only ids in a copy of the first `rows` logits rows, picks each row's
-    /// token on the device (the argmax when `params` is greedy, else the draw of `u[row]` under
-    /// its temperature / top-k / top-p) and returns them (−1 for a row without a finite
-    /// maximum; see [`checked_id`]).
+    /// Applies the repetition penalty (with `st.seen`, when `params` has one) and the bans to
+    /// a copy of the first `rows` logits rows, picks each row's token on the device (the argmax
+    /// when `params` is greedy, else the draw of `u[row]` under its temperature / top-k /
+    /// top-p) and returns them (−1 for a row without a finite maximum; see [`checked_id`]).
     fn select(&mut self, rows: usize, params: &SamplingParams, u: &[f64]) -> Result<Vec<i32>> {
         let gpu = &*self.gpu;
         if !params.is_greedy() {
@@ -1169,6 +1181,10 @@ impl<'d> DeviceSession<'d> {
             gpu.stream()
                 .memcpy_dtod(&self.st.logits.slice(..rows * v), &mut picked)
                 .map_err(|e| driver_error("copying the logits", e))?;
+            if params.repetition_penalty != 1.0 {
+                let seen = self.st.seen.slice(..rows * v);
+                repetition_penalty(gpu, &mut picked, &layout, &seen, v, params.repetition_penalty)?;
+            }
             ban(gpu, &mut picked, &layout, &self.st.banned.as_view())?;
         }
         let logits = self.st.picked.slice(..rows * v);
