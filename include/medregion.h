@@ -159,6 +159,11 @@ typedef uint32_t mr_log_level;
 typedef void (*mr_log_callback)(mr_log_level level, const char *message, void *user_data);
 
 /**
+ * The vision encoder's GEMM precision on a GPU (`mr_model_params.gpu_encoder`).
+ */
+typedef int32_t mr_gpu_precision;
+
+/**
  * How to load a model. Fill with `mr_model_params_default`, then change fields.
  */
 typedef struct mr_model_params {
@@ -183,6 +188,19 @@ typedef struct mr_model_params {
    * The N of `cuda:N` (0 for the CPU).
    */
   int32_t device_ordinal;
+  /**
+   * With `MR_DEVICE_CUDA`: the vision encoder's GEMMs, `MR_GPU_PRECISION_F32` (default: the
+   * report matches the CPU's) or `MR_GPU_PRECISION_BF16` (bf16 inputs, f32 accumulation:
+   * the production speed). Fields from here on were added after the first release: a caller
+   * whose `struct_size` ends before a field gets its default.
+   */
+  mr_gpu_precision gpu_encoder;
+  /**
+   * With `MR_DEVICE_CUDA`: non-zero keeps f16 copies of the decoder's quantized weights on
+   * the GPU, so the prefill does not dequantize them for every chunk (faster; 2 more bytes of
+   * device memory per weight). Default 0.
+   */
+  int32_t gpu_prefill_copies;
 } mr_model_params;
 
 /**
@@ -581,6 +599,16 @@ typedef struct mr_report_params {
  * Very verbose tracing.
  */
 #define MR_LOG_TRACE 5
+
+/**
+ * f32 GEMMs: a report on the GPU matches the CPU's (the default).
+ */
+#define MR_GPU_PRECISION_F32 0
+
+/**
+ * bf16 GEMM inputs with f32 accumulation: the production speed.
+ */
+#define MR_GPU_PRECISION_BF16 1
 
 /**
  * Success.

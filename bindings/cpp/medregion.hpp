@@ -91,6 +91,10 @@ struct ModelParams {
     /// "cpu", or "cuda" / "cuda:N": also upload the model to that GPU, where its sessions run
     /// (MR_ERR_UNSUPPORTED with the reason when this library or machine has no CUDA).
     std::string device = "cpu";
+    /// On a GPU: the encoder's GEMMs in bf16 (production speed) instead of f32 (the CPU's report).
+    bool gpu_bf16_encoder = false;
+    /// On a GPU: keep f16 copies of the quantized decoder weights (faster prefill, more memory).
+    bool gpu_prefill_copies = false;
 };
 
 /// A loaded model package: immutable, shareable across threads (const methods only).
@@ -135,6 +139,8 @@ private:
         mr_model_params p;
         check(mr_model_params_default(&p));
         p.verify_checksum = options.verify_checksum ? 1 : 0;
+        p.gpu_encoder = options.gpu_bf16_encoder ? MR_GPU_PRECISION_BF16 : MR_GPU_PRECISION_F32;
+        p.gpu_prefill_copies = options.gpu_prefill_copies ? 1 : 0;
         const std::string &d = options.device;
         if (d == "cpu") {
             p.device_kind = MR_DEVICE_CPU;

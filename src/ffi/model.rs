@@ -33,21 +33,38 @@ pub(crate) struct OnDevice {
     pub(crate) cuda: Option<Arc<crate::backend::cuda::model::CudaModel>>,
 }
 
+/// Where and how `mr_model_load*` uploads a model to a GPU (from `mr_model_params`).
+#[derive(Clone, Copy, Debug)]
+struct GpuLoad {
+    ordinal: usize,
+    /// `MR_GPU_PRECISION_BF16` encoder GEMMs.
+    bf16_encoder: bool,
+    /// f16 copies of the quantized decoder weights for the prefill.
+    prefill_copies: bool,
+}
+
 impl OnDevice {
-    /// Uploads `model` to `cuda:ordinal` (`None`: the CPU, nothing to do).
-    fn upload(model: &Model<'_>, ordinal: Option<usize>) -> Result<OnDevice> {
-        let Some(ordinal) = ordinal else { return Ok(OnDevice::default()) };
+    /// Uploads `model` as `gpu` says (`None`: the CPU, nothing to do).
+    fn upload(model: &Model<'_>, gpu: Option<GpuLoad>) -> Result<OnDevice> {
+        let Some(gpu) = gpu else { return Ok(OnDevice::default()) };
         #[cfg(feature = "cuda")]
         {
+            use crate::backend::cuda::encoder::Precision;
             use crate::backend::cuda::model::{CudaModel, CudaOptions};
-            let cuda = CudaModel::upload(model, &CudaOptions { ordinal, ..CudaOptions::default() })?;
+            let options = CudaOptions {
+                ordinal: gpu.ordinal,
+                encoder: if gpu.bf16_encoder { Precision::Bf16 } else { Precision::F32 },
+                prefill_copies: gpu.prefill_copies,
+            };
+            let cuda = CudaModel::upload(model, &options)?;
             Ok(OnDevice { cuda: Some(Arc::new(cuda)) })
         }
         #[cfg(not(feature = "cuda"))]
         {
             let _ = model;
             Err(Error::Unsupported(format!(
-                "device cuda:{ordinal}: this build has no CUDA backend (feature `cuda`)"
+                "device cuda:{}: this build has no CUDA backend (feature `cuda`; bf16 encoder {}, prefill copies {})",
+                gpu.ordinal, gpu.bf16_encoder, gpu.prefill_copies
             )))
         }
     }
@@ -96,7 +113,27 @@ pub struct mr_model_params {
     pub device_kind: mr_device_kind,
     /// The N of `cuda:N` (0 for the CPU).
     pub device_ordinal: i32,
+    /// With `MR_DEVICE_CUDA`: the vision encoder's GEMMs, `MR_GPU_PRECISION_F32` (default: the
+    /// report matches the CPU's) or `MR_GPU_PRECISION_BF16` (bf16 inputs, f32 accumulation:
+    /// the production speed). Fields from here on were added after the first release: a caller
+    /// whose `struct_size` ends before a field gets its default.
+    pub gpu_encoder: mr_gpu_precision,
+    /// With `MR_DEVICE_CUDA`: non-zero keeps f16 copies of the decoder's quantized weights on
+    /// the GPU, so the prefill does not dequantize them for every chunk (faster; 2 more bytes of
+    /// device memory per weight). Default 0.
+    pub gpu_prefill_copies: i32,
 }
+
+/// The vision encoder's GEMM precision on a GPU (`mr_model_params.gpu_encoder`).
+pub type mr_gpu_precision = i32;
+/// f32 GEMMs: a report on the GPU matches the CPU's (the default).
+pub const MR_GPU_PRECISION_F32: mr_gpu_precision = 0;
+/// bf16 GEMM inputs with f32 accumulation: the production speed.
+pub const MR_GPU_PRECISION_BF16: mr_gpu_precision = 1;
+
+/// `struct_size` of the first `mr_model_params` (through `device_ordinal`): the smallest the
+/// library takes.
+const MODEL_PARAMS_V1: u32 = 16;
 
 /// What `mr_model_info` reports. Set `struct_size` first (`mr_model_desc_default` does it).
 #[repr(C)]
@@ -120,7 +157,7 @@ pub struct mr_model_desc {
 }
 
 const _: () = assert!(std::mem::size_of::<mr_model_desc>() == 8 + 8 * 3 + 128 + 80 + 16);
-const _: () = assert!(std::mem::size_of::<mr_model_params>() == 16);
+const _: () = assert!(std::mem::size_of::<mr_model_params>() == 24);
 
 fn default_params() -> mr_model_params {
     mr_model_params {
@@ -128,6 +165,8 @@ fn default_params() -> mr_model_params {
         verify_checksum: 0,
         device_kind: MR_DEVICE_CPU,
         device_ordinal: 0,
+        gpu_encoder: MR_GPU_PRECISION_F32,
+        gpu_prefill_copies: 0,
     }
 }
 
@@ -144,25 +183,46 @@ pub unsafe extern "C" fn mr_model_params_default(out: *mut mr_model_params) -> m
     })
 }
 
-/// Reads the caller's params (NULL means defaults) into load options and the CUDA ordinal
-/// (`None` for the CPU), refusing what this build cannot do.
+/// Reads the caller's params (NULL means defaults) into load options and the GPU upload
+/// (`None` for the CPU), refusing what this build cannot do. A `struct_size` from an older
+/// header (at least the first version's) reads the fields it has; the rest keep their defaults.
 ///
 /// # Safety
 /// `params` must be NULL or point to a readable struct of at least its `struct_size` bytes.
-unsafe fn load_options(params: *const mr_model_params) -> Result<(LoadOptions, Option<usize>)> {
+unsafe fn load_options(params: *const mr_model_params) -> Result<(LoadOptions, Option<GpuLoad>)> {
     let p = if params.is_null() {
         default_params()
     } else {
-        // SAFETY: non-NULL per the check; the caller promises a readable struct.
-        let p = unsafe { &*params };
-        let need = std::mem::size_of::<mr_model_params>() as u32;
-        if p.struct_size < need {
+        // SAFETY: `struct_size` is the first field of every version; read it alone first.
+        let size = unsafe { params.cast::<u32>().read_unaligned() };
+        if size < MODEL_PARAMS_V1 {
             return Err(Error::invalid(
                 "params->struct_size",
-                format!("is {}, at least {need} needed (call mr_model_params_default first)", p.struct_size),
+                format!("is {size}, at least {MODEL_PARAMS_V1} needed (call mr_model_params_default first)"),
             ));
         }
-        mr_model_params { ..*p }
+        let mut p = default_params();
+        let n = (size as usize).min(std::mem::size_of::<mr_model_params>());
+        // SAFETY: the caller's struct is readable for `size ≥ n` bytes; `p` is a plain
+        // `repr(C)` struct of integers, valid for any bytes, at least `n` long.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                params.cast::<u8>(),
+                (&mut p as *mut mr_model_params).cast::<u8>(),
+                n,
+            )
+        };
+        p
+    };
+    let bf16_encoder = match p.gpu_encoder {
+        MR_GPU_PRECISION_F32 => false,
+        MR_GPU_PRECISION_BF16 => true,
+        other => {
+            return Err(Error::invalid(
+                "params->gpu_encoder",
+                format!("{other} is not MR_GPU_PRECISION_F32 (0) or MR_GPU_PRECISION_BF16 (1)"),
+            ))
+        }
     };
     let device = match p.device_kind {
         MR_DEVICE_CPU => None,
@@ -176,7 +236,9 @@ unsafe fn load_options(params: *const mr_model_params) -> Result<(LoadOptions, O
                 .iter()
                 .find(|d| d.kind == crate::backend::DeviceKind::Cuda && d.ordinal as usize == n);
             match listed {
-                Some(d) if d.available => Some(n),
+                Some(d) if d.available => {
+                    Some(GpuLoad { ordinal: n, bf16_encoder, prefill_copies: p.gpu_prefill_copies != 0 })
+                }
                 Some(d) => return Err(Error::Unsupported(format!("device cuda:{n}: {}", d.reason))),
                 None => return Err(Error::Unsupported(format!("device cuda:{n}: there is no such device"))),
             }

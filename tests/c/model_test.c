@@ -75,6 +75,7 @@ int main(int argc, char **argv) {
     m = NULL;
     CHECK_STATUS(mr_model_params_default(&p), MR_OK);
     CHECK(p.struct_size == sizeof p && p.verify_checksum == 0 && p.device_kind == MR_DEVICE_CPU);
+    CHECK(p.gpu_encoder == MR_GPU_PRECISION_F32 && p.gpu_prefill_copies == 0);
     p.verify_checksum = 1;
     CHECK_STATUS(mr_model_load(argv[1], &p, &m), MR_OK);
     mr_model_free(m);
@@ -114,6 +115,24 @@ int main(int argc, char **argv) {
     p.struct_size = 4;
     CHECK_STATUS(mr_model_load(argv[1], &p, &m), MR_ERR_INVALID_ARGUMENT);
     CHECK(strstr(mr_last_error_message(), "struct_size") != NULL);
+    /* A caller built against the first header (struct_size 16, through device_ordinal): the
+       fields it lacks keep their defaults, whatever lies after its struct. */
+    CHECK_STATUS(mr_model_params_default(&p), MR_OK);
+    p.struct_size = 16;
+    p.gpu_encoder = 77; /* beyond its struct: not read */
+    CHECK_STATUS(mr_model_load(argv[1], &p, &m), MR_OK);
+    mr_model_free(m);
+    m = NULL;
+    CHECK_STATUS(mr_model_params_default(&p), MR_OK);
+    p.gpu_encoder = 77;
+    CHECK_STATUS(mr_model_load(argv[1], &p, &m), MR_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(mr_last_error_message(), "gpu_encoder") != NULL);
+    CHECK(m == NULL);
+    p.gpu_encoder = MR_GPU_PRECISION_BF16;
+    p.gpu_prefill_copies = 1;
+    CHECK_STATUS(mr_model_load(argv[1], &p, &m), MR_OK); /* the CPU ignores the GPU settings */
+    mr_model_free(m);
+    m = NULL;
     CHECK_STATUS(mr_model_params_default(&p), MR_OK);
     p.device_kind = 77;
     CHECK_STATUS(mr_model_load(argv[1], &p, &m), MR_ERR_INVALID_ARGUMENT);

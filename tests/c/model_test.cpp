@@ -66,6 +66,11 @@ int main(int argc, char **argv) {
             invalid = true;
         }
         CHECK(invalid);
+        // The GPU settings reach the params and are ignored on the CPU.
+        opts.device = "cpu";
+        opts.gpu_bf16_encoder = true;
+        opts.gpu_prefill_copies = true;
+        CHECK(medregion::Model::load(argv[1], opts).info().n_params > 0);
     }
     if (failures) return 1;
     std::printf("model_test_cpp: all checks passed\n");

@@ -30,6 +30,7 @@ __all__ = [
  ERR_NOT_FOUND, ERR_INTERNAL) = range(15)
 LOG_NONE, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG, LOG_TRACE = range(6)
 DEVICE_CPU, DEVICE_CUDA = 0, 1
+GPU_PRECISION_F32, GPU_PRECISION_BF16 = 0, 1
 (LABELS_TOTALSEG, LABELS_RADGENOME, LABELS_JSON, LABELS_TOTALSEG_LUNG_NODULES,
  LABELS_TOTALSEG_PLEURAL_PERICARD_EFFUSION, LABELS_TOTALSEG_KIDNEY_CYSTS) = range(6)
 STAGES = ("preprocess", "attributes", "encoder", "tokens", "region")
@@ -162,27 +163,31 @@ class _Handle:
 class Model(_Handle):
     """A loaded model package (immutable; usable from several threads).
 
-    Model(path, verify_checksum=False, device="cpu") maps a file; Model.from_bytes(data) uses a
-    bytes-like object in place (kept referenced by the Model). device="cuda:N" (or "cuda") also
-    uploads the model to that GPU, where its sessions run (reports and the token-level calls; a
-    library built with CUDA and a driver; otherwise MedregionError ERR_UNSUPPORTED with the
-    reason). Use as a context manager
-    or call close().
+    Model(path, verify_checksum=False, device="cpu", gpu_encoder="f32", gpu_prefill_copies=False)
+    maps a file; Model.from_bytes(data, ...) uses a bytes-like object in place (kept referenced
+    by the Model). device="cuda:N" (or "cuda") also uploads the model to that GPU, where its
+    sessions run (reports and the token-level calls; a library built with CUDA and a driver;
+    otherwise MedregionError ERR_UNSUPPORTED with the reason); there gpu_encoder="bf16" runs
+    the encoder's GEMMs in bf16 (production speed; "f32" matches the CPU's report) and
+    gpu_prefill_copies=True keeps f16 copies of the quantized decoder weights (faster prefill,
+    more device memory). Use as a context manager or call close().
     """
 
-    def __init__(self, path, verify_checksum: bool = False, device: str = "cpu"):
+    def __init__(self, path, verify_checksum: bool = False, device: str = "cpu",
+                 gpu_encoder: str = "f32", gpu_prefill_copies: bool = False):
         self._handle = None
         self._keep = None
-        params = self._params(verify_checksum, device)
+        params = self._params(verify_checksum, device, gpu_encoder, gpu_prefill_copies)
         handle = ctypes.c_void_p()
         _check(_lib.mr_model_load(os.fsencode(path), params, ctypes.byref(handle)))
         self._handle = handle
 
     @classmethod
-    def from_bytes(cls, data, verify_checksum: bool = False, device: str = "cpu") -> "Model":
+    def from_bytes(cls, data, verify_checksum: bool = False, device: str = "cpu",
+                   gpu_encoder: str = "f32", gpu_prefill_copies: bool = False) -> "Model":
         self = cls.__new__(cls)
         self._handle = None
-        params = cls._params(verify_checksum, device)
+        params = cls._params(verify_checksum, device, gpu_encoder, gpu_prefill_copies)
         buf = (ctypes.c_char * len(data)).from_buffer_copy(data)  # owned, aligned copy
         handle = ctypes.c_void_p()
         _check(_lib.mr_model_load_from_memory(buf, len(data), params, ctypes.byref(handle)))
@@ -191,7 +196,7 @@ class Model(_Handle):
         return self
 
     @staticmethod
-    def _params(verify_checksum: bool, device: str):
+    def _params(verify_checksum: bool, device: str, gpu_encoder: str = "f32", gpu_prefill_copies: bool = False):
         kind, sep, n = str(device).partition(":")
         if kind == "cpu" and not sep:
             device_kind, ordinal = DEVICE_CPU, 0
@@ -199,11 +204,16 @@ class Model(_Handle):
             device_kind, ordinal = DEVICE_CUDA, int(n) if sep else 0
         else:
             raise ValueError(f"device {device!r} is not 'cpu' or 'cuda[:N]'")
+        encoders = {"f32": GPU_PRECISION_F32, "bf16": GPU_PRECISION_BF16}
+        if gpu_encoder not in encoders:
+            raise ValueError(f"gpu_encoder {gpu_encoder!r} is not 'f32' or 'bf16'")
         p = _native.ModelParams()
         _check(_lib.mr_model_params_default(ctypes.byref(p)))
         p.verify_checksum = 1 if verify_checksum else 0
         p.device_kind = device_kind
         p.device_ordinal = ordinal
+        p.gpu_encoder = encoders[gpu_encoder]
+        p.gpu_prefill_copies = 1 if gpu_prefill_copies else 0
         return ctypes.byref(p)
 
     _free = "mr_model_free"

@@ -70,6 +70,8 @@ class ModelParams(ctypes.Structure):
         ("verify_checksum", ctypes.c_int32),
         ("device_kind", ctypes.c_uint32),
         ("device_ordinal", ctypes.c_int32),
+        ("gpu_encoder", ctypes.c_int32),
+        ("gpu_prefill_copies", ctypes.c_int32),
     ]
 
 

@@ -55,6 +55,11 @@ class ModelTest(unittest.TestCase):
                 medregion.Model(PACKAGE, device=bad)
         with medregion.Model(PACKAGE, device="cpu") as m:
             self.assertGreater(m.info()["n_params"], 0)
+        # The GPU settings: checked before any call, ignored on the CPU.
+        with self.assertRaises(ValueError):
+            medregion.Model(PACKAGE, gpu_encoder="fp8")
+        with medregion.Model(PACKAGE, gpu_encoder="bf16", gpu_prefill_copies=True) as m:
+            self.assertGreater(m.info()["n_params"], 0)
 
 
 if __name__ == "__main__":
