@@ -531,9 +531,9 @@ pub struct DeviceSession<'d> {
     bufs: Bufs,
     /// Host staging of the ids and positions of a chunk (`max(chunk, max_batch)` each).
     host_ids: Vec<i32>,
+    host_pos: Vec<i32>,
     /// Host staging of the repetition masks (`[rows, V]`, grown on first use).
     host_seen: Vec<u8>,
-    host_pos: Vec<i32>,
     chunk: usize,
     max_batch: usize,
     context: usize,
@@ -733,8 +733,8 @@ impl<'d> DeviceSession<'d> {
             st,
             bufs,
             host_ids: vec![0; rows],
-            host_seen: Vec::new(),
             host_pos: vec![0; rows],
+            host_seen: Vec::new(),
             chunk,
             max_batch: options.max_batch,
             context,
@@ -1213,12 +1213,17 @@ impl<'d> DeviceSession<'d> {
     /// Checks `input` and appends it to sequence 0 (no prefix), leaving its last position's
     /// logits in `st.logits[..V]`. An error leaves the session's length unchanged.
     fn feed(&mut self, input: Input<'_>) -> Result<()> {
+        self.feed_keeping(input, None)
+    }
+
+    /// [`DeviceSession::feed`], also copying every row's logits to `keep` (`[rows, V]`).
+    fn feed_keeping(&mut self, input: Input<'_>, keep: Option<&mut [f32]>) -> Result<()> {
         check_input(&input, &self.dec.cfg, self.len, self.context)?;
         self.has_logits = false;
         self.set_prefix_len(0)?;
         let n = input.rows(self.dec.cfg.hidden_size);
         let start = self.len;
-        self.feed_rows(input, 0, start, Cache::Own)?;
+        self.feed_rows_keeping(input, 0, start, Cache::Own, keep)?;
         self.len += n;
         self.has_logits = true;
         Ok(())
@@ -1279,6 +1284,13 @@ impl<'d> DeviceSession<'d> {
             }
             if let Some(k) = keep.as_deref_mut() {
                 self.copy_chunk_logits(m, &mut k[done * v..(done + m) * v])?;
+                if done + m == n {
+                    // The pieces overwrote `st.logits`: the last row's again, where the
+                    // generation reads them.
+                    let (gpu, dec, st) = (&*self.gpu, self.dec, &mut self.st);
+                    let last = st.h.slice((m - 1) * d..m * d);
+                    matmul(gpu, dec.head(), &last, 1, &mut st.acts, &mut st.logits.slice_mut(..v))?;
+                }
             }
             done += m;
         }
@@ -1287,8 +1299,7 @@ impl<'d> DeviceSession<'d> {
 
     /// Copies the logits of the `m` rows whose final hidden states a forward just left in
     /// `st.h` to `keep` (`[m, V]`): the head on the GEMV kernels, `max_batch` rows at a time
-    /// (each row's logits are what a one-row head gives, bit for bit), then the last row's
-    /// logits into `st.logits[..V]` again, where the generation reads them.
+    /// through `st.logits` (each row's logits are what a one-row head gives, bit for bit).
     fn copy_chunk_logits(&mut self, m: usize, keep: &mut [f32]) -> Result<()> {
         let (gpu, dec) = (&*self.gpu, self.dec);
         let (d, v) = (dec.cfg.hidden_size, dec.cfg.vocab_size);
@@ -1301,8 +1312,6 @@ impl<'d> DeviceSession<'d> {
                 .memcpy_dtoh(&st.logits.slice(..q * v), &mut keep[r0 * v..(r0 + q) * v])
                 .map_err(|e| driver_error("downloading logits", e))?;
         }
-        let last = st.h.slice((m - 1) * d..m * d);
-        matmul(gpu, dec.head(), &last, 1, &mut st.acts, &mut st.logits.slice_mut(..v))?;
         gpu.sync()
     }
 
@@ -1319,14 +1328,7 @@ impl<'d> DeviceSession<'d> {
                 found: format!("{} values", out.len()),
             });
         }
-        check_input(&input, cfg, self.len, self.context)?;
-        self.has_logits = false;
-        self.set_prefix_len(0)?;
-        let start = self.len;
-        self.feed_rows_keeping(input, 0, start, Cache::Own, Some(out))?;
-        self.len += n;
-        self.has_logits = true;
-        Ok(())
+        self.feed_keeping(input, Some(out))
     }
 
     /// Copies the staged ids and positions of `rows` rows to the device, and the first

@@ -227,16 +227,18 @@ fn llm_cuda(a: &LlmArgs, model: &Model<'_>, ordinal: usize) -> Result<()> {
     let why = why.map(str::to_string);
     let (gemm_rows, gemm_why) = s.gemm_status();
     let gemm_why = gemm_why.map(str::to_string);
-    // The same prefill on the GEMV kernels alone (`gemm_rows: 0`), for the ratio.
-    let gemv_prefill_tps = {
-        let o = DeviceSessionOptions { context, gemm_rows: 0, ..DeviceSessionOptions::default() };
-        let mut s0 = DeviceSession::new(&dec, &o)?;
-        s0.prefill(&prompt)?;
-        s0.reset();
+    // Prefill tokens/s of a fresh session with `gemm_rows` (the second of two runs).
+    let timed_prefill = |dec: &DeviceDecoder, gemm_rows: usize| -> Result<f64> {
+        let o = DeviceSessionOptions { context, gemm_rows, ..DeviceSessionOptions::default() };
+        let mut s = DeviceSession::new(dec, &o)?;
+        s.prefill(&prompt)?;
+        s.reset();
         let t = std::time::Instant::now();
-        s0.prefill(&prompt)?;
-        a.prompt_len as f64 / t.elapsed().as_secs_f64()
+        s.prefill(&prompt)?;
+        Ok(a.prompt_len as f64 / t.elapsed().as_secs_f64())
     };
+    // The same prefill on the GEMV kernels alone (`gemm_rows: 0`), for the ratio.
+    let gemv_prefill_tps = timed_prefill(&dec, 0)?;
     let prefill_path = match gemm_rows {
         Some(r) if a.prompt_len >= r => format!("cuBLAS GEMM (chunks of >= {r} rows)"),
         Some(r) => format!("GEMV (the prompt is below gemm_rows {r})"),
@@ -254,15 +256,7 @@ fn llm_cuda(a: &LlmArgs, model: &Model<'_>, ordinal: usize) -> Result<()> {
     let copies = if gemm_used {
         match dec.keep_prefill_copies(medregion::backend::cuda::blas::Half::F16) {
             Ok(0) => Err("no quantized weights".to_string()),
-            Ok(b) => {
-                let o = DeviceSessionOptions { context, ..DeviceSessionOptions::default() };
-                let mut s1 = DeviceSession::new(&dec, &o)?;
-                s1.prefill(&prompt)?;
-                s1.reset();
-                let t = std::time::Instant::now();
-                s1.prefill(&prompt)?;
-                Ok((a.prompt_len as f64 / t.elapsed().as_secs_f64(), b))
-            }
+            Ok(b) => Ok((timed_prefill(&dec, DeviceSessionOptions::default().gemm_rows)?, b)),
             Err(e) => Err(e.to_string()),
         }
     } else {
