@@ -118,7 +118,8 @@ fn check_case(
     }
 
     // Every ISA and every thread count give the same bits.
-    for isa in [Isa::Scalar, Isa::Avx2].into_iter().filter(|i| i.available()) {
+    for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512Vnni].into_iter().filter(|i| i.available())
+    {
         for pool in pools {
             let mut other = vec![f32::NAN; n * rows];
             ops::matmul_with_isa(&x, n, &w, &mut other, &mut scratch, pool, isa).unwrap();
@@ -368,7 +369,8 @@ fn check_gemm(
     let tol = tolerance(Op::Matmul, wt).unwrap();
     let what = format!("gemm {wt:?} n={n} rows={rows} k={k}");
     assert!(tol.accepts(&stats), "{what}: {stats:?} vs {tol:?}");
-    for isa in [Isa::Scalar, Isa::Avx2].into_iter().filter(|i| i.available()) {
+    for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512Vnni].into_iter().filter(|i| i.available())
+    {
         for pool in pools {
             let mut other = vec![f32::NAN; n * rows];
             ops::gemm_with_isa(&x, n, &w, &mut other, pool, isa).unwrap();
@@ -447,4 +449,90 @@ fn gemm_bad_shapes_and_empty_dimensions() {
     let e = ops::gemm(&[1.0; 64], 2, &bad, &mut out, &pool).unwrap_err();
     assert!(e.to_string().contains("`w`"), "{e}");
     assert_eq!(out, [0.0; 4], "a refused call leaves the output untouched");
+}
+
+/// The integer block sums at their extremes, on every ISA this CPU has (the VNNI kernels bias
+/// Q8_0 weights by +128 and read Q4 nibbles unsigned, then subtract the bias from the
+/// activation block sums): weights of −128, ±127 (Q8_0) and nibbles of 0 and 15 (Q4) against
+/// activations that quantize to exactly ±127, with scales that are powers of two, so every f32
+/// step is exact and the expected outputs are the integer dot products themselves.
+#[test]
+fn integer_extremes_are_exact_on_every_isa() {
+    let pools = pools();
+    // 9 blocks: one whole group of 8 and a masked tail; n = 1 (GEMV), 2..8 (interleaved) and 9.
+    let (rows, k) = (5, 288);
+    let nb = k / 32;
+    for qtype in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1] {
+        let values: Vec<u8> = (0..rows * nb)
+            .flat_map(|b| {
+                let bytes = if qtype == QuantType::Q8_0 { 32 } else { 16 };
+                (0..bytes).map(move |j| match (qtype, (b + j) % 4) {
+                    (QuantType::Q8_0, 0) => 0x80, // −128
+                    (QuantType::Q8_0, 1) => 0x7F,
+                    (QuantType::Q8_0, 2) => 0x81, // −127
+                    (QuantType::Q8_0, _) => (b * 7 + j * 13) as u8,
+                    (_, 0 | 1) => 0xFF, // both nibbles 15
+                    (_, 2) => 0x00,
+                    _ => (b * 7 + j * 13) as u8,
+                })
+            })
+            .collect();
+        let scales: Vec<f16> = (0..rows * nb).map(|b| f16::from_f32(1.0 / (1 << (b % 3)) as f32)).collect();
+        let mins: Vec<f16> = if qtype == QuantType::Q4_1 {
+            (0..rows * nb).map(|b| f16::from_f32(if b % 2 == 0 { -0.5 } else { 0.25 })).collect()
+        } else {
+            Vec::new()
+        };
+        let q = Quantized { qtype, values, scales, mins };
+        let shape = [rows, k];
+        let w = Weight::Quant(QuantWeight {
+            name: "extremes",
+            qtype,
+            shape: &shape,
+            values: &q.values,
+            scales: &q.scales,
+            mins: &q.mins,
+        });
+        let wf = w.to_f32().unwrap();
+        for n in [1, 2, 3, 6, 8, 9] {
+            // ±1 in every block (its max), so the int8 activations are exactly ±127 and the
+            // activation scale 1/127.
+            let x: Vec<f32> = (0..n * k).map(|i| if (i * 5 + i / 7) % 3 == 0 { -1.0 } else { 1.0 }).collect();
+            // Exact: Σ_b d_w · (S_b / 127) (+ m_w · Σx / 127) with integer S_b; in f64.
+            let terms: Vec<Vec<f64>> = (0..n * rows)
+                .map(|o| {
+                    let (i, r) = (o / rows, o % rows);
+                    (0..k).map(|c| x[i * k + c] as f64 * wf[r * k + c] as f64).collect()
+                })
+                .collect();
+            let want: Vec<f64> = terms.iter().map(|t| t.iter().sum()).collect();
+            let size: Vec<f64> = terms.iter().map(|t| t.iter().map(|v| v.abs()).sum()).collect();
+            let mut first: Option<Vec<f32>> = None;
+            let mut scratch = MatmulScratch::with_capacity(n, k).unwrap();
+            for isa in
+                [Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512Vnni].into_iter().filter(|i| i.available())
+            {
+                for pool in &pools {
+                    let mut got = vec![f32::NAN; n * rows];
+                    ops::matmul_with_isa(&x, n, &w, &mut got, &mut scratch, pool, isa).unwrap();
+                    for (o, (&g, &e)) in got.iter().zip(&want).enumerate() {
+                        // The f32 steps round (the activation scale 1/127, each product and
+                        // sum): 1e-6 of the summed magnitudes. A wrong bias would be off by
+                        // 8 or 128 times a block's activation sum: orders of magnitude more.
+                        let tol = 1e-6 * size[o];
+                        assert!(
+                            (g as f64 - e).abs() <= tol,
+                            "{qtype:?} {isa:?} n={n} threads={} out {o}: {g} vs exact {e}",
+                            pool.threads()
+                        );
+                    }
+                    // And every ISA and thread count gives the same bits.
+                    match &first {
+                        None => first = Some(got),
+                        Some(f) => assert_bits_eq(f, &got, &format!("{qtype:?} {isa:?} n={n}")),
+                    }
+                }
+            }
+        }
+    }
 }

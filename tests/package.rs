@@ -171,7 +171,7 @@ impl WeightSource for MixedSource {
         Ok(match Component::of(name) {
             Some(Component::Vit) => SourceTensor::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
             Some(Component::Mask) => SourceTensor::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-            Some(Component::Llm) if shape.len() == 2 && shape[1] % 32 == 0 => {
+            Some(Component::Llm) if shape.len() == 2 && shape[1].is_multiple_of(32) => {
                 SourceTensor::Quant(quant::quantize(QuantType::Q4_0, &v).unwrap())
             }
             _ => SourceTensor::F32(v),

@@ -47,7 +47,7 @@ fn as_f64(x: &[f32]) -> Vec<f64> {
 }
 
 fn isas() -> Vec<Isa> {
-    [Isa::Scalar, Isa::Avx2].into_iter().filter(|i| i.available()).collect()
+    [Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512Vnni].into_iter().filter(|i| i.available()).collect()
 }
 
 #[test]

@@ -666,7 +666,8 @@ impl GgufSource {
         // or f32. Measure what that costs.
         let gguf_type = t.ggml_type.name().to_string();
         let values = permute(self.file.tensor_f32(&t.name)?)?;
-        let stored_as = if shape.len() == 2 && shape[1] % QK == 0 { self.fallback } else { WeightType::F32 };
+        let stored_as =
+            if shape.len() == 2 && shape[1].is_multiple_of(QK) { self.fallback } else { WeightType::F32 };
         let (rel_rms, max_abs) = storage_error(&values, stored_as)?;
         self.converted.push(ConversionError {
             name: name.to_string(),

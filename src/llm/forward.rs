@@ -188,7 +188,7 @@ pub(crate) fn forward(
         rope.angles(r.pos, &mut s.cos[i * half..(i + 1) * half], &mut s.sin[i * half..(i + 1) * half]);
     }
     let scale = 1.0 / (hd as f32).sqrt();
-    let avx2 = crate::ops::Isa::detect() == crate::ops::Isa::Avx2;
+    let avx2 = crate::ops::Isa::detect().avx2();
 
     for (il, l) in w.layers.iter().enumerate() {
         // Attention block.
@@ -397,7 +397,7 @@ unsafe fn attend_avx2(
     out: &mut [f32],
 ) {
     use std::arch::x86_64::*;
-    if hd % 8 != 0 || hd == 0 {
+    if !hd.is_multiple_of(8) || hd == 0 {
         attend_portable(q, hd, k, v, stride, count, scale, st, out);
         return;
     }

@@ -138,7 +138,7 @@ pub fn parse_quant_part(stored: &str) -> Option<(&str, QuantType, QuantPart)> {
 
 /// Whether a weight of this logical shape may be block-quantized: 2-D with `cols % 32 == 0`.
 pub fn is_quantizable(shape: &[usize]) -> bool {
-    shape.len() == 2 && shape[0] > 0 && shape[1] > 0 && shape[1] % QK == 0
+    shape.len() == 2 && shape[0] > 0 && shape[1] > 0 && shape[1].is_multiple_of(QK)
 }
 
 /// `vit.encoder.layer.{i}.{leaf}`.

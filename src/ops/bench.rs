@@ -337,7 +337,7 @@ fn read_bandwidth(buf: &[f32], pool: &ThreadPool) -> Result<f64> {
 
 fn stream_sum(v: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if Isa::detect() == Isa::Avx2 {
+    if Isa::detect().avx2() {
         // SAFETY: `Isa::detect` returns Avx2 only when the CPU has AVX2/FMA/F16C.
         return unsafe { avx2::stream_sum(v) };
     }
@@ -367,7 +367,7 @@ fn fma_peak(pool: &ThreadPool) -> Result<f64> {
 
 fn fma_chains(iters: usize) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if Isa::detect() == Isa::Avx2 {
+    if Isa::detect().avx2() {
         // SAFETY: `Isa::detect` returns Avx2 only when the CPU has AVX2/FMA/F16C.
         return unsafe { avx2::fma_chains(iters) };
     }

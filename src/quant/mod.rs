@@ -153,7 +153,7 @@ impl Quantized {
     /// a whole number of blocks.
     pub fn from_ggml_blocks(qtype: QuantType, bytes: &[u8]) -> Result<Quantized> {
         let block = qtype.ggml_block_bytes();
-        if bytes.len() % block != 0 {
+        if !bytes.len().is_multiple_of(block) {
             return Err(Error::Shape {
                 what: format!("{qtype} ggml blocks"),
                 expected: format!("a multiple of {block} bytes"),
@@ -225,7 +225,7 @@ fn check_soa(qtype: QuantType, values: &[u8], scales: &[f16], mins: &[f16], n_bl
 /// `what` is built only on error, so the check allocates nothing (the decode step's embedding
 /// lookup dequantizes one row through here).
 fn check_whole_blocks(what: impl FnOnce() -> String, n: usize) -> Result<usize> {
-    if n % QK != 0 {
+    if !n.is_multiple_of(QK) {
         return Err(shape_error(&what(), format!("a multiple of {QK} elements"), n));
     }
     Ok(n / QK)

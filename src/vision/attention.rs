@@ -126,7 +126,7 @@ pub fn attention_with_isa(
             // SAFETY: AVX2 and FMA are present (checked above); the task writes only its own
             // (sequence, head) columns of `out` (disjoint from every other task's).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { head_avx2(q, k, v, out, shape, b, h) },
+            Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512Vnni => unsafe { head_avx2(q, k, v, out, shape, b, h) },
             // SAFETY: as above, minus the ISA.
             _ => unsafe { head_portable(q, k, v, out, shape, b, h) },
         }
@@ -493,7 +493,7 @@ impl Avx2Tile {
         v: &[f32],
     ) {
         use std::arch::x86_64::*;
-        assert!(o.len() == R * hd && v.len() == cols * hd && hd % (8 * NV) == 0 && cols <= KEY_BLOCK);
+        assert!(o.len() == R * hd && v.len() == cols * hd && hd.is_multiple_of(8 * NV) && cols <= KEY_BLOCK);
         let (op, vp) = (o.as_mut_ptr(), v.as_ptr());
         for x0 in (0..hd).step_by(8 * NV) {
             let mut acc = [[_mm256_setzero_ps(); NV]; R];
@@ -584,9 +584,9 @@ impl Tile for Avx2Tile {
         }
         // SAFETY: the caller guarantees AVX2/FMA and the lengths (asserted again inside).
         unsafe {
-            if hd % 16 == 0 {
+            if hd.is_multiple_of(16) {
                 by_rows!(2)
-            } else if hd % 8 == 0 {
+            } else if hd.is_multiple_of(8) {
                 by_rows!(1)
             } else {
                 PortableTile::accumulate(o, rows, hd, corr, s, cols, v)

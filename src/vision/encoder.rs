@@ -475,7 +475,7 @@ fn residual(
         match isa {
             // SAFETY: `Isa::Avx2` comes from `Isa::detect`, so the CPU has AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { residual_avx2(row, yr, bias, lambda) },
+            Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512Vnni => unsafe { residual_avx2(row, yr, bias, lambda) },
             _ => residual_portable(row, yr, bias, lambda),
         }
     })
@@ -494,7 +494,7 @@ fn bias_gelu(x: &mut [f32], bias: &[f32], pool: &ThreadPool, isa: Isa) -> Result
     for_rows(x, bias.len(), pool, &|_, row| match isa {
         // SAFETY: `Isa::Avx2` comes from `Isa::detect`, so the CPU has AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { bias_gelu_avx2(row, bias) },
+        Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512Vnni => unsafe { bias_gelu_avx2(row, bias) },
         _ => bias_gelu_portable(row, bias),
     })
 }

@@ -67,7 +67,9 @@ pub fn layer_norm_rows(x: &[f32], y: &mut [f32], w: &[f32], b: &[f32], eps: f32,
     match isa {
         // SAFETY: `Isa::Avx2` is only used when the CPU has AVX2 and FMA (`Isa::available`).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if isa.available() => unsafe { rows_avx2(x, y, w, b, eps) },
+        Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512Vnni if isa.available() => unsafe {
+            rows_avx2(x, y, w, b, eps)
+        },
         _ => rows_portable(x, y, w, b, eps),
     }
     Ok(())
@@ -98,7 +100,7 @@ pub(crate) fn rows_per_task(n: usize, threads: usize) -> usize {
 
 fn check(x: &[f32], y: &[f32], w: &[f32], b: &[f32]) -> Result<()> {
     let d = w.len();
-    if d == 0 || b.len() != d || x.len() % d != 0 || y.len() != x.len() {
+    if d == 0 || b.len() != d || !x.len().is_multiple_of(d) || y.len() != x.len() {
         return Err(Error::Shape {
             what: "layer_norm".into(),
             expected: format!("x and y [n, d] with d = weight length = bias length ({d})"),

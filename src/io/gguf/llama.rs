@@ -368,7 +368,7 @@ pub fn hf_tensor_name(gguf_name: &str) -> Option<String> {
 /// row that holds it. Per head of `hd = n_rows / n_head` rows, llama.cpp's converter maps HF
 /// row `j·hd/2 + i` (half `j` ∈ {0, 1}, pair `i`) to GGUF row `2i + j`.
 pub fn unpermute_qk_rows(n_rows: usize, n_head: usize) -> Result<Vec<usize>> {
-    if n_head == 0 || n_rows % n_head != 0 || (n_rows / n_head) % 2 != 0 {
+    if n_head == 0 || !n_rows.is_multiple_of(n_head) || !(n_rows / n_head).is_multiple_of(2) {
         return Err(Error::Shape {
             what: "Q/K projection rows for RoPE un-permutation".into(),
             expected: format!("a multiple of 2·n_head (n_head = {n_head})"),
@@ -407,7 +407,7 @@ fn reorder_rows<T: Copy>(
     hf_to_gguf: &[usize],
     pick: impl Fn(usize, usize) -> (usize, usize),
 ) -> Result<Vec<T>> {
-    if n_rows == 0 || data.len() % n_rows != 0 {
+    if n_rows == 0 || !data.len().is_multiple_of(n_rows) {
         return Err(Error::Shape {
             what: "Q/K projection data".into(),
             expected: format!("a whole number of {n_rows} rows"),

@@ -183,7 +183,7 @@ impl HfDinov2Config {
                 return Err(field(name, "must be positive".into()));
             }
         }
-        if raw.hidden_size % raw.num_attention_heads != 0 {
+        if !raw.hidden_size.is_multiple_of(raw.num_attention_heads) {
             return Err(field(
                 "num_attention_heads",
                 format!("{} does not divide hidden_size {}", raw.num_attention_heads, raw.hidden_size),

@@ -171,7 +171,7 @@ impl HfLlamaConfig {
             }
         }
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        if num_key_value_heads == 0 || raw.num_attention_heads % num_key_value_heads != 0 {
+        if num_key_value_heads == 0 || !raw.num_attention_heads.is_multiple_of(num_key_value_heads) {
             return Err(field(
                 "num_key_value_heads",
                 format!(
@@ -183,7 +183,7 @@ impl HfLlamaConfig {
         let head_dim = match raw.head_dim {
             Some(0) => return Err(field("head_dim", "must be positive".into())),
             Some(d) => d,
-            None if raw.hidden_size % raw.num_attention_heads == 0 => {
+            None if raw.hidden_size.is_multiple_of(raw.num_attention_heads) => {
                 raw.hidden_size / raw.num_attention_heads
             }
             None => {

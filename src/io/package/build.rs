@@ -279,7 +279,7 @@ fn write_float(w: &mut PackageWriter, name: &str, ty: WeightType, src: SourceTen
 /// [`quant::quantize`] split across threads at block boundaries (identical result).
 pub(crate) fn quantize_parallel(qtype: QuantType, src: &[f32], threads: usize) -> Result<Quantized> {
     let n_blocks = src.len() / QK;
-    if src.len() % QK != 0 || threads <= 1 || n_blocks < 4096 {
+    if !src.len().is_multiple_of(QK) || threads <= 1 || n_blocks < 4096 {
         return quant::quantize(qtype, src);
     }
     let vb = qtype.value_bytes_per_block();

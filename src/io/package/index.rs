@@ -187,7 +187,7 @@ pub(crate) fn parse(bytes: &[u8], what: &str) -> Result<Index> {
                 ),
             ));
         }
-        if !e.name.starts_with(PAD_PREFIX) && (data_start + e.begin) % ALIGNMENT != 0 {
+        if !e.name.starts_with(PAD_PREFIX) && !(data_start + e.begin).is_multiple_of(ALIGNMENT) {
             return Err(Error::format(
                 what,
                 format!(

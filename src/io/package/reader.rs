@@ -112,7 +112,7 @@ impl<'a> Model<'a> {
     /// Checks a package held in memory and borrows it, zero-copy. `bytes` must start at an
     /// address aligned to 4 bytes (any `malloc` result is; 64 is best for SIMD).
     pub fn load_from_memory(bytes: &'a [u8], options: &LoadOptions) -> Result<Model<'a>> {
-        if bytes.as_ptr() as usize % 4 != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(4) {
             return Err(Error::invalid(
                 "bytes",
                 "the package bytes must start at a 4-byte aligned address (64-byte recommended)",

@@ -163,10 +163,10 @@ impl DecoderConfig {
         ] {
             check(v > 0 && v <= 1 << 24, || format!("decoder.{field} ({v}) must be in 1..=16777216"))?;
         }
-        check(self.n_heads % self.n_kv_heads == 0, || {
+        check(self.n_heads.is_multiple_of(self.n_kv_heads), || {
             format!("decoder.n_kv_heads ({}) must divide decoder.n_heads ({})", self.n_kv_heads, self.n_heads)
         })?;
-        check(self.head_dim % 2 == 0, || {
+        check(self.head_dim.is_multiple_of(2), || {
             format!("decoder.head_dim ({}) must be even (RoPE rotates pairs)", self.head_dim)
         })?;
         check(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite(), || {

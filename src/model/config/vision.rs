@@ -115,7 +115,7 @@ impl VisionConfig {
         for (field, v) in positive {
             check(v > 0 && v <= 1 << 20, || format!("vision.{field} ({v}) must be in 1..=1048576"))?;
         }
-        check(self.hidden_size % self.n_heads == 0, || {
+        check(self.hidden_size.is_multiple_of(self.n_heads), || {
             format!("vision.n_heads ({}) must divide vision.hidden_size ({})", self.n_heads, self.hidden_size)
         })?;
         check(self.image_size <= 16384, || {

@@ -91,7 +91,7 @@ pub(crate) unsafe fn gemm<W: FloatWeight>(
     isa: Isa,
 ) -> Result<()> {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.avx2() {
         // SAFETY: the caller's contract, and Avx2 is only selected on a CPU that has it.
         return unsafe { packed(x, n, k, w, rows, out, pool) };
     }

@@ -72,7 +72,9 @@ pub(crate) unsafe fn float_rows<W: FloatWeight>(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx2` is selected only when the CPU has AVX2/FMA/F16C; the bounds are
         // the caller's contract, forwarded.
-        Isa::Avx2 => unsafe { avx2::float_rows(x, n, k, w, r0, r1, out, rows) },
+        Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512Vnni => unsafe {
+            avx2::float_rows(x, n, k, w, r0, r1, out, rows)
+        },
         _ => {
             for r in r0..r1 {
                 let wr = &w[r * k..(r + 1) * k];

@@ -31,7 +31,7 @@ fn nibble_dot(values: &[u8], x: &[i8; QK], offset: i32) -> i32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     use crate::ops::cpu::matmul_quant::Unpacked;
@@ -77,7 +77,7 @@ mod avx2 {
     /// `p` is valid for 128 bytes; the CPU has AVX2/FMA/F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub(super) unsafe fn transpose(p: *const u8) -> [__m256i; 8] {
+    pub(crate) unsafe fn transpose(p: *const u8) -> [__m256i; 8] {
         // SAFETY: blocks j and j + 4 (16 bytes each) lie within the 128 readable bytes.
         let y: [__m256i; 4] = std::array::from_fn(|j| unsafe {
             let lo = _mm256_castsi128_si256(_mm_loadu_si128(p.add(16 * j).cast()));
@@ -121,7 +121,8 @@ mod avx2 {
 /// The two 4-bit formats differ only in their constants and the scalar offset; the AVX2 path is
 /// shared (Q4_0's −8 is applied by `accumulate` from the activation sums).
 macro_rules! q4_format {
-    ($ty:ident, $module:ident, offset8: $offset8:expr, has_min: $has_min:expr, scalar_offset: $off:expr) => {
+    ($ty:ident, $module:ident, offset8: $offset8:expr, has_min: $has_min:expr, scalar_offset: $off:expr,
+     vnni_bias_log2: $vbias:expr) => {
         impl QuantFormat for $ty {
             const VALUE_BYTES: usize = $module::VALUE_BYTES;
             const OFFSET8: bool = $offset8;
@@ -170,12 +171,24 @@ macro_rules! q4_format {
                 // SAFETY: forwarded contract (256 readable bytes, AVX2 present).
                 unsafe { avx2::group_sums_il(w, x) }
             }
+
+            const VNNI_BIAS_LOG2: u32 = $vbias;
+            const NIBBLES: bool = true;
+
+            /// The nibbles are the unsigned operand of `vpdpbusd` as they are.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            #[inline]
+            unsafe fn transpose_vnni(p: *const u8) -> [std::arch::x86_64::__m256i; 8] {
+                // SAFETY: forwarded contract (8 readable blocks, AVX2 present).
+                unsafe { avx2::transpose(p) }
+            }
         }
     };
 }
 
-q4_format!(Q4_0, q4_0, offset8: true, has_min: false, scalar_offset: 8);
-q4_format!(Q4_1, q4_1, offset8: false, has_min: true, scalar_offset: 0);
+q4_format!(Q4_0, q4_0, offset8: true, has_min: false, scalar_offset: 8, vnni_bias_log2: 3);
+q4_format!(Q4_1, q4_1, offset8: false, has_min: true, scalar_offset: 0, vnni_bias_log2: 0);
 
 #[cfg(test)]
 mod tests {

@@ -80,6 +80,24 @@ impl QuantFormat for Q8_0 {
         }
         _mm256_add_epi32(acc[0], acc[1])
     }
+
+    /// `vpdpbusd` multiplies unsigned by signed bytes: the weights go in as `q + 128` (the sign
+    /// bit flipped), and the `128 · Σ q_x` this adds is taken off by the kernel.
+    const VNNI_BIAS_LOG2: u32 = 7;
+    const NIBBLES: bool = false;
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn transpose_vnni(p: *const u8) -> [std::arch::x86_64::__m256i; 8] {
+        use std::arch::x86_64::*;
+        // SAFETY: 8 blocks of 32 bytes are readable at `p` (the trait's contract).
+        let v: [__m256i; 8] = std::array::from_fn(|b| unsafe { _mm256_loadu_si256(p.add(32 * b).cast()) });
+        // q + 128 as an unsigned byte is q with its sign bit flipped. Per lane of `vpdpbusd`:
+        // Σ (q + 128) · x ≤ 32 · 255 · 127, far inside i32.
+        let flip = _mm256_set1_epi8(-128);
+        super::simd::avx2::transpose8x32(&v).map(|v| _mm256_xor_si256(v, flip))
+    }
 }
 
 /// A transposed Q8_0 weight group: the values and their magnitudes (`maddubs` operands).

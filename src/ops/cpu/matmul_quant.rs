@@ -32,12 +32,24 @@
 //! interleaved layout (`quantize_act::interleave_rows`), and a row's 8 block sums are plain
 //! vector adds of `maddubs` results (4-bit weights: 8 `maddubs` + adds + one `madd` per group
 //! and row; no shuffle per row). Same integers `S_b`, same f32 operations: same bits.
+//!
+//! With VNNI ([`Isa::Avx2Vnni`], [`Isa::Avx512Vnni`]) those rows take `vpdpbusd` instead,
+//! which multiplies unsigned by signed bytes and adds four products into each i32 lane without
+//! saturating: one instruction per 32 products where `maddubs` + `madd` (+ `sign` for Q8_0)
+//! took two or three. The unsigned operand is the weights: Q4 nibbles as they are, Q8_0 values
+//! with their sign bit flipped (`q + 128`); the kernel then subtracts `2^VNNI_BIAS_LOG2 · Σ q_x`
+//! ([`QuantFormat::VNNI_BIAS_LOG2`]: 8 for Q4_0's stored offset, 128 for Q8_0's flip) from the
+//! activation block sums it already has, which gives the same exact `S_b`. With AVX512-VNNI the
+//! 4-bit groups are transposed with two 512-bit permutes and summed with 512-bit `vpdpbusd`
+//! ([`Dpbusd::nibble_sums`]); Q8_0 and AVX-VNNI stay in 256 bits. The f32 steps are the ones
+//! above, so every ISA gives the same bits (`tests/ops_matmul.rs` compares all of them, and
+//! checks exact results at the extreme values).
 
 use half::f16;
 
 use super::quantize_act::QActs;
 use super::simd::{hsum8_scalar, LANES};
-use super::{Isa, OutPtr};
+use super::{Isa, OutPtr, Vnni};
 use crate::quant::QK;
 
 /// A block-32 weight format seen by the quantized matmul.
@@ -86,6 +98,171 @@ pub(crate) trait QuantFormat: Send + Sync {
     /// `x` is valid for 256 reads; the CPU has AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn group_sums_il(w: &Self::Group, x: *const i8) -> std::arch::x86_64::__m256i;
+
+    /// The bias of the VNNI kernel's block sums, as a power of two: `S_b = S' − (Σ_j q_x[j]) ·
+    /// 2^VNNI_BIAS_LOG2`, where `S'` is the VNNI kernel's sum ([`QuantFormat::transpose_vnni`]; Q4_0: the
+    /// stored `+8`; Q8_0: the `+128` that makes the weights the unsigned operand of `vpdpbusd`;
+    /// Q4_1: none, 0).
+    const VNNI_BIAS_LOG2: u32;
+
+    /// Blocks are 16 bytes of packed nibbles (Q4_0, Q4_1): the VNNI kernel takes their sums
+    /// from [`Dpbusd::nibble_sums`] instead of [`QuantFormat::transpose_vnni`].
+    const NIBBLES: bool;
+
+    /// Loads the 8 blocks of values at `p` transposed into the interleaved activation layout
+    /// (like [`QuantFormat::transpose`]) as the unsigned operand of `vpdpbusd`: the VNNI
+    /// kernel's block sums are then `S' = Σ_j u[j] · q_x[j]` per lane.
+    ///
+    /// # Safety
+    /// `p` is valid for `8 · VALUE_BYTES` reads and the CPU has AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn transpose_vnni(p: *const u8) -> [std::arch::x86_64::__m256i; 8];
+}
+
+/// One encoding of `vpdpbusd` (per 32-bit lane: `acc + Σ` of the 4 products of unsigned bytes
+/// of `u` with the signed bytes of `s`, in i32 without saturation), and the 4-bit group sums
+/// built on it.
+#[cfg(target_arch = "x86_64")]
+pub(crate) trait Dpbusd {
+    /// The 256-bit `vpdpbusd`.
+    ///
+    /// # Safety
+    /// The CPU has the encoding's features.
+    unsafe fn dpbusd(
+        acc: std::arch::x86_64::__m256i,
+        u: std::arch::x86_64::__m256i,
+        s: std::arch::x86_64::__m256i,
+    ) -> std::arch::x86_64::__m256i;
+
+    /// The 8 block sums `Σ_j nibble_j · q_x[j]` (lane l = block l) of the group of 8 packed
+    /// 4-bit blocks at `w` (128 bytes) with each of `M` rows' interleaved activation groups, row
+    /// `j` at `x + j · row_il` (256 bytes each).
+    ///
+    /// # Safety
+    /// The reads are valid; the CPU has AVX2, FMA, F16C and the encoding's features.
+    unsafe fn nibble_sums<const M: usize>(
+        w: *const u8,
+        x: *const i8,
+        row_il: usize,
+    ) -> [std::arch::x86_64::__m256i; M];
+}
+
+/// `vpdpbusd` in its AVX-VNNI (VEX) encoding.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct AvxVnni;
+
+/// `vpdpbusd` in its AVX512-VNNI (EVEX) encoding.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx512Vnni;
+
+/// The biased block sums of a transposed group (`t`, [`QuantFormat::transpose_vnni`]) with
+/// `M` interleaved activation rows: the chunk loop outside the row loop, so one weight vector
+/// is live at a time, two accumulators per row below 5 rows (enough `vpdpbusd` chains in
+/// flight).
+///
+/// # Safety
+/// `x + j · row_il` is valid for 256 reads for every `j < M`; the CPU has `D`'s features (the
+/// caller enables them: this is always inlined).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn sums_256<D: Dpbusd, const M: usize>(
+    t: &[std::arch::x86_64::__m256i; 8],
+    x: *const i8,
+    row_il: usize,
+) -> [std::arch::x86_64::__m256i; M] {
+    use std::arch::x86_64::*;
+    let split = if M <= 4 { 2 } else { 1 };
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut s = [[_mm256_setzero_si256(); 2]; M];
+        for (c, &wc) in t.iter().enumerate() {
+            for (j, s) in s.iter_mut().enumerate() {
+                let xv = _mm256_loadu_si256(x.add(j * row_il + 32 * c).cast());
+                s[c % split] = D::dpbusd(s[c % split], wc, xv);
+            }
+        }
+        s.map(|s| if split == 2 { _mm256_add_epi32(s[0], s[1]) } else { s[0] })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Dpbusd for AvxVnni {
+    #[target_feature(enable = "avx2,avxvnni")]
+    #[inline]
+    unsafe fn dpbusd(
+        acc: std::arch::x86_64::__m256i,
+        u: std::arch::x86_64::__m256i,
+        s: std::arch::x86_64::__m256i,
+    ) -> std::arch::x86_64::__m256i {
+        std::arch::x86_64::_mm256_dpbusd_avx_epi32(acc, u, s)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    #[inline]
+    unsafe fn nibble_sums<const M: usize>(
+        w: *const u8,
+        x: *const i8,
+        row_il: usize,
+    ) -> [std::arch::x86_64::__m256i; M] {
+        // SAFETY: the trait's contract; the nibbles, transposed, are `vpdpbusd`'s unsigned
+        // operand as they are.
+        unsafe { sums_256::<AvxVnni, M>(&super::matmul_q4::avx2::transpose(w), x, row_il) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Dpbusd for Avx512Vnni {
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn dpbusd(
+        acc: std::arch::x86_64::__m256i,
+        u: std::arch::x86_64::__m256i,
+        s: std::arch::x86_64::__m256i,
+    ) -> std::arch::x86_64::__m256i {
+        std::arch::x86_64::_mm256_dpbusd_epi32(acc, u, s)
+    }
+
+    /// In 512-bit vectors: the 128 bytes of the group are two loads; one two-source dword
+    /// permute per pair of 32-bit words `m, m + 1` gathers word `m` of blocks 0–7 into the low
+    /// half and word `m + 1` into the high half (dword `4l + m` of the two sources is word `m`
+    /// of block `l`), and the two nibble masks make those chunks `m, m + 1` and `m + 4, m + 5`
+    /// of the interleaved layout, where two consecutive chunks of a row are 64 contiguous
+    /// bytes. So a row is 4 `vpdpbusd` on 512 bits and one add of the halves, and the group
+    /// costs 2 permutes and 6 logic ops instead of the 256-bit transpose's 20.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn nibble_sums<const M: usize>(
+        w: *const u8,
+        x: *const i8,
+        row_il: usize,
+    ) -> [std::arch::x86_64::__m256i; M] {
+        use std::arch::x86_64::*;
+        // SAFETY: the trait's contract (128 weight bytes, 256 activation bytes per row).
+        unsafe {
+            let a = _mm512_loadu_si512(w.cast());
+            let b = _mm512_loadu_si512(w.add(64).cast());
+            let i01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+            let i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
+            let (p01, p23) = (_mm512_permutex2var_epi32(a, i01, b), _mm512_permutex2var_epi32(a, i23, b));
+            let m = _mm512_set1_epi8(0x0F);
+            // Chunks 0–1, 2–3 (low nibbles), 4–5, 6–7 (high nibbles; the bits a 32-bit shift
+            // brings in from the next byte are masked off).
+            let c = [
+                _mm512_and_si512(p01, m),
+                _mm512_and_si512(p23, m),
+                _mm512_and_si512(_mm512_srli_epi32::<4>(p01), m),
+                _mm512_and_si512(_mm512_srli_epi32::<4>(p23), m),
+            ];
+            let mut s = [_mm512_setzero_si512(); M];
+            for (k, &ck) in c.iter().enumerate() {
+                for (j, s) in s.iter_mut().enumerate() {
+                    let xv = _mm512_loadu_si512(x.add(j * row_il + 64 * k).cast());
+                    *s = _mm512_dpbusd_epi32(*s, ck, xv);
+                }
+            }
+            s.map(|s| _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s)))
+        }
+    }
 }
 
 /// One unpacked weight block: 32 bytes in element order (Q8_0: the signed values; Q4: the
@@ -109,6 +286,7 @@ pub(crate) struct QMatrix<'a> {
 /// # Safety
 /// `out` points to an `[n, rows]` buffer; no other thread writes columns `r0..r1`. `w` holds
 /// at least `r1` rows and `acts` `n` rows of `w.nb` blocks (checked by the caller).
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn quant_rows<F: QuantFormat>(
     acts: QActs<'_>,
     n: usize,
@@ -121,9 +299,11 @@ pub(crate) unsafe fn quant_rows<F: QuantFormat>(
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` is selected only when the CPU has AVX2/FMA/F16C; the bounds are
-        // the caller's contract, forwarded.
-        Isa::Avx2 => unsafe { avx2::quant_rows::<F>(acts, n, w, r0, r1, out, rows) },
+        // SAFETY: an AVX2 ISA is selected only when the CPU has AVX2/FMA/F16C, and a VNNI one
+        // only with its encoding of `vpdpbusd`; the bounds are the caller's contract, forwarded.
+        Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512Vnni => unsafe {
+            avx2::quant_rows::<F>(acts, n, w, r0, r1, out, rows, isa.vnni())
+        },
         _ => {
             let (nb, vb) = (w.nb, F::VALUE_BYTES);
             for r in r0..r1 {
@@ -180,7 +360,9 @@ mod avx2 {
 
     use half::f16;
 
-    use super::{row_dot_scalar, QActs, QMatrix, QuantFormat, Unpacked};
+    use super::{
+        row_dot_scalar, sums_256, Avx512Vnni, AvxVnni, Dpbusd, QActs, QMatrix, QuantFormat, Unpacked, Vnni,
+    };
     use crate::ops::cpu::quantize_act::{interleaved_blocks, INTERLEAVE_MIN_ROWS};
     use crate::ops::cpu::simd::avx2::hsum8;
     use crate::ops::cpu::simd::LANES;
@@ -195,8 +377,10 @@ mod avx2 {
     /// half the streaming-read bandwidth without it).
     const PREFETCH_BYTES: usize = 2048;
 
-    /// See [`super::quant_rows`]; same contract, plus the CPU has AVX2/FMA/F16C.
+    /// See [`super::quant_rows`]; same contract, plus the CPU has AVX2/FMA/F16C and, when
+    /// `vnni` is given, that encoding of `vpdpbusd` (used for 2 to 8 interleaved rows).
     #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn quant_rows<F: QuantFormat>(
         acts: QActs<'_>,
         n: usize,
@@ -205,6 +389,7 @@ mod avx2 {
         r1: usize,
         out: OutPtr,
         rows: usize,
+        vnni: Option<Vnni>,
     ) {
         let nb = w.nb;
         // The last group of a row reads whole 8-block groups; rows whose last group would run
@@ -236,13 +421,13 @@ mod avx2 {
             unsafe {
                 match (mr, il) {
                     // 2 to 8 rows: interleaved activations, one transposed weight group for all.
-                    (8, Some(il)) => panel_il::<F, 8>(fast, x, il, o, rows),
-                    (7, Some(il)) => panel_il::<F, 7>(fast, x, il, o, rows),
-                    (6, Some(il)) => panel_il::<F, 6>(fast, x, il, o, rows),
-                    (5, Some(il)) => panel_il::<F, 5>(fast, x, il, o, rows),
-                    (4, Some(il)) => panel_il::<F, 4>(fast, x, il, o, rows),
-                    (3, Some(il)) => panel_il::<F, 3>(fast, x, il, o, rows),
-                    (2, Some(il)) => panel_il::<F, 2>(fast, x, il, o, rows),
+                    (8, Some(il)) => panel_il_any::<F, 8>(vnni, fast, x, il, o, rows),
+                    (7, Some(il)) => panel_il_any::<F, 7>(vnni, fast, x, il, o, rows),
+                    (6, Some(il)) => panel_il_any::<F, 6>(vnni, fast, x, il, o, rows),
+                    (5, Some(il)) => panel_il_any::<F, 5>(vnni, fast, x, il, o, rows),
+                    (4, Some(il)) => panel_il_any::<F, 4>(vnni, fast, x, il, o, rows),
+                    (3, Some(il)) => panel_il_any::<F, 3>(vnni, fast, x, il, o, rows),
+                    (2, Some(il)) => panel_il_any::<F, 2>(vnni, fast, x, il, o, rows),
                     (8, _) => panel::<F, 8, 1>(fast, x, o, rows),
                     (7, _) => panel::<F, 7, 1>(fast, x, o, rows),
                     (6, _) => panel::<F, 6, 1>(fast, x, o, rows),
@@ -293,6 +478,18 @@ mod avx2 {
         mins: *const f16,
     }
 
+    impl Rows<'_> {
+        /// Weight row `r` (pointers only; the callers' contracts bound what is read).
+        fn row<F: QuantFormat>(&self, r: usize) -> WRow {
+            let (w, nb) = (self.w, self.w.nb);
+            WRow {
+                values: w.values.as_ptr().wrapping_add(r * nb * F::VALUE_BYTES),
+                scales: w.scales.as_ptr().wrapping_add(r * nb),
+                mins: if F::HAS_MIN { w.mins.as_ptr().wrapping_add(r * nb) } else { std::ptr::null() },
+            }
+        }
+    }
+
     /// Consecutive activation rows of `nb` blocks each.
     #[derive(Clone, Copy)]
     struct Panel {
@@ -314,12 +511,7 @@ mod avx2 {
         out: OutPtr,
         ldo: usize,
     ) {
-        let (w, nb) = (rows.w, rows.w.nb);
-        let row = |r: usize| WRow {
-            values: w.values.as_ptr().wrapping_add(r * nb * F::VALUE_BYTES),
-            scales: w.scales.as_ptr().wrapping_add(r * nb),
-            mins: if F::HAS_MIN { w.mins.as_ptr().wrapping_add(r * nb) } else { std::ptr::null() },
-        };
+        let row = |r: usize| rows.row::<F>(r);
         let mut r = rows.r0;
         // SAFETY: forwarded contract; every tile covers rows below r1.
         unsafe {
@@ -432,13 +624,8 @@ mod avx2 {
         out: OutPtr,
         ldo: usize,
     ) {
-        let (w, nb) = (rows.w, rows.w.nb);
         for r in rows.r0..rows.r1 {
-            let wr = WRow {
-                values: w.values.as_ptr().wrapping_add(r * nb * F::VALUE_BYTES),
-                scales: w.scales.as_ptr().wrapping_add(r * nb),
-                mins: if F::HAS_MIN { w.mins.as_ptr().wrapping_add(r * nb) } else { std::ptr::null() },
-            };
+            let wr = rows.row::<F>(r);
             // SAFETY: forwarded contract; r < r1.
             unsafe { tile_il::<F, M>(wr, x, il, OutPtr(out.0.wrapping_add(r)), ldo) };
         }
@@ -516,6 +703,288 @@ mod avx2 {
         }
     }
 
+    /// [`panel_il`], or its VNNI twin when the CPU has `vpdpbusd` (same integers, same f32
+    /// steps: same bits).
+    ///
+    /// # Safety
+    /// As [`panel_il`]; `vnni` is an encoding this CPU has.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn panel_il_any<F: QuantFormat, const M: usize>(
+        vnni: Option<Vnni>,
+        rows: Rows<'_>,
+        x: Panel,
+        il: *const i8,
+        out: OutPtr,
+        ldo: usize,
+    ) {
+        // SAFETY: forwarded contract; each VNNI entry point is taken only with its encoding.
+        unsafe {
+            match vnni {
+                None => panel_il::<F, M>(rows, x, il, out, ldo),
+                Some(Vnni::Avx) => panel_il_avxvnni::<F, M>(rows, x, il, out, ldo),
+                Some(Vnni::Avx512) => panel_il_avx512vnni::<F, M>(rows, x, il, out, ldo),
+            }
+        }
+    }
+
+    /// [`panel_il_vnni`] compiled for AVX-VNNI.
+    ///
+    /// # Safety
+    /// As [`panel_il`], and the CPU has AVX-VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    unsafe fn panel_il_avxvnni<F: QuantFormat, const M: usize>(
+        rows: Rows<'_>,
+        x: Panel,
+        il: *const i8,
+        out: OutPtr,
+        ldo: usize,
+    ) {
+        // SAFETY: forwarded contract; this function enables AvxVnni's features.
+        unsafe { panel_il_vnni::<F, M, AvxVnni>(rows, x, il, out, ldo) }
+    }
+
+    /// [`panel_il_vnni`] compiled for AVX512-VNNI (256-bit vectors, 32 registers; 512-bit ones
+    /// for 4-bit weights, [`Dpbusd::nibble_sums`]).
+    ///
+    /// # Safety
+    /// As [`panel_il`], and the CPU has AVX512-VNNI and AVX512-VL.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    unsafe fn panel_il_avx512vnni<F: QuantFormat, const M: usize>(
+        rows: Rows<'_>,
+        x: Panel,
+        il: *const i8,
+        out: OutPtr,
+        ldo: usize,
+    ) {
+        // SAFETY: forwarded contract (pairs of rows below r1, then the rest); this function
+        // enables Avx512Vnni's features.
+        unsafe {
+            let mut r = rows.r0;
+            if F::NIBBLES {
+                while r + 2 <= rows.r1 {
+                    nibble_pair::<F, M>(
+                        [rows.row::<F>(r), rows.row::<F>(r + 1)],
+                        x,
+                        il,
+                        out.0.wrapping_add(r),
+                        ldo,
+                    );
+                    r += 2;
+                }
+            }
+            panel_il_vnni::<F, M, Avx512Vnni>(Rows { r0: r, ..rows }, x, il, out, ldo)
+        }
+    }
+
+    /// Two weight rows of a 4-bit format against `M` interleaved activation rows, in 512-bit
+    /// vectors whose low half belongs to the first weight row and whose high half to the second:
+    /// per group, the two rows' blocks are transposed together (4 two-source permutes, 4 128-bit
+    /// lane shuffles, the nibble masks), each activation chunk is broadcast to both halves, and
+    /// 8 `vpdpbusd` give both rows' 8 block sums in one vector. Every lane then takes the f32
+    /// steps of the module docs in 512-bit instructions, and each half ends in `hsum8`: the
+    /// same operations per output as the 256-bit kernel, so the same bits. About half the
+    /// instructions per product of the one-row kernel, which matters because 512-bit
+    /// instructions leave only two vector ports.
+    ///
+    /// # Safety
+    /// Both weight rows are valid for `nb.next_multiple_of(8)` blocks, `il` for `M`
+    /// interleaved rows, `x` for the scales and sums of `M` rows plus the over-read of the
+    /// last group, `out` for the writes `out[j · ldo + q]`, `j < M`, `q < 2`; the CPU has
+    /// AVX2/FMA/F16C, AVX512F/VL and AVX512-VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn nibble_pair<F: QuantFormat, const M: usize>(
+        w: [WRow; 2],
+        x: Panel,
+        il: *const i8,
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let nb = x.nb;
+        let (full, rem) = (nb / LANES, nb % LANES);
+        let mut acc = [_mm512_setzero_ps(); M];
+        // SAFETY (all): the caller's contract covers every group of both rows, the last one's
+        // over-read included, and the 2 · M outputs.
+        for g in 0..full {
+            unsafe { nibble_pair_group::<F, M, false>(w, x, il, g * LANES, rem, &mut acc) };
+        }
+        if rem != 0 {
+            unsafe { nibble_pair_group::<F, M, true>(w, x, il, full * LANES, rem, &mut acc) };
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            let lo = _mm512_castps512_ps256(*acc);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*acc)));
+            unsafe {
+                *out.add(j * ldo) = hsum8(lo);
+                *out.add(j * ldo + 1) = hsum8(hi);
+            }
+        }
+    }
+
+    /// One group of [`nibble_pair`] (blocks `b0..b0 + 8` of both rows); `MASKED` as in
+    /// [`il_group`].
+    ///
+    /// # Safety
+    /// As [`nibble_pair`], for this group.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn nibble_pair_group<F: QuantFormat, const M: usize, const MASKED: bool>(
+        w: [WRow; 2],
+        x: Panel,
+        il: *const i8,
+        b0: usize,
+        rem: usize,
+        acc: &mut [__m512; M],
+    ) {
+        let (nb, vb) = (x.nb, F::VALUE_BYTES);
+        let row_il = interleaved_blocks(nb) * QK;
+        // 256-bit halves into one 512-bit vector: low = first row, high = second.
+        let join_ps = |lo: __m256, hi: __m256| {
+            _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                _mm256_castps_pd(hi),
+            ))
+        };
+        let both_ps = |v: __m256| _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(v)));
+        // SAFETY: the caller's contract covers these reads (blocks b0..b0 + 8 of both rows,
+        // the interleaved group and the scales/sums of every activation row); prefetches never
+        // fault.
+        unsafe {
+            let tail =
+                _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            let tail2 = _mm512_broadcast_i64x4(tail);
+            let (dw0, mw0) = group_scales::<F>(w[0], b0, MASKED, tail);
+            let (dw1, mw1) = group_scales::<F>(w[1], b0, MASKED, tail);
+            let (dw, mw) = (join_ps(dw0, dw1), join_ps(mw0, mw1));
+            // Per row: dword 4l + m of its two 64-byte halves is word m of block l; the
+            // permutes give [word m | word m + 1] of blocks 0–7, the shuffles pair the rows.
+            let i01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+            let i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
+            let perm = |p: *const u8, idx: __m512i| {
+                _mm512_permutex2var_epi32(
+                    _mm512_loadu_si512(p.cast()),
+                    idx,
+                    _mm512_loadu_si512(p.add(64).cast()),
+                )
+            };
+            let (p0, p1) = (w[0].values.add(b0 * vb), w[1].values.add(b0 * vb));
+            let (a01, a23, b01, b23) = (perm(p0, i01), perm(p0, i23), perm(p1, i01), perm(p1, i23));
+            let words = [
+                _mm512_shuffle_i64x2::<0x44>(a01, b01),
+                _mm512_shuffle_i64x2::<0xEE>(a01, b01),
+                _mm512_shuffle_i64x2::<0x44>(a23, b23),
+                _mm512_shuffle_i64x2::<0xEE>(a23, b23),
+            ];
+            let m = _mm512_set1_epi8(0x0F);
+            let lo = words.map(|v| _mm512_and_si512(v, m));
+            let hi = words.map(|v| _mm512_and_si512(_mm512_srli_epi32::<4>(v), m));
+            let chunks = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]];
+            let bias = _mm512_set1_epi32(F::VNNI_BIAS_LOG2 as i32);
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let xr = il.add(j * row_il + b0 * QK);
+                let mut s = [_mm512_setzero_si512(); 2];
+                for (c, &wc) in chunks.iter().enumerate() {
+                    let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xr.add(32 * c).cast()));
+                    s[c % 2] = _mm512_dpbusd_epi32(s[c % 2], wc, xv);
+                }
+                let s = _mm512_add_epi32(s[0], s[1]);
+                let mut xd = both_ps(_mm256_loadu_ps(x.d.add(j * nb + b0)));
+                let mut xs = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.sum.add(j * nb + b0).cast()));
+                if MASKED {
+                    xd = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(xd), tail2));
+                    xs = _mm512_and_si512(xs, tail2);
+                }
+                let s =
+                    if F::VNNI_BIAS_LOG2 > 0 { _mm512_sub_epi32(s, _mm512_sllv_epi32(xs, bias)) } else { s };
+                let a = _mm512_fmadd_ps(_mm512_mul_ps(dw, xd), _mm512_cvtepi32_ps(s), *acc);
+                *acc = if F::HAS_MIN {
+                    _mm512_fmadd_ps(_mm512_mul_ps(mw, xd), _mm512_cvtepi32_ps(xs), a)
+                } else {
+                    a
+                };
+            }
+        }
+    }
+
+    /// [`panel_il`] with `vpdpbusd`: per group and row, 8 `vpdpbusd` give the biased block
+    /// sums `S'` ([`QuantFormat::transpose_vnni`]), one shift and
+    /// subtract of the activation block sums makes them the exact `S_b`, then the same f32
+    /// steps as [`il_group`]. Always inlined into the entry point that enables `D`.
+    ///
+    /// # Safety
+    /// As [`panel_il`]; the CPU has `D`'s features.
+    #[inline(always)]
+    unsafe fn panel_il_vnni<F: QuantFormat, const M: usize, D: Dpbusd>(
+        rows: Rows<'_>,
+        x: Panel,
+        il: *const i8,
+        out: OutPtr,
+        ldo: usize,
+    ) {
+        let nb = rows.w.nb;
+        let (full, rem) = (nb / LANES, nb % LANES);
+        for r in rows.r0..rows.r1 {
+            let wr = rows.row::<F>(r);
+            let mut acc = [_mm256_setzero_ps(); M];
+            // SAFETY (all): the caller's contract covers every group of the row, the last
+            // one's over-read included, and the M outputs of the row.
+            for g in 0..full {
+                unsafe { il_group_vnni::<F, M, D, false>(wr, x, il, g * LANES, rem, &mut acc) };
+            }
+            if rem != 0 {
+                unsafe { il_group_vnni::<F, M, D, true>(wr, x, il, full * LANES, rem, &mut acc) };
+            }
+            for (j, acc) in acc.iter().enumerate() {
+                unsafe { out.write(j * ldo + r, hsum8(*acc)) };
+            }
+        }
+    }
+
+    /// One group of [`panel_il_vnni`]: [`il_group`] with the VNNI block sums. The chunk loop
+    /// is outside the row loop, so one weight vector is live at a time and each row keeps its
+    /// own integer accumulator (two below 5 rows, to keep enough `vpdpbusd` chains in flight).
+    ///
+    /// # Safety
+    /// As [`il_group`]; the CPU has `D`'s features.
+    #[inline(always)]
+    unsafe fn il_group_vnni<F: QuantFormat, const M: usize, D: Dpbusd, const MASKED: bool>(
+        w: WRow,
+        x: Panel,
+        il: *const i8,
+        b0: usize,
+        rem: usize,
+        acc: &mut [__m256; M],
+    ) {
+        let (nb, vb) = (x.nb, F::VALUE_BYTES);
+        let row_il = interleaved_blocks(nb) * QK;
+        // SAFETY: as in `il_group` (the same reads); the intrinsics need AVX2 and `D`, which
+        // the caller enables.
+        unsafe {
+            let tail =
+                _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            let (dw, mw) = group_scales::<F>(w, b0, MASKED, tail);
+            let (p, xg) = (w.values.add(b0 * vb), il.add(b0 * QK));
+            let s: [__m256i; M] = if F::NIBBLES {
+                D::nibble_sums::<M>(p, xg, row_il)
+            } else {
+                sums_256::<D, M>(&F::transpose_vnni(p), xg, row_il)
+            };
+            let bias = _mm256_set1_epi32(F::VNNI_BIAS_LOG2 as i32);
+            for (j, (acc, &s)) in acc.iter_mut().zip(&s).enumerate() {
+                let mut xd = _mm256_loadu_ps(x.d.add(j * nb + b0));
+                let mut xs = _mm256_loadu_si256(x.sum.add(j * nb + b0).cast());
+                if MASKED {
+                    xd = _mm256_and_ps(xd, _mm256_castsi256_ps(tail));
+                    xs = _mm256_and_si256(xs, tail);
+                }
+                let s =
+                    if F::VNNI_BIAS_LOG2 > 0 { _mm256_sub_epi32(s, _mm256_sllv_epi32(xs, bias)) } else { s };
+                *acc = scale::<F>(*acc, s, dw, mw, xd, xs);
+            }
+        }
+    }
+
     /// Prefetches what the group [`PREFETCH_BYTES`] ahead of block `b0` of weight row `w`
     /// will read (values, scales, mins), and returns the scales and mins of blocks `b0..b0 + 8`
     /// in f32, lanes `≥ rem` zeroed when `masked` (the scalar twin's padded lanes).
@@ -561,7 +1030,8 @@ mod avx2 {
         }
     }
 
-    /// Adds one group of 8 block sums `s` to `acc` (lane l = block l of the group).
+    /// Adds one group of 8 block sums `s` (before the Q4_0 offset) to `acc` (lane l = block l
+    /// of the group).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     fn accumulate<F: QuantFormat>(
@@ -573,6 +1043,20 @@ mod avx2 {
         xs: __m256i,
     ) -> __m256 {
         let s = if F::OFFSET8 { _mm256_sub_epi32(s, _mm256_slli_epi32::<3>(xs)) } else { s };
+        scale::<F>(acc, s, dw, mw, xd, xs)
+    }
+
+    /// Adds one group of 8 exact block sums `S_b` to `acc`: the f32 steps of the module docs.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn scale<F: QuantFormat>(
+        acc: __m256,
+        s: __m256i,
+        dw: __m256,
+        mw: __m256,
+        xd: __m256,
+        xs: __m256i,
+    ) -> __m256 {
         let acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, xd), _mm256_cvtepi32_ps(s), acc);
         if F::HAS_MIN {
             _mm256_fmadd_ps(_mm256_mul_ps(mw, xd), _mm256_cvtepi32_ps(xs), acc)

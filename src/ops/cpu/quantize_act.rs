@@ -118,10 +118,12 @@ impl MatmulScratch {
         interleave: bool,
     ) -> Result<QActs<'_>> {
         let elements =
-            n.checked_mul(k).filter(|&e| e == x.len() && k % QK == 0).ok_or_else(|| Error::Shape {
-                what: "activations to quantize".into(),
-                expected: format!("{n} rows of {k} values, k a multiple of {QK}"),
-                found: format!("{} values", x.len()),
+            n.checked_mul(k).filter(|&e| e == x.len() && k.is_multiple_of(QK)).ok_or_else(|| {
+                Error::Shape {
+                    what: "activations to quantize".into(),
+                    expected: format!("{n} rows of {k} values, k a multiple of {QK}"),
+                    found: format!("{} values", x.len()),
+                }
             })?;
         if self.capacity() < elements {
             return Err(Error::BufferTooSmall {
@@ -136,7 +138,7 @@ impl MatmulScratch {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Isa::Avx2` is only ever selected when the CPU has AVX2, FMA and F16C
             // (see `Isa::available`), the precondition of the `target_feature` function.
-            Isa::Avx2 => unsafe { avx2::quantize_blocks(x, qs, d, sum) },
+            Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512Vnni => unsafe { avx2::quantize_blocks(x, qs, d, sum) },
             _ => quantize_blocks_scalar(x, qs, d, sum),
         }
         let (end, bend) = (elements + SLACK_BLOCKS * QK, blocks + SLACK_BLOCKS);
@@ -146,7 +148,9 @@ impl MatmulScratch {
             match isa {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as for `quantize_blocks` above.
-                Isa::Avx2 => unsafe { avx2::interleave_rows(qs, n, k / QK, il) },
+                Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512Vnni => unsafe {
+                    avx2::interleave_rows(qs, n, k / QK, il)
+                },
                 _ => interleave_rows(qs, n, k / QK, il),
             }
             Some(&self.il[..il_len])
