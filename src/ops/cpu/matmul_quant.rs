@@ -994,9 +994,10 @@ mod avx2 {
         }
     }
 
-    /// Prefetches what the group `AHEAD` bytes (usually [`PREFETCH_BYTES`]) ahead of block `b0` of weight row `w`
-    /// will read (values, scales, mins), and returns the scales and mins of blocks `b0..b0 + 8`
-    /// in f32, lanes `≥ rem` zeroed when `masked` (the scalar twin's padded lanes).
+    /// Prefetches what the group `AHEAD` bytes (usually [`PREFETCH_BYTES`]) ahead of block `b0`
+    /// of weight row `w` will read (values, scales, mins), and returns the scales and mins of
+    /// blocks `b0..b0 + 8` in f32, lanes `≥ rem` zeroed when `masked` (the scalar twin's padded
+    /// lanes).
     ///
     /// # Safety
     /// Blocks `b0..b0 + 8` of the row's scales (and mins) are readable (prefetches never
