@@ -39,11 +39,12 @@
 //! took two or three. The unsigned operand is the weights: Q4 nibbles as they are, Q8_0 values
 //! with their sign bit flipped (`q + 128`); the kernel then subtracts `2^VNNI_BIAS_LOG2 · Σ q_x`
 //! ([`QuantFormat::VNNI_BIAS_LOG2`]: 8 for Q4_0's stored offset, 128 for Q8_0's flip) from the
-//! activation block sums it already has, which gives the same exact `S_b`. With AVX512-VNNI the
-//! 4-bit groups are transposed with two 512-bit permutes and summed with 512-bit `vpdpbusd`
-//! ([`Dpbusd::nibble_sums`]); Q8_0 and AVX-VNNI stay in 256 bits. The f32 steps are the ones
-//! above, so every ISA gives the same bits (`tests/ops_matmul.rs` compares all of them, and
-//! checks exact results at the extreme values).
+//! activation block sums it already has, which gives the same exact `S_b`. With AVX512-VNNI,
+//! 4-bit weights go two weight rows at a time through 512-bit vectors (`avx2::nibble_pair`:
+//! low half one row, high half the other, activations broadcast to both; an odd last row takes
+//! [`Dpbusd::nibble_sums`]); Q8_0 and AVX-VNNI stay in 256 bits. The f32 steps are the ones
+//! above, lane for lane, so every ISA gives the same bits (`tests/ops_matmul.rs` compares all
+//! of them, and checks exact results at the extreme values).
 
 use half::f16;
 
