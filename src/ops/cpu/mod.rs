@@ -42,8 +42,9 @@ use crate::Result;
 use matmul_f32::FloatWeight;
 use matmul_quant::{QMatrix, QuantFormat};
 
-/// The instruction set a kernel runs with.
+/// The instruction set a kernel runs with (more may be added: match with a wildcard arm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Isa {
     /// Portable Rust (`f32::mul_add`), any CPU.
     Scalar,
