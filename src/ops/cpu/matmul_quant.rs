@@ -572,12 +572,7 @@ mod avx2 {
         let mut acc = [[_mm256_setzero_ps(); N]; M];
         let groups = nb.div_ceil(LANES);
         let rem = nb % LANES;
-        let tail = TailMask {
-            lane: _mm256_cmpgt_epi32(
-                _mm256_set1_epi32(rem as i32),
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            ),
-        };
+        let tail = TailMask { lane: tail_lanes(rem) };
         for g in 0..groups {
             let b0 = g * LANES;
             let masked = rem != 0 && g + 1 == groups;
@@ -609,12 +604,7 @@ mod avx2 {
                     }
                     for (j, acc) in acc.iter_mut().enumerate() {
                         let s = F::group_sums(&u, x.qs.add((j * nb + b0) * QK), LANES);
-                        let mut xd = _mm256_loadu_ps(x.d.add(j * nb + b0));
-                        let mut xs = _mm256_loadu_si256(x.sum.add(j * nb + b0).cast());
-                        if masked {
-                            xd = _mm256_and_ps(xd, _mm256_castsi256_ps(tail.lane));
-                            xs = _mm256_and_si256(xs, tail.lane);
-                        }
+                        let (xd, xs) = act_scales(x, j, b0, masked, tail.lane);
                         acc[q] = accumulate::<F>(acc[q], s, dw, mw, xd, xs);
                     }
                 }
@@ -699,8 +689,7 @@ mod avx2 {
     ) {
         let (nb, vb) = (x.nb, F::VALUE_BYTES);
         let row_il = interleaved_blocks(nb) * QK;
-        let tail =
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        let tail = tail_lanes(rem);
         // SAFETY: blocks b0..b0 + 8 of the weight row (incl. the last group's over-read), the
         // interleaved group of every row and the scales/sums of blocks b0..b0 + 8 of every row
         // (plus slack) are readable: the caller's contract. Prefetches never fault.
@@ -709,12 +698,7 @@ mod avx2 {
             let t = F::transpose(w.values.add(b0 * vb));
             for (j, acc) in acc.iter_mut().enumerate() {
                 let s = F::group_sums_il(&t, il.add(j * row_il + b0 * QK));
-                let mut xd = _mm256_loadu_ps(x.d.add(j * nb + b0));
-                let mut xs = _mm256_loadu_si256(x.sum.add(j * nb + b0).cast());
-                if MASKED {
-                    xd = _mm256_and_ps(xd, _mm256_castsi256_ps(tail));
-                    xs = _mm256_and_si256(xs, tail);
-                }
+                let (xd, xs) = act_scales(x, j, b0, MASKED, tail);
                 *acc = accumulate::<F>(*acc, s, dw, mw, xd, xs);
             }
         }
@@ -871,8 +855,7 @@ mod avx2 {
         // the interleaved group and the scales/sums of every activation row); prefetches never
         // fault.
         unsafe {
-            let tail =
-                _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            let tail = tail_lanes(rem);
             let tail2 = _mm512_broadcast_i64x4(tail);
             let (dw0, mw0) = group_scales::<F, { 2 * PREFETCH_BYTES }>(w[0], b0, MASKED, tail);
             let (dw1, mw1) = group_scales::<F, { 2 * PREFETCH_BYTES }>(w[1], b0, MASKED, tail);
@@ -971,8 +954,7 @@ mod avx2 {
         // SAFETY: as in `il_group` (the same reads); the intrinsics need AVX2 and `D`, which
         // the caller enables.
         unsafe {
-            let tail =
-                _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            let tail = tail_lanes(rem);
             let (dw, mw) = group_scales::<F, PREFETCH_BYTES>(w, b0, MASKED, tail);
             let (p, xg) = (w.values.add(b0 * vb), il.add(b0 * QK));
             let s: [__m256i; M] = if F::NIBBLES {
@@ -982,16 +964,39 @@ mod avx2 {
             };
             let bias = _mm256_set1_epi32(F::VNNI_BIAS_LOG2 as i32);
             for (j, (acc, &s)) in acc.iter_mut().zip(&s).enumerate() {
-                let mut xd = _mm256_loadu_ps(x.d.add(j * nb + b0));
-                let mut xs = _mm256_loadu_si256(x.sum.add(j * nb + b0).cast());
-                if MASKED {
-                    xd = _mm256_and_ps(xd, _mm256_castsi256_ps(tail));
-                    xs = _mm256_and_si256(xs, tail);
-                }
+                let (xd, xs) = act_scales(x, j, b0, MASKED, tail);
                 let s =
                     if F::VNNI_BIAS_LOG2 > 0 { _mm256_sub_epi32(s, _mm256_sllv_epi32(xs, bias)) } else { s };
                 *acc = scale::<F>(*acc, s, dw, mw, xd, xs);
             }
+        }
+    }
+
+    /// Lanes `< rem` set: the mask of the last, partial group of a row.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn tail_lanes(rem: usize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// The scales and integer sums of blocks `b0..b0 + 8` of activation row `j`, lanes outside
+    /// `tail` zeroed when `masked` (the scalar twin's padded lanes).
+    ///
+    /// # Safety
+    /// Blocks `b0..b0 + 8` of row `j`'s scales and sums (plus slack) are readable; the CPU has
+    /// AVX2/FMA/F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn act_scales(x: Panel, j: usize, b0: usize, masked: bool, tail: __m256i) -> (__m256, __m256i) {
+        // SAFETY: the caller's contract.
+        let (xd, xs) = unsafe {
+            let at = j * x.nb + b0;
+            (_mm256_loadu_ps(x.d.add(at)), _mm256_loadu_si256(x.sum.add(at).cast()))
+        };
+        if masked {
+            (_mm256_and_ps(xd, _mm256_castsi256_ps(tail)), _mm256_and_si256(xs, tail))
+        } else {
+            (xd, xs)
         }
     }
 
