@@ -410,13 +410,15 @@ mod avx2 {
     ) {
         let nb = w.nb;
         // The last group of a row reads whole 8-block groups; rows whose last group would run
-        // past the end of the weight arrays take the scalar twin (bit-identical by design).
+        // past the end of the weight arrays go through a zero-padded copy on the stack (the
+        // same kernels, so the same bits), or the scalar twin when the row is too long for it.
         let over = (LANES - nb % LANES) % LANES;
         let mut total = w.scales.len().min(w.values.len() / F::VALUE_BYTES);
         if F::HAS_MIN {
             total = total.min(w.mins.len());
         }
         let fast_end = if over == 0 { r1 } else { (total.saturating_sub(over) / nb.max(1)).clamp(r0, r1) };
+        let padded = nb + over;
         let mut i0 = 0;
         while i0 < n {
             let mr = (n - i0).min(MR_MAX);
@@ -427,7 +429,6 @@ mod avx2 {
                 nb,
             };
             let o = OutPtr(out.0.wrapping_add(i0 * rows));
-            let fast = Rows { w, r0, r1: fast_end };
             let il = acts
                 .il
                 .filter(|_| mr >= INTERLEAVE_MIN_ROWS)
@@ -435,30 +436,26 @@ mod avx2 {
             // SAFETY: the panel holds rows i0..i0 + mr of `acts` plus the slack blocks after
             // the last row; the rows r0..fast_end can be over-read by `over` blocks (checked
             // above); the outputs (i0 + j, r) for r in r0..r1 belong to this task.
-            unsafe {
-                match (mr, il) {
-                    // 2 to 8 rows: interleaved activations, one transposed weight group for all.
-                    (8, Some(il)) => panel_il_any::<F, 8>(vnni, fast, x, il, o, rows),
-                    (7, Some(il)) => panel_il_any::<F, 7>(vnni, fast, x, il, o, rows),
-                    (6, Some(il)) => panel_il_any::<F, 6>(vnni, fast, x, il, o, rows),
-                    (5, Some(il)) => panel_il_any::<F, 5>(vnni, fast, x, il, o, rows),
-                    (4, Some(il)) => panel_il_any::<F, 4>(vnni, fast, x, il, o, rows),
-                    (3, Some(il)) => panel_il_any::<F, 3>(vnni, fast, x, il, o, rows),
-                    (2, Some(il)) => panel_il_any::<F, 2>(vnni, fast, x, il, o, rows),
-                    (8, _) => panel::<F, 8, 1>(fast, x, o, rows),
-                    (7, _) => panel::<F, 7, 1>(fast, x, o, rows),
-                    (6, _) => panel::<F, 6, 1>(fast, x, o, rows),
-                    (5, _) => panel::<F, 5, 1>(fast, x, o, rows),
-                    (4, _) => panel::<F, 4, 2>(fast, x, o, rows),
-                    (3, _) => panel::<F, 3, 2>(fast, x, o, rows),
-                    (2, _) => panel::<F, 2, 4>(fast, x, o, rows),
-                    // One weight row at a time: a single sequential stream that the prefetchers
-                    // follow (88–108 % of the streaming-read bandwidth on Zen 3 for Q8_0 and
-                    // Q4_0 matrices of 4–32 MB, where four interleaved rows reached 47–79 %).
-                    _ => panel::<F, 1, 1>(fast, x, o, rows),
-                }
-            }
+            unsafe { dispatch::<F>(mr, il, vnni, Rows { w, r0, r1: fast_end }, x, o, rows) };
             for r in fast_end..r1 {
+                if padded <= TAIL_BLOCKS {
+                    // Row r, then zero blocks up to a whole group.
+                    let mut values = [0u8; TAIL_BLOCKS * QK];
+                    let mut scales = [f16::ZERO; TAIL_BLOCKS];
+                    let mut mins = [f16::ZERO; TAIL_BLOCKS];
+                    let vb = F::VALUE_BYTES;
+                    values[..nb * vb].copy_from_slice(&w.values[r * nb * vb..(r + 1) * nb * vb]);
+                    scales[..nb].copy_from_slice(&w.scales[r * nb..(r + 1) * nb]);
+                    if F::HAS_MIN {
+                        mins[..nb].copy_from_slice(&w.mins[r * nb..(r + 1) * nb]);
+                    }
+                    let pw = QMatrix { values: &values[..padded * vb], scales: &scales[..padded], mins: &mins[..padded], nb };
+                    let po = OutPtr(o.0.wrapping_add(r));
+                    // SAFETY: the copy holds one row and its last group whole; output column
+                    // 0 of `po` is column r of this task's panel.
+                    unsafe { dispatch::<F>(mr, il, vnni, Rows { w: pw, r0: 0, r1: 1 }, x, po, rows) };
+                    continue;
+                }
                 let (vb, values) = (F::VALUE_BYTES, w.values);
                 let v = &values[r * nb * vb..(r + 1) * nb * vb];
                 let sc = &w.scales[r * nb..(r + 1) * nb];
@@ -476,6 +473,51 @@ mod avx2 {
                 }
             }
             i0 += mr;
+        }
+    }
+
+    /// Most blocks (a row and its padding) of the stack copy that lets a matrix's last rows
+    /// take the vector kernels: 8 KiB of values at Q8_0.
+    const TAIL_BLOCKS: usize = 256;
+
+    /// The kernel for `mr` activation rows (interleaved when `il` is given) against `rows`.
+    ///
+    /// # Safety
+    /// As the kernels: `rows` valid for whole last groups, `x` (and `il`) for `mr` rows and
+    /// their slack, the outputs `(j, r)`, `j < mr`, `r` in `rows.r0..rows.r1`, this task's.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dispatch<F: QuantFormat>(
+        mr: usize,
+        il: Option<*const i8>,
+        vnni: Option<Vnni>,
+        fast: Rows<'_>,
+        x: Panel,
+        o: OutPtr,
+        rows: usize,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            match (mr, il) {
+                // 2 to 8 rows: interleaved activations, one transposed weight group for all.
+                (8, Some(il)) => panel_il_any::<F, 8>(vnni, fast, x, il, o, rows),
+                (7, Some(il)) => panel_il_any::<F, 7>(vnni, fast, x, il, o, rows),
+                (6, Some(il)) => panel_il_any::<F, 6>(vnni, fast, x, il, o, rows),
+                (5, Some(il)) => panel_il_any::<F, 5>(vnni, fast, x, il, o, rows),
+                (4, Some(il)) => panel_il_any::<F, 4>(vnni, fast, x, il, o, rows),
+                (3, Some(il)) => panel_il_any::<F, 3>(vnni, fast, x, il, o, rows),
+                (2, Some(il)) => panel_il_any::<F, 2>(vnni, fast, x, il, o, rows),
+                (8, _) => panel::<F, 8, 1>(fast, x, o, rows),
+                (7, _) => panel::<F, 7, 1>(fast, x, o, rows),
+                (6, _) => panel::<F, 6, 1>(fast, x, o, rows),
+                (5, _) => panel::<F, 5, 1>(fast, x, o, rows),
+                (4, _) => panel::<F, 4, 2>(fast, x, o, rows),
+                (3, _) => panel::<F, 3, 2>(fast, x, o, rows),
+                (2, _) => panel::<F, 2, 4>(fast, x, o, rows),
+                // One weight row at a time: a single sequential stream that the prefetchers
+                // follow (88–108 % of the streaming-read bandwidth on Zen 3 for Q8_0 and
+                // Q4_0 matrices of 4–32 MB, where four interleaved rows reached 47–79 %).
+                _ => panel::<F, 1, 1>(fast, x, o, rows),
+            }
         }
     }
 
