@@ -386,7 +386,8 @@ fn attend(
 /// * the softmax state of a head is walked over the chunk's keys first (scalar, as before:
 ///   running max, rescale factor, weight, running sum), then the head's output is accumulated
 ///   in registers, 32 or 8 columns at a time, over all the chunk's keys, and stored once,
-///   instead of a load and store of the output per key.
+///   instead of a load and store of the output per key (rescaled only by keys that raise the
+///   max, as the portable kernel does).
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C (`Isa::Avx2`; F16C lets `hsum8`, compiled for the kernels'
@@ -415,7 +416,8 @@ unsafe fn attend_avx2(
     let (qp, kp, vp, op) = (q.as_ptr(), k.as_ptr(), v.as_ptr(), out.as_mut_ptr());
     let mut scores = [0.0f32; KEY_CHUNK];
     // Per key of the chunk: the factor the output is rescaled by before the key's value is added
-    // (exactly 1.0 when the key does not raise the running max: `o · 1.0 = o`), and its weight.
+    // (1.0 when the key does not raise the running max, and then skipped: `o · 1.0 = o`), and
+    // its weight.
     let mut shrink = [1.0f32; KEY_CHUNK];
     let mut weight = [0.0f32; KEY_CHUNK];
     // Lane order of the 8-key reduction below: lanes hold keys 0, 2, 4, 6, 1, 3, 5, 7.
@@ -498,11 +500,15 @@ unsafe fn attend_avx2(
                         *o = _mm256_loadu_ps(oh.add(c + 8 * x));
                     }
                     for i in 0..len {
-                        let (sv, pv) = (_mm256_set1_ps(shrink[i]), _mm256_set1_ps(weight[i]));
+                        if shrink[i] != 1.0 {
+                            let sv = _mm256_set1_ps(shrink[i]);
+                            o.iter_mut().for_each(|o| *o = _mm256_mul_ps(*o, sv));
+                        }
+                        let pv = _mm256_set1_ps(weight[i]);
                         let val = vp.add((start + i) * stride + c);
                         for (x, o) in o.iter_mut().enumerate() {
                             let vv = _mm256_loadu_ps(val.add(8 * x));
-                            *o = _mm256_add_ps(_mm256_mul_ps(*o, sv), _mm256_mul_ps(pv, vv));
+                            *o = _mm256_add_ps(*o, _mm256_mul_ps(pv, vv));
                         }
                     }
                     for (x, o) in o.iter().enumerate() {
@@ -513,9 +519,11 @@ unsafe fn attend_avx2(
                 while c < hd {
                     let mut o = _mm256_loadu_ps(oh.add(c));
                     for i in 0..len {
-                        let (sv, pv) = (_mm256_set1_ps(shrink[i]), _mm256_set1_ps(weight[i]));
+                        if shrink[i] != 1.0 {
+                            o = _mm256_mul_ps(o, _mm256_set1_ps(shrink[i]));
+                        }
                         let vv = _mm256_loadu_ps(vp.add((start + i) * stride + c));
-                        o = _mm256_add_ps(_mm256_mul_ps(o, sv), _mm256_mul_ps(pv, vv));
+                        o = _mm256_add_ps(o, _mm256_mul_ps(_mm256_set1_ps(weight[i]), vv));
                     }
                     _mm256_storeu_ps(oh.add(c), o);
                     c += 8;
