@@ -623,7 +623,16 @@ mod tests {
     /// Attention of `heads` query heads over `count` keys, split into calls at `splits`, then
     /// normalized; `avx2` picks the kernel.
     #[allow(clippy::too_many_arguments)]
-    fn run(q: &[f32], hd: usize, k: &[f32], v: &[f32], stride: usize, count: usize, splits: &[usize], avx2: bool) -> Vec<f32> {
+    fn run(
+        q: &[f32],
+        hd: usize,
+        k: &[f32],
+        v: &[f32],
+        stride: usize,
+        count: usize,
+        splits: &[usize],
+        avx2: bool,
+    ) -> Vec<f32> {
         let heads = q.len() / hd;
         let mut st = Softmax { m: [f32::NEG_INFINITY; GROUP_MAX], sum: [0.0; GROUP_MAX] };
         let mut out = vec![0.0f32; heads * hd];

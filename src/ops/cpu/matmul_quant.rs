@@ -449,7 +449,12 @@ mod avx2 {
                     if F::HAS_MIN {
                         mins[..nb].copy_from_slice(&w.mins[r * nb..(r + 1) * nb]);
                     }
-                    let pw = QMatrix { values: &values[..padded * vb], scales: &scales[..padded], mins: &mins[..padded], nb };
+                    let pw = QMatrix {
+                        values: &values[..padded * vb],
+                        scales: &scales[..padded],
+                        mins: &mins[..padded],
+                        nb,
+                    };
                     let po = OutPtr(o.0.wrapping_add(r));
                     // SAFETY: the copy holds one row and its last group whole; output column
                     // 0 of `po` is column r of this task's panel.
