@@ -468,7 +468,7 @@ unsafe fn attend_avx2(
                     _mm256_storeu_ps(scores.as_mut_ptr().add(i), sc);
                     i += 8;
                 }
-                for i in i..len {
+                for (i, score) in scores.iter_mut().enumerate().take(len).skip(i) {
                     let key = kp.add((start + i) * stride);
                     let mut acc = _mm256_setzero_ps();
                     for c in (0..hd).step_by(8) {
@@ -477,7 +477,7 @@ unsafe fn attend_avx2(
                             _mm256_mul_ps(_mm256_loadu_ps(qh.add(c)), _mm256_loadu_ps(key.add(c))),
                         );
                     }
-                    scores[i] = crate::ops::cpu::simd::avx2::hsum8(acc) * scale;
+                    *score = crate::ops::cpu::simd::avx2::hsum8(acc) * scale;
                 }
                 // The head's softmax state over the chunk, key by key.
                 for i in 0..len {
