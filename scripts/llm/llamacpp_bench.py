@@ -17,6 +17,10 @@ warm-up run, then --runs timed runs; the JSON line holds the medians and every r
 decode only gathers one row of) times decode tokens/s: an upper bound on weight bytes read per
 second, comparable to medregion's "effective GB/s" only if it counts the same bytes.
 
+For speed, build libllama with `-DGGML_NATIVE=ON` (the make_reference.py recipe has `OFF`,
+which is enough for tokenizer references but leaves out AVX-512 and VNNI; `OFF` still has AVX2
+and FMA). The JSON's `system_info` says which instruction sets the library was built with.
+
 ggml's worker threads spin and meet at a barrier after every op, so with --threads 2 on a machine
 whose cores are busy with other work decode can collapse (seen: 0.6 tokens/s at load 10 on 2
 cores); the JSON records the load average before and after. Compare engines only in the same
