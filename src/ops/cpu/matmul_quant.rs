@@ -40,9 +40,9 @@
 //! with their sign bit flipped (`q + 128`); the kernel then subtracts `2^VNNI_BIAS_LOG2 · Σ q_x`
 //! ([`QuantFormat::VNNI_BIAS_LOG2`]: 8 for Q4_0's stored offset, 128 for Q8_0's flip) from the
 //! activation block sums it already has, which gives the same exact `S_b`. With AVX512-VNNI,
-//! 4-bit weights go two weight rows at a time through 512-bit vectors (`avx2::nibble_pair`:
-//! low half one row, high half the other, activations broadcast to both; an odd last row takes
-//! [`Dpbusd::nibble_sums`]); Q8_0 and AVX-VNNI stay in 256 bits. The f32 steps are the ones
+//! weights go two weight rows at a time through 512-bit vectors (`avx2::row_pair`: low half
+//! one row, high half the other, activations broadcast to both; an odd last row takes the
+//! 256-bit kernel); AVX-VNNI stays in 256 bits. The f32 steps are the ones
 //! above, lane for lane, so every ISA gives the same bits (`tests/ops_matmul.rs` compares all
 //! of them, and checks exact results at the extreme values).
 
@@ -118,6 +118,23 @@ pub(crate) trait QuantFormat: Send + Sync {
     /// `p` is valid for `8 · VALUE_BYTES` reads and the CPU has AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn transpose_vnni(p: *const u8) -> [std::arch::x86_64::__m256i; 8];
+
+    /// [`QuantFormat::transpose_vnni`] of two weight rows' groups at once, in 512-bit vectors:
+    /// the low half of output `c` is chunk `c` of the group at `p0`, the high half that of the
+    /// group at `p1`. The default joins two 256-bit transposes; Q8_0 transposes both in one
+    /// pass of 512-bit shuffles.
+    ///
+    /// # Safety
+    /// `p0` and `p1` are valid for `8 · VALUE_BYTES` reads; the CPU has AVX2, FMA, F16C and
+    /// AVX512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+    unsafe fn transpose_vnni_pair(p0: *const u8, p1: *const u8) -> [std::arch::x86_64::__m512i; 8] {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller's contract, forwarded.
+        let (a, b) = unsafe { (Self::transpose_vnni(p0), Self::transpose_vnni(p1)) };
+        std::array::from_fn(|c| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a[c]), b[c]))
+    }
 }
 
 /// One encoding of `vpdpbusd` (per 32-bit lane: `acc + Σ` of the 4 products of unsigned bytes
@@ -809,34 +826,29 @@ mod avx2 {
         // enables Avx512Vnni's features.
         unsafe {
             let mut r = rows.r0;
-            if F::NIBBLES {
-                while r + 2 <= rows.r1 {
-                    nibble_pair::<F, M>(
-                        [rows.row::<F>(r), rows.row::<F>(r + 1)],
-                        x,
-                        il,
-                        out.0.wrapping_add(r),
-                        ldo,
-                    );
-                    r += 2;
-                }
+            while r + 2 <= rows.r1 {
+                row_pair::<F, M>([rows.row::<F>(r), rows.row::<F>(r + 1)], x, il, out.0.wrapping_add(r), ldo);
+                r += 2;
             }
             panel_il_vnni::<F, M, Avx512Vnni>(Rows { r0: r, ..rows }, x, il, out, ldo)
         }
     }
 
-    /// Two weight rows of a 4-bit format against `M` interleaved activation rows, in 512-bit
-    /// vectors whose low half belongs to the first weight row and whose high half to the second:
-    /// per group, the two rows' blocks are transposed together (4 two-source permutes, 4 128-bit
-    /// lane shuffles, the nibble masks), each activation chunk is broadcast to both halves, and
-    /// 8 `vpdpbusd` give both rows' 8 block sums in one vector. Every lane then takes the f32
+    /// Two weight rows against `M` interleaved activation rows, in 512-bit vectors whose low
+    /// half belongs to the first weight row and whose high half to the second: per group, the
+    /// two rows' blocks are transposed together (4-bit: 4 two-source permutes, 4 128-bit lane
+    /// shuffles, the nibble masks; Q8_0: [`QuantFormat::transpose_vnni_pair`]), each activation
+    /// chunk is broadcast to both halves, and 8 `vpdpbusd` give both rows' 8 block sums in one
+    /// vector. Every lane then takes the f32
     /// steps of the module docs in 512-bit instructions, and each half ends in `hsum8`: the
     /// same operations per output as the 256-bit kernel, so the same bits. About half the
     /// instructions per product of the one-row kernel, which matters because 512-bit
     /// instructions leave only two vector ports. Each row's prefetches run twice the usual
     /// distance ahead: the rows of a pair are consecutive, so [`PREFETCH_BYTES`] ahead of the
     /// first row is where the second row is being read (on the 1B-shaped synthetic model in
-    /// Q4_0, batch-6 decode went from 4.18–4.26× to 4.52–4.65× sequential on 1 thread).
+    /// Q4_0, batch-6 decode went from 4.18–4.26× to 4.52–4.65× sequential on 1 thread). Q8_0
+    /// took this path later: 6 rows of hot 4096 × 768 and 2048 × 2048 weights went from 75 and
+    /// 88 to 92 and 109 GMAC/s (one thread).
     ///
     /// # Safety
     /// Both weight rows are valid for `nb.next_multiple_of(8)` blocks, `il` for `M`
@@ -845,7 +857,7 @@ mod avx2 {
     /// AVX2/FMA/F16C, AVX512F/VL and AVX512-VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
     #[inline]
-    unsafe fn nibble_pair<F: QuantFormat, const M: usize>(
+    unsafe fn row_pair<F: QuantFormat, const M: usize>(
         w: [WRow; 2],
         x: Panel,
         il: *const i8,
@@ -858,10 +870,10 @@ mod avx2 {
         // SAFETY (all): the caller's contract covers every group of both rows, the last one's
         // over-read included, and the 2 · M outputs.
         for g in 0..full {
-            unsafe { nibble_pair_group::<F, M, false>(w, x, il, g * LANES, rem, &mut acc) };
+            unsafe { row_pair_group::<F, M, false>(w, x, il, g * LANES, rem, &mut acc) };
         }
         if rem != 0 {
-            unsafe { nibble_pair_group::<F, M, true>(w, x, il, full * LANES, rem, &mut acc) };
+            unsafe { row_pair_group::<F, M, true>(w, x, il, full * LANES, rem, &mut acc) };
         }
         for (j, acc) in acc.iter().enumerate() {
             let lo = _mm512_castps512_ps256(*acc);
@@ -873,14 +885,14 @@ mod avx2 {
         }
     }
 
-    /// One group of [`nibble_pair`] (blocks `b0..b0 + 8` of both rows); `MASKED` as in
+    /// One group of [`row_pair`] (blocks `b0..b0 + 8` of both rows); `MASKED` as in
     /// [`il_group`].
     ///
     /// # Safety
-    /// As [`nibble_pair`], for this group.
+    /// As [`row_pair`], for this group.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
     #[inline]
-    unsafe fn nibble_pair_group<F: QuantFormat, const M: usize, const MASKED: bool>(
+    unsafe fn row_pair_group<F: QuantFormat, const M: usize, const MASKED: bool>(
         w: [WRow; 2],
         x: Panel,
         il: *const i8,
@@ -907,19 +919,24 @@ mod avx2 {
             let (dw0, mw0) = group_scales::<F, { 2 * PREFETCH_BYTES }>(w[0], b0, MASKED, tail);
             let (dw1, mw1) = group_scales::<F, { 2 * PREFETCH_BYTES }>(w[1], b0, MASKED, tail);
             let (dw, mw) = (join_ps(dw0, dw1), join_ps(mw0, mw1));
-            // Per row [word m | word m + 1] of blocks 0–7; the shuffles pair the rows.
-            let [a01, a23] = nibble_words_512(w[0].values.add(b0 * vb));
-            let [b01, b23] = nibble_words_512(w[1].values.add(b0 * vb));
-            let words = [
-                _mm512_shuffle_i64x2::<0x44>(a01, b01),
-                _mm512_shuffle_i64x2::<0xEE>(a01, b01),
-                _mm512_shuffle_i64x2::<0x44>(a23, b23),
-                _mm512_shuffle_i64x2::<0xEE>(a23, b23),
-            ];
-            let m = _mm512_set1_epi8(0x0F);
-            let lo = words.map(|v| _mm512_and_si512(v, m));
-            let hi = words.map(|v| _mm512_and_si512(_mm512_srli_epi32::<4>(v), m));
-            let chunks = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]];
+            let (p0, p1) = (w[0].values.add(b0 * vb), w[1].values.add(b0 * vb));
+            let chunks = if F::NIBBLES {
+                // Per row [word m | word m + 1] of blocks 0–7; the shuffles pair the rows.
+                let [a01, a23] = nibble_words_512(p0);
+                let [b01, b23] = nibble_words_512(p1);
+                let words = [
+                    _mm512_shuffle_i64x2::<0x44>(a01, b01),
+                    _mm512_shuffle_i64x2::<0xEE>(a01, b01),
+                    _mm512_shuffle_i64x2::<0x44>(a23, b23),
+                    _mm512_shuffle_i64x2::<0xEE>(a23, b23),
+                ];
+                let m = _mm512_set1_epi8(0x0F);
+                let lo = words.map(|v| _mm512_and_si512(v, m));
+                let hi = words.map(|v| _mm512_and_si512(_mm512_srli_epi32::<4>(v), m));
+                [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
+            } else {
+                F::transpose_vnni_pair(p0, p1)
+            };
             let bias = _mm512_set1_epi32(F::VNNI_BIAS_LOG2 as i32);
             for (j, acc) in acc.iter_mut().enumerate() {
                 let xr = il.add(j * row_il + b0 * QK);

@@ -126,6 +126,50 @@ pub(crate) mod avx2 {
         ]
     }
 
+    /// [`transpose8x32`] in each 256-bit half of 8 512-bit vectors at once: lane `l` of half `h`
+    /// of output `c` is lane `c` of half `h` of input `l`. The same unpacks (they work within
+    /// 128-bit lanes); the exchange of 128-bit halves becomes a two-source qword permute.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+    #[inline]
+    pub(crate) fn transpose8x32_halves(v: &[__m512i; 8]) -> [__m512i; 8] {
+        let lo32 = |a, b| _mm512_unpacklo_epi32(a, b);
+        let hi32 = |a, b| _mm512_unpackhi_epi32(a, b);
+        let t = [
+            lo32(v[0], v[1]),
+            hi32(v[0], v[1]),
+            lo32(v[2], v[3]),
+            hi32(v[2], v[3]),
+            lo32(v[4], v[5]),
+            hi32(v[4], v[5]),
+            lo32(v[6], v[7]),
+            hi32(v[6], v[7]),
+        ];
+        let s = [
+            _mm512_unpacklo_epi64(t[0], t[2]),
+            _mm512_unpackhi_epi64(t[0], t[2]),
+            _mm512_unpacklo_epi64(t[1], t[3]),
+            _mm512_unpackhi_epi64(t[1], t[3]),
+            _mm512_unpacklo_epi64(t[4], t[6]),
+            _mm512_unpackhi_epi64(t[4], t[6]),
+            _mm512_unpacklo_epi64(t[5], t[7]),
+            _mm512_unpackhi_epi64(t[5], t[7]),
+        ];
+        // Per 256-bit half: the low 128 bits of a then of b (`0x20`), or the high ones (`0x31`).
+        let i20 = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+        let i31 = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+        let p = |a, i, b| _mm512_permutex2var_epi64(a, i, b);
+        [
+            p(s[0], i20, s[4]),
+            p(s[1], i20, s[5]),
+            p(s[2], i20, s[6]),
+            p(s[3], i20, s[7]),
+            p(s[0], i31, s[4]),
+            p(s[1], i20, s[5]),
+            p(s[2], i31, s[6]),
+            p(s[3], i31, s[7]),
+        ]
+    }
+
     /// `_mm256_madd_epi16(v, 1)`: adds adjacent i16 pairs into i32 lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
