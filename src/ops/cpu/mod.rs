@@ -198,7 +198,14 @@ pub(crate) fn matmul(
         Weight::BF16(d) => run_float(x, n, k, d.data, rows, out, pool, isa),
         Weight::Quant(q) => {
             let interleave = isa.avx2() && n >= quantize_act::INTERLEAVE_MIN_ROWS;
-            let acts = scratch.quantize(x, n, k, isa, interleave)?;
+            // The VNNI kernels start their integer sums at −2^bias · Σ q (QActs::bsum).
+            let bias = match q.qtype {
+                QuantType::Q8_0 => <matmul_q8_0::Q8_0 as QuantFormat>::VNNI_BIAS_LOG2,
+                QuantType::Q4_0 => <matmul_q4::Q4_0 as QuantFormat>::VNNI_BIAS_LOG2,
+                QuantType::Q4_1 => <matmul_q4::Q4_1 as QuantFormat>::VNNI_BIAS_LOG2,
+            };
+            let vnni_bias = (interleave && isa.vnni().is_some() && bias > 0).then_some(bias);
+            let acts = scratch.quantize(x, n, k, isa, interleave, vnni_bias)?;
             let m = QMatrix { values: q.values, scales: q.scales, mins: q.mins, nb: k / QK };
             match q.qtype {
                 QuantType::Q8_0 => run_quant::<matmul_q8_0::Q8_0>(acts, n, m, rows, out, pool, isa),

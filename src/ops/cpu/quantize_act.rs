@@ -32,6 +32,8 @@ pub struct MatmulScratch {
     qs: Vec<i8>,
     d: Vec<f32>,
     sum: Vec<i32>,
+    /// `−2^bias · sum`, for the VNNI kernels ([`QActs::bsum`]).
+    bsum: Vec<i32>,
     /// The interleaved copy of `qs` for batched calls: rows of whole groups of 8 blocks.
     il: Vec<i8>,
 }
@@ -66,12 +68,16 @@ pub(crate) struct QActs<'a> {
     pub d: &'a [f32],
     /// Σ q per block, `[n, nb]`.
     pub sum: &'a [i32],
+    /// `−2^bias · Σ q` per block (`[n, nb]` plus the slack), when [`MatmulScratch::quantize`]
+    /// was given a VNNI bias: the starting value of the VNNI kernels' integer sums, which makes
+    /// them the exact `S_b` without a shift and a subtraction per group and row.
+    pub bsum: Option<&'a [i32]>,
 }
 
 impl MatmulScratch {
     /// Empty scratch: enough for float weights only (they need none).
     pub const fn new() -> MatmulScratch {
-        MatmulScratch { qs: Vec::new(), d: Vec::new(), sum: Vec::new(), il: Vec::new() }
+        MatmulScratch { qs: Vec::new(), d: Vec::new(), sum: Vec::new(), bsum: Vec::new(), il: Vec::new() }
     }
 
     /// Scratch for quantized weights with up to `n` rows of `k` activations (`k` a multiple of
@@ -92,6 +98,7 @@ impl MatmulScratch {
             self.qs.resize(blocks * QK, 0);
             self.d.resize(blocks, 0.0);
             self.sum.resize(blocks, 0);
+            self.bsum.resize(blocks, 0);
         }
         // Room for the interleaved copy of this exact shape (other shapes of the same total
         // may not fit; they then take the row-by-row path, with the same results).
@@ -108,7 +115,8 @@ impl MatmulScratch {
     }
 
     /// Quantizes `n` rows of `k` values (`k % 32 == 0`) into this scratch; with `interleave`,
-    /// also writes the interleaved copy when it fits (else [`QActs::il`] is `None`).
+    /// also writes the interleaved copy when it fits (else [`QActs::il`] is `None`); with a
+    /// `vnni_bias`, also [`QActs::bsum`] for it.
     pub(crate) fn quantize(
         &mut self,
         x: &[f32],
@@ -116,6 +124,7 @@ impl MatmulScratch {
         k: usize,
         isa: Isa,
         interleave: bool,
+        vnni_bias: Option<u32>,
     ) -> Result<QActs<'_>> {
         let elements =
             n.checked_mul(k).filter(|&e| e == x.len() && k.is_multiple_of(QK)).ok_or_else(|| {
@@ -157,7 +166,18 @@ impl MatmulScratch {
         } else {
             None
         };
-        Ok(QActs { qs: &self.qs[..end], il, d: &self.d[..bend], sum: &self.sum[..bend] })
+        let bsum = match vnni_bias {
+            Some(bias) => {
+                // |Σ q| ≤ 32 · 127, so the shifted sums fit i32 for any bias the formats use
+                // (≤ 7); wrapping keeps the slack's unspecified values from panicking.
+                for (b, &s) in self.bsum[..bend].iter_mut().zip(&self.sum[..bend]) {
+                    *b = s.wrapping_shl(bias).wrapping_neg();
+                }
+                Some(&self.bsum[..bend])
+            }
+            None => None,
+        };
+        Ok(QActs { qs: &self.qs[..end], il, d: &self.d[..bend], sum: &self.sum[..bend], bsum })
     }
 }
 
@@ -349,14 +369,14 @@ mod tests {
         let mut s = MatmulScratch::with_capacity(1, 64).unwrap();
         assert_eq!(s.capacity(), 64);
         assert!(matches!(
-            s.quantize(&[1.0; 96], 1, 96, Isa::Scalar, false),
+            s.quantize(&[1.0; 96], 1, 96, Isa::Scalar, false, None),
             Err(Error::BufferTooSmall { .. })
         ));
-        assert!(s.quantize(&[1.0; 64], 2, 32, Isa::Scalar, false).is_ok());
+        assert!(s.quantize(&[1.0; 64], 2, 32, Isa::Scalar, false, None).is_ok());
         // The interleaved copy pads each row to 8 blocks: 2 rows of 1 block do not fit the
         // room reserved for 1 row of 2, so that call takes the row-by-row path.
-        assert!(s.quantize(&[1.0; 64], 2, 32, Isa::Scalar, true).unwrap().il.is_none());
-        assert!(s.quantize(&[1.0; 64], 1, 64, Isa::Scalar, true).unwrap().il.is_some());
+        assert!(s.quantize(&[1.0; 64], 2, 32, Isa::Scalar, true, None).unwrap().il.is_none());
+        assert!(s.quantize(&[1.0; 64], 1, 64, Isa::Scalar, true, None).unwrap().il.is_some());
     }
 
     #[test]
