@@ -85,35 +85,49 @@ pub(crate) mod avx2 {
         _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(r)))
     }
 
+    /// The two unpack stages of an 8 × 8 transpose of 32-bit lanes, the same for 256- and
+    /// 512-bit vectors because unpacks work within 128-bit lanes: first pairs of inputs
+    /// interleaved, then `s[q]` holding, per 128-bit lane `h`, lane `4h + q` of inputs 0..4
+    /// (`q < 4`; `s[q + 4]`: of inputs 4..8). Arguments: the inputs, then the 32-bit low and
+    /// high unpacks and the 64-bit ones of the width.
+    macro_rules! unpack_stages {
+        ($v:expr, $lo32:path, $hi32:path, $lo64:path, $hi64:path) => {{
+            let v = $v;
+            let t = [
+                $lo32(v[0], v[1]),
+                $hi32(v[0], v[1]),
+                $lo32(v[2], v[3]),
+                $hi32(v[2], v[3]),
+                $lo32(v[4], v[5]),
+                $hi32(v[4], v[5]),
+                $lo32(v[6], v[7]),
+                $hi32(v[6], v[7]),
+            ];
+            [
+                $lo64(t[0], t[2]),
+                $hi64(t[0], t[2]),
+                $lo64(t[1], t[3]),
+                $hi64(t[1], t[3]),
+                $lo64(t[4], t[6]),
+                $hi64(t[4], t[6]),
+                $lo64(t[5], t[7]),
+                $hi64(t[5], t[7]),
+            ]
+        }};
+    }
+
     /// Transposes 8 vectors of 8 32-bit lanes: lane `l` of output `c` is lane `c` of input `l`
     /// (unpacks within 128-bit halves, then the halves exchanged).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     pub(crate) fn transpose8x32(v: &[__m256i; 8]) -> [__m256i; 8] {
-        // t: per half, pairs of inputs interleaved; s: per half, lane c of 4 inputs.
-        let lo32 = |a, b| _mm256_unpacklo_epi32(a, b);
-        let hi32 = |a, b| _mm256_unpackhi_epi32(a, b);
-        let t = [
-            lo32(v[0], v[1]),
-            hi32(v[0], v[1]),
-            lo32(v[2], v[3]),
-            hi32(v[2], v[3]),
-            lo32(v[4], v[5]),
-            hi32(v[4], v[5]),
-            lo32(v[6], v[7]),
-            hi32(v[6], v[7]),
-        ];
-        // s[q]: half h holds lane 4h + q of inputs 0..4 (q < 4) or of inputs 4..8 (s[q + 4]).
-        let s = [
-            _mm256_unpacklo_epi64(t[0], t[2]),
-            _mm256_unpackhi_epi64(t[0], t[2]),
-            _mm256_unpacklo_epi64(t[1], t[3]),
-            _mm256_unpackhi_epi64(t[1], t[3]),
-            _mm256_unpacklo_epi64(t[4], t[6]),
-            _mm256_unpackhi_epi64(t[4], t[6]),
-            _mm256_unpacklo_epi64(t[5], t[7]),
-            _mm256_unpackhi_epi64(t[5], t[7]),
-        ];
+        let s = unpack_stages!(
+            v,
+            _mm256_unpacklo_epi32,
+            _mm256_unpackhi_epi32,
+            _mm256_unpacklo_epi64,
+            _mm256_unpackhi_epi64
+        );
         [
             _mm256_permute2x128_si256::<0x20>(s[0], s[4]),
             _mm256_permute2x128_si256::<0x20>(s[1], s[5]),
@@ -132,28 +146,13 @@ pub(crate) mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
     #[inline]
     pub(crate) fn transpose8x32_halves(v: &[__m512i; 8]) -> [__m512i; 8] {
-        let lo32 = |a, b| _mm512_unpacklo_epi32(a, b);
-        let hi32 = |a, b| _mm512_unpackhi_epi32(a, b);
-        let t = [
-            lo32(v[0], v[1]),
-            hi32(v[0], v[1]),
-            lo32(v[2], v[3]),
-            hi32(v[2], v[3]),
-            lo32(v[4], v[5]),
-            hi32(v[4], v[5]),
-            lo32(v[6], v[7]),
-            hi32(v[6], v[7]),
-        ];
-        let s = [
-            _mm512_unpacklo_epi64(t[0], t[2]),
-            _mm512_unpackhi_epi64(t[0], t[2]),
-            _mm512_unpacklo_epi64(t[1], t[3]),
-            _mm512_unpackhi_epi64(t[1], t[3]),
-            _mm512_unpacklo_epi64(t[4], t[6]),
-            _mm512_unpackhi_epi64(t[4], t[6]),
-            _mm512_unpacklo_epi64(t[5], t[7]),
-            _mm512_unpackhi_epi64(t[5], t[7]),
-        ];
+        let s = unpack_stages!(
+            v,
+            _mm512_unpacklo_epi32,
+            _mm512_unpackhi_epi32,
+            _mm512_unpacklo_epi64,
+            _mm512_unpackhi_epi64
+        );
         // Per 256-bit half: the low 128 bits of a then of b (`0x20`), or the high ones (`0x31`).
         let i20 = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
         let i31 = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
