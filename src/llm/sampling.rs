@@ -164,18 +164,19 @@ impl Sampler {
                 found: logits.len().to_string(),
             });
         }
-        if let Some(i) = logits.iter().position(|l| !l.is_finite()) {
-            return Err(Error::Internal(format!("logit of id {i} is {} (not finite)", logits[i])));
-        }
         let p = &self.params;
         if p.is_greedy() && p.repetition_penalty == 1.0 {
             // One vectorized pass instead of a check, a copy and a scalar argmax (six rows of a
-            // 49152-token vocabulary each step of a batch); the same id whenever it applies.
+            // 49152-token vocabulary each step of a batch); the same id whenever it applies,
+            // and a non-finite logit or a banned maximum takes the path below.
             let (finite, best) = scan(logits);
             if finite && !self.banned.contains(&best) {
                 self.observe(&[best])?;
                 return Ok(best);
             }
+        }
+        if let Some(i) = logits.iter().position(|l| !l.is_finite()) {
+            return Err(Error::Internal(format!("logit of id {i} is {} (not finite)", logits[i])));
         }
         self.work.copy_from_slice(logits);
         if p.repetition_penalty != 1.0 {
@@ -252,7 +253,6 @@ impl Sampler {
     }
 }
 
-/// Index of the largest value; the lowest index on a tie.
 /// Whether every value is finite, and the first index of the largest value (what [`argmax`]
 /// returns when all are finite): 8 independent lanes of max and finiteness, which the compiler
 /// vectorizes, then the first position equal to the maximum.
@@ -276,6 +276,7 @@ fn scan(v: &[f32]) -> (bool, u32) {
     (fin.iter().all(|&f| f), first as u32)
 }
 
+/// Index of the largest value; the lowest index on a tie.
 pub fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
