@@ -197,20 +197,11 @@ pub(crate) fn matmul(
         Weight::F16(d) => run_float(x, n, k, d.data, rows, out, pool, isa),
         Weight::BF16(d) => run_float(x, n, k, d.data, rows, out, pool, isa),
         Weight::Quant(q) => {
-            let interleave = isa.avx2() && n >= quantize_act::INTERLEAVE_MIN_ROWS;
-            // The VNNI kernels start their integer sums at −2^bias · Σ q (QActs::bsum).
-            let bias = match q.qtype {
-                QuantType::Q8_0 => <matmul_q8_0::Q8_0 as QuantFormat>::VNNI_BIAS_LOG2,
-                QuantType::Q4_0 => <matmul_q4::Q4_0 as QuantFormat>::VNNI_BIAS_LOG2,
-                QuantType::Q4_1 => <matmul_q4::Q4_1 as QuantFormat>::VNNI_BIAS_LOG2,
-            };
-            let vnni_bias = (interleave && isa.vnni().is_some() && bias > 0).then_some(bias);
-            let acts = scratch.quantize(x, n, k, isa, interleave, vnni_bias)?;
             let m = QMatrix { values: q.values, scales: q.scales, mins: q.mins, nb: k / QK };
             match q.qtype {
-                QuantType::Q8_0 => run_quant::<matmul_q8_0::Q8_0>(acts, n, m, rows, out, pool, isa),
-                QuantType::Q4_0 => run_quant::<matmul_q4::Q4_0>(acts, n, m, rows, out, pool, isa),
-                QuantType::Q4_1 => run_quant::<matmul_q4::Q4_1>(acts, n, m, rows, out, pool, isa),
+                QuantType::Q8_0 => run_quant::<matmul_q8_0::Q8_0>(x, n, k, m, rows, out, scratch, pool, isa),
+                QuantType::Q4_0 => run_quant::<matmul_q4::Q4_0>(x, n, k, m, rows, out, scratch, pool, isa),
+                QuantType::Q4_1 => run_quant::<matmul_q4::Q4_1>(x, n, k, m, rows, out, scratch, pool, isa),
             }
         }
     }
@@ -271,15 +262,24 @@ fn run_float<W: FloatWeight>(
     })
 }
 
+/// Quantizes `x` (interleaved as well for batched calls, with the biased sums the VNNI
+/// kernels start from, `QActs::bsum`) and runs the quantized kernel over all weight rows.
+#[allow(clippy::too_many_arguments)]
 fn run_quant<F: QuantFormat>(
-    acts: quantize_act::QActs<'_>,
+    x: &[f32],
     n: usize,
+    k: usize,
     w: QMatrix<'_>,
     rows: usize,
     out: OutPtr,
+    scratch: &mut MatmulScratch,
     pool: &ThreadPool,
     isa: Isa,
 ) -> Result<()> {
+    let interleave = isa.avx2() && n >= quantize_act::INTERLEAVE_MIN_ROWS;
+    let bias = F::VNNI_BIAS_LOG2;
+    let vnni_bias = (interleave && isa.vnni().is_some() && bias > 0).then_some(bias);
+    let acts = scratch.quantize(x, n, k, isa, interleave, vnni_bias)?;
     let row_bytes = w.nb * (F::VALUE_BYTES + 2 + if F::HAS_MIN { 2 } else { 0 });
     let per = plan(rows, pool.threads(), TASK_WEIGHT_BYTES / row_bytes.max(1), 4);
     pool.run(rows.div_ceil(per), &|t| {
