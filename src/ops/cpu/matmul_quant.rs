@@ -43,12 +43,11 @@
 //! block ([`QActs::bsum`], computed once per call), and the 512-bit kernel starts its integer
 //! sums there, the 256-bit one adds it (a shift and a subtraction per group and row before;
 //! without them hot 6-row products of 576- and 768-wide rows run 6–10 % faster, 2048-wide ones
-//! the same). With AVX512-VNNI,
-//! weights go two weight rows at a time through 512-bit vectors (`avx2::row_pair`: low half
-//! one row, high half the other, activations broadcast to both; an odd last row takes the
-//! 256-bit kernel); AVX-VNNI stays in 256 bits. The f32 steps are the ones
-//! above, lane for lane, so every ISA gives the same bits (`tests/ops_matmul.rs` compares all
-//! of them, and checks exact results at the extreme values).
+//! the same). With AVX512-VNNI, weights go two weight rows at a time through 512-bit vectors
+//! (`avx2::row_pair`: low half one row, high half the other, activations broadcast to both; an
+//! odd last row takes the 256-bit kernel); AVX-VNNI stays in 256 bits. The f32 steps are the
+//! ones above, lane for lane, so every ISA gives the same bits (`tests/ops_matmul.rs` compares
+//! all of them, and checks exact results at the extreme values).
 
 use half::f16;
 
@@ -822,8 +821,8 @@ mod avx2 {
         unsafe { panel_il_vnni::<F, M, AvxVnni>(rows, x, il, out, ldo) }
     }
 
-    /// [`panel_il_vnni`] compiled for AVX512-VNNI (256-bit vectors, 32 registers; 512-bit ones
-    /// for 4-bit weights, [`Dpbusd::nibble_sums`]).
+    /// Pairs of weight rows through [`row_pair`] (512-bit vectors), then an odd last row
+    /// through [`panel_il_vnni`] (256-bit vectors, 32 registers), compiled for AVX512-VNNI.
     ///
     /// # Safety
     /// As [`panel_il`], and the CPU has AVX512-VNNI and AVX512-VL.
@@ -852,16 +851,15 @@ mod avx2 {
     /// two rows' blocks are transposed together (4-bit: 4 two-source permutes, 4 128-bit lane
     /// shuffles, the nibble masks; Q8_0: [`QuantFormat::transpose_vnni_pair`]), each activation
     /// chunk is broadcast to both halves, and 8 `vpdpbusd` give both rows' 8 block sums in one
-    /// vector. Every lane then takes the f32
-    /// steps of the module docs in 512-bit instructions, and each half ends in `hsum8`: the
-    /// same operations per output as the 256-bit kernel, so the same bits. About half the
-    /// instructions per product of the one-row kernel, which matters because 512-bit
-    /// instructions leave only two vector ports. Each row's prefetches run twice the usual
-    /// distance ahead: the rows of a pair are consecutive, so [`PREFETCH_BYTES`] ahead of the
-    /// first row is where the second row is being read (on the 1B-shaped synthetic model in
-    /// Q4_0, batch-6 decode went from 4.18–4.26× to 4.52–4.65× sequential on 1 thread). Q8_0
-    /// took this path later: 6 rows of hot 4096 × 768 and 2048 × 2048 weights went from 75 and
-    /// 88 to 92 and 109 GMAC/s (one thread).
+    /// vector. Every lane then takes the f32 steps of the module docs in 512-bit instructions,
+    /// and each half ends in `hsum8`: the same operations per output as the 256-bit kernel,
+    /// so the same bits. About half the instructions per product of the one-row kernel, which
+    /// matters because 512-bit instructions leave only two vector ports. Each row's prefetches
+    /// run twice the usual distance ahead: the rows of a pair are consecutive, so
+    /// [`PREFETCH_BYTES`] ahead of the first row is where the second row is being read (on the
+    /// 1B-shaped synthetic model in Q4_0, batch-6 decode went from 4.18–4.26× to 4.52–4.65×
+    /// sequential on 1 thread). Q8_0 took this path later: 6 rows of hot 4096 × 768 and
+    /// 2048 × 2048 weights went from 75 and 88 to 92 and 109 GMAC/s (one thread).
     ///
     /// # Safety
     /// Both weight rows are valid for `nb.next_multiple_of(8)` blocks, `il` for `M`
@@ -987,7 +985,8 @@ mod avx2 {
 
     /// [`panel_il`] with `vpdpbusd`: per group and row, 8 `vpdpbusd` give the biased block
     /// sums `S'` ([`QuantFormat::transpose_vnni`]), adding the biased activation sums
-    /// ([`QActs::bsum`]) makes them the exact `S_b`, then the same f32 steps as [`il_group`]. Always inlined into the entry point that enables `D`.
+    /// ([`QActs::bsum`]) makes them the exact `S_b`, then the same f32 steps as [`il_group`].
+    /// Always inlined into the entry point that enables `D`.
     ///
     /// # Safety
     /// As [`panel_il`]; the CPU has `D`'s features.
@@ -1050,7 +1049,7 @@ mod avx2 {
                 let (xd, xs) = act_scales(x, j, b0, MASKED, tail);
                 // Plus −2^bias · Σ q_x (`QActs::bsum`): the exact S_b.
                 let s = if F::VNNI_BIAS_LOG2 > 0 {
-                    _mm256_add_epi32(s, _mm256_loadu_si256(x.bsum.add(j * x.nb + b0).cast()))
+                    _mm256_add_epi32(s, _mm256_loadu_si256(x.bsum.add(j * nb + b0).cast()))
                 } else {
                     s
                 };
