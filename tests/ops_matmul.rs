@@ -159,8 +159,10 @@ fn pools() -> Vec<ThreadPool> {
 #[test]
 fn every_type_every_batch_size_matches_reference() {
     let pools = pools();
-    // (rows, k): rows never a multiple of 4 or 8; k = 32·m with m < 8, = 8, and with a tail group.
-    let shapes = [(1, 32), (5, 96), (13, 256), (37, 288), (3, 544)];
+    // (rows, k): rows never a multiple of 4 or 8; k = 32·m with m < 8, = 8, and with a tail group
+    // of 1 to 5 blocks (1, 2, 3 and 4 take the compact tail on VNNI CPUs; 18 blocks is
+    // SmolLM2's 576).
+    let shapes = [(1, 32), (5, 96), (13, 256), (37, 288), (3, 544), (7, 576), (9, 384), (5, 64), (3, 416)];
     for wt in WeightType::ALL {
         let mut worst = ErrorStats::default();
         // n = 2..8 and 37 (4 panels of 8 + 5) take the interleaved batched path on AVX2;
@@ -459,10 +461,15 @@ fn gemm_bad_shapes_and_empty_dimensions() {
 #[test]
 fn integer_extremes_are_exact_on_every_isa() {
     let pools = pools();
-    // 9 blocks: one whole group of 8 and a masked tail; n = 1 (GEMV), 2..8 (interleaved) and 9.
-    let (rows, k) = (5, 288);
-    let nb = k / 32;
-    for qtype in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1] {
+    // 9 to 13 blocks: one whole group of 8 and a masked tail of 1 to 5 (the compact tails of
+    // 1, 2 and 4 blocks, 3 padded to 4, and 5 padded to 8); n = 1 (GEMV), 2..8 (interleaved)
+    // and 9.
+    let rows = 5;
+    for (qtype, k) in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Q4_1]
+        .into_iter()
+        .flat_map(|q| [288, 320, 352, 384, 416].map(|k| (q, k)))
+    {
+        let nb = k / 32;
         let values: Vec<u8> = (0..rows * nb)
             .flat_map(|b| {
                 let bytes = if qtype == QuantType::Q8_0 { 32 } else { 16 };

@@ -19,6 +19,12 @@
 //! which the 4-byte lane `l` of chunk `c` holds elements `4c..4c + 4` of block `l`. The batched
 //! kernel transposes each weight group into the same layout once and then sums all 8 blocks of
 //! a row with plain vector adds (`matmul_quant`'s module docs); the integers are the same.
+//!
+//! When a row ends in a partial group of 1 to 4 blocks, its last group is also written
+//! *compact* ([`compact_tail_rows`], [`QActs::tail`]): `T` ([`tail_width`]: 1, 2 or 4) chunks
+//! of 32 bytes in which lane `k` of chunk `v` holds word `v · 8/T + k / T` (elements `4m..4m +
+//! 4` of word `m`) of block `k % T` of the group. A product then takes `T` `vpdpbusd` per row
+//! and two or three shuffles to add up each block's lanes, where the padded group took 8.
 
 use crate::quant::QK;
 use crate::{Error, Result};
@@ -36,6 +42,8 @@ pub struct MatmulScratch {
     bsum: Vec<i32>,
     /// The interleaved copy of `qs` for batched calls: rows of whole groups of 8 blocks.
     il: Vec<i8>,
+    /// The compact copy of each row's partial last group ([`QActs::tail`]).
+    tail: Vec<i8>,
 }
 
 /// Fewest activation rows for which the AVX2 kernel uses the interleaved layout. One row is
@@ -49,6 +57,22 @@ pub(crate) const INTERLEAVE_MIN_ROWS: usize = 2;
 pub(crate) fn interleaved_blocks(nb: usize) -> usize {
     nb.next_multiple_of(8)
 }
+
+/// The width `T` of the compact copy of a row's last group ([`compact_tail_rows`]) for rows of
+/// `nb` blocks: 1, 2 or 4 blocks when the row ends in a partial group of that many (3: 4,
+/// the last one zero); `None` when it ends in a whole group or one of 5 to 7 blocks (the
+/// padded group costs about as much).
+pub(crate) fn tail_width(nb: usize) -> Option<usize> {
+    match nb % 8 {
+        1 => Some(1),
+        2 => Some(2),
+        3 | 4 => Some(4),
+        _ => None,
+    }
+}
+
+/// Most bytes per row of the compact tail: 4 blocks.
+const TAIL_MAX_BYTES: usize = 4 * QK;
 
 /// Blocks of slack after the last activation block: the AVX2 kernel reads whole groups of 8
 /// blocks (and masks what lies past a row), so its last group may run up to 7 blocks past the
@@ -72,12 +96,22 @@ pub(crate) struct QActs<'a> {
     /// was given a VNNI bias: the starting value of the VNNI kernels' integer sums, which makes
     /// them the exact `S_b` without a shift and a subtraction per group and row.
     pub bsum: Option<&'a [i32]>,
+    /// Each row's partial last group in the compact layout (`[n, T · 32]`, `T =`
+    /// [`tail_width`]`(nb)`, see the module docs), with [`QActs::il`] when `T` is `Some`.
+    pub tail: Option<&'a [i8]>,
 }
 
 impl MatmulScratch {
     /// Empty scratch: enough for float weights only (they need none).
     pub const fn new() -> MatmulScratch {
-        MatmulScratch { qs: Vec::new(), d: Vec::new(), sum: Vec::new(), bsum: Vec::new(), il: Vec::new() }
+        MatmulScratch {
+            qs: Vec::new(),
+            d: Vec::new(),
+            sum: Vec::new(),
+            bsum: Vec::new(),
+            il: Vec::new(),
+            tail: Vec::new(),
+        }
     }
 
     /// Scratch for quantized weights with up to `n` rows of `k` activations (`k` a multiple of
@@ -106,6 +140,10 @@ impl MatmulScratch {
         if self.il.len() < il {
             self.il.resize(il, 0);
         }
+        let tail = n.saturating_mul(TAIL_MAX_BYTES);
+        if self.tail.len() < tail {
+            self.tail.resize(tail, 0);
+        }
         Ok(())
     }
 
@@ -115,8 +153,9 @@ impl MatmulScratch {
     }
 
     /// Quantizes `n` rows of `k` values (`k % 32 == 0`) into this scratch; with `interleave`,
-    /// also writes the interleaved copy when it fits (else [`QActs::il`] is `None`); with a
-    /// `vnni_bias`, also [`QActs::bsum`] for it.
+    /// also writes the interleaved copy when it fits (else [`QActs::il`] is `None`) and the
+    /// compact tail when the rows have one ([`QActs::tail`]); with a `vnni_bias`, also
+    /// [`QActs::bsum`] for it.
     pub(crate) fn quantize(
         &mut self,
         x: &[f32],
@@ -166,6 +205,15 @@ impl MatmulScratch {
         } else {
             None
         };
+        let nb = k / QK;
+        let tail = match tail_width(nb) {
+            Some(t) if il.is_some() && n * t * QK <= self.tail.len() => {
+                let dst = &mut self.tail[..n * t * QK];
+                compact_tail_rows(&self.qs[..elements], n, nb, dst);
+                Some(&self.tail[..n * t * QK])
+            }
+            _ => None,
+        };
         let bsum = match vnni_bias {
             Some(bias) => {
                 // |Σ q| ≤ 32 · 127, so the shifted sums fit i32 for any bias the formats use
@@ -177,7 +225,7 @@ impl MatmulScratch {
             }
             None => None,
         };
-        Ok(QActs { qs: &self.qs[..end], il, d: &self.d[..bend], sum: &self.sum[..bend], bsum })
+        Ok(QActs { qs: &self.qs[..end], il, d: &self.d[..bend], sum: &self.sum[..bend], bsum, tail })
     }
 }
 
@@ -203,6 +251,28 @@ fn interleave_groups(qs: &[i8], n: usize, nb: usize, il: &mut [i8], first: usize
                     } else {
                         lane.fill(0);
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Writes the compact copy of the last group of each of `n` rows of `nb` blocks of `qs` into
+/// `dst` (`[n, T · 32]`, `T =` [`tail_width`]`(nb)`, which is `Some`): in row `i`, chunk `v`,
+/// lane `k` holds word `m = v · 8/T + k / T` (`qs[i][b · 32 + 4m .. + 4]`) of block `b = 8 ·
+/// (nb / 8) + k % T`, zero where `b` is past the row.
+pub(crate) fn compact_tail_rows(qs: &[i8], n: usize, nb: usize, dst: &mut [i8]) {
+    let Some(t) = tail_width(nb) else { return };
+    let first = nb / 8 * 8;
+    for (i, row) in dst.chunks_exact_mut(t * QK).take(n).enumerate() {
+        let src = &qs[i * nb * QK..(i + 1) * nb * QK];
+        for (v, chunk) in row.chunks_exact_mut(QK).enumerate() {
+            for (k, lane) in chunk.chunks_exact_mut(4).enumerate() {
+                let (b, m) = (first + k % t, v * 8 / t + k / t);
+                if b < nb {
+                    lane.copy_from_slice(&src[b * QK + 4 * m..b * QK + 4 * m + 4]);
+                } else {
+                    lane.fill(0);
                 }
             }
         }
@@ -377,6 +447,40 @@ mod tests {
         // room reserved for 1 row of 2, so that call takes the row-by-row path.
         assert!(s.quantize(&[1.0; 64], 2, 32, Isa::Scalar, true, None).unwrap().il.is_none());
         assert!(s.quantize(&[1.0; 64], 1, 64, Isa::Scalar, true, None).unwrap().il.is_some());
+    }
+
+    #[test]
+    fn compact_tail_layout() {
+        // Rows ending in partial groups of 1 to 7 blocks: 1, 2 and 4 (for 3 and 4) blocks are
+        // written compact, 5 to 7 not at all.
+        for nb in [1, 2, 3, 4, 9, 10, 11, 12, 18, 5, 15] {
+            let n = 3;
+            let qs: Vec<i8> = (0..n * nb * QK).map(|i| (i % 241) as i8 - 120).collect();
+            let mut s = MatmulScratch::with_capacity(n, nb * QK).unwrap();
+            let x: Vec<f32> = qs.iter().map(|&q| q as f32).collect();
+            let acts = s.quantize(&x, n, nb * QK, Isa::Scalar, true, None).unwrap();
+            let Some(t) = tail_width(nb) else {
+                assert!(acts.tail.is_none(), "nb {nb}");
+                continue;
+            };
+            let tail = acts.tail.expect("a compact tail");
+            assert_eq!(tail.len(), n * t * QK);
+            let first = nb / 8 * 8;
+            // Every element of the tail blocks appears once, at the documented place.
+            for i in 0..n {
+                for bl in 0..t {
+                    for e in 0..QK {
+                        let (m, j) = (e / 4, e % 4);
+                        // Word m of block bl: chunk v = m / (8/T), lane k = (m % (8/T)) · T + bl.
+                        let (v, k) = (m / (8 / t), (m % (8 / t)) * t + bl);
+                        let at = i * t * QK + v * QK + 4 * k + j;
+                        let b = first + bl;
+                        let want = if b < nb { acts.qs[i * nb * QK + b * QK + e] } else { 0 };
+                        assert_eq!(tail[at], want, "nb {nb} row {i} block {b} element {e}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -169,6 +169,111 @@ pub(crate) mod avx2 {
         ]
     }
 
+    /// The `T` (1, 2 or 4) blocks of 32 bytes at `p`, each XORed with `flip`, in the compact
+    /// tail layout (`quantize_act::compact_tail_rows`): lane `k` of output `v` is word
+    /// `v · 8/T + k / T` (4 bytes) of block `k % T`.
+    ///
+    /// # Safety
+    /// `p` is valid for `32 · T` reads.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn word_tail<const T: usize>(p: *const u8, flip: __m256i) -> [__m256i; T] {
+        // SAFETY: block b < T is 32 readable bytes at p + 32b (the caller's contract).
+        let ld = |b: usize| unsafe { _mm256_xor_si256(_mm256_loadu_si256(p.add(32 * b).cast()), flip) };
+        let mut out = [_mm256_setzero_si256(); 4];
+        match T {
+            1 => out[0] = ld(0),
+            2 => {
+                let (a, b) = (ld(0), ld(1));
+                // [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7].
+                let (lo, hi) = (_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+                out[0] = _mm256_permute2x128_si256::<0x20>(lo, hi);
+                out[1] = _mm256_permute2x128_si256::<0x31>(lo, hi);
+            }
+            _ => {
+                let (a, b, c, d) = (ld(0), ld(1), ld(2), ld(3));
+                let (t0, t1) = (_mm256_unpacklo_epi32(a, b), _mm256_unpacklo_epi32(c, d));
+                let (t2, t3) = (_mm256_unpackhi_epi32(a, b), _mm256_unpackhi_epi32(c, d));
+                // Words [0 | 4], [1 | 5], [2 | 6], [3 | 7] of blocks a, b, c, d.
+                let (u0, u1) = (_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
+                let (u2, u3) = (_mm256_unpacklo_epi64(t2, t3), _mm256_unpackhi_epi64(t2, t3));
+                out[0] = _mm256_permute2x128_si256::<0x20>(u0, u1);
+                out[1] = _mm256_permute2x128_si256::<0x20>(u2, u3);
+                out[2] = _mm256_permute2x128_si256::<0x31>(u0, u1);
+                out[3] = _mm256_permute2x128_si256::<0x31>(u2, u3);
+            }
+        }
+        std::array::from_fn(|v| out[v])
+    }
+
+    /// The `T` (1, 2 or 4) packed 4-bit blocks at `p` (16 bytes each: byte `i` holds element
+    /// `i` in its low nibble and `i + 16` in its high one) as unsigned bytes in the compact tail
+    /// layout of [`word_tail`]: low nibbles give words 0–3 of a block, high nibbles words 4–7.
+    ///
+    /// # Safety
+    /// `p` is valid for `16 · T` reads.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) unsafe fn nibble_tail<const T: usize>(p: *const u8) -> [__m256i; T] {
+        let m = _mm256_set1_epi8(0x0F);
+        let lo = |v: __m256i| _mm256_and_si256(v, m);
+        let hi = |v: __m256i| _mm256_and_si256(_mm256_srli_epi32::<4>(v), m);
+        let mut out = [_mm256_setzero_si256(); 4];
+        // Dword order [0 4 1 5 2 6 3 7]: nibble word w of blocks a, b → lanes 2w, 2w + 1.
+        let pairs = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        // SAFETY (loads): 16 · T readable bytes at p (the caller's contract).
+        match T {
+            1 => {
+                let w = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p.cast()) });
+                // The low half keeps the low nibbles (words 0–3), the high half shifts.
+                out[0] = lo(_mm256_srlv_epi32(w, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)));
+            }
+            2 => {
+                let w = _mm256_permutevar8x32_epi32(unsafe { _mm256_loadu_si256(p.cast()) }, pairs);
+                out[0] = lo(w);
+                out[1] = hi(w);
+            }
+            _ => {
+                let x = _mm256_permutevar8x32_epi32(unsafe { _mm256_loadu_si256(p.cast()) }, pairs);
+                let y = _mm256_permutevar8x32_epi32(unsafe { _mm256_loadu_si256(p.add(32).cast()) }, pairs);
+                // [a0 b0 c0 d0 | a2 b2 c2 d2] and [a1 b1 c1 d1 | a3 b3 c3 d3] (nibble words).
+                let (l, h) = (_mm256_unpacklo_epi64(x, y), _mm256_unpackhi_epi64(x, y));
+                let w01 = _mm256_permute2x128_si256::<0x20>(l, h);
+                let w23 = _mm256_permute2x128_si256::<0x31>(l, h);
+                out = [lo(w01), lo(w23), hi(w01), hi(w23)];
+            }
+        }
+        std::array::from_fn(|v| out[v])
+    }
+
+    /// Adds the lanes of `s` that belong to the same block of a compact tail of `T` blocks
+    /// (lane `k` to block `k % T`): lane `b < T` of the result is block `b`'s sum.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) fn tail_sums_256<const T: usize>(mut s: __m256i) -> __m256i {
+        if T == 1 {
+            s = _mm256_add_epi32(s, _mm256_shuffle_epi32::<0xB1>(s));
+        }
+        if T <= 2 {
+            s = _mm256_add_epi32(s, _mm256_shuffle_epi32::<0x4E>(s));
+        }
+        _mm256_add_epi32(s, _mm256_permute4x64_epi64::<0x4E>(s))
+    }
+
+    /// [`tail_sums_256`] in each 256-bit half of `s`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+    #[inline]
+    pub(crate) fn tail_sums_halves<const T: usize>(mut s: __m512i) -> __m512i {
+        if T == 1 {
+            s = _mm512_add_epi32(s, _mm512_shuffle_epi32::<0xB1>(s));
+        }
+        if T <= 2 {
+            s = _mm512_add_epi32(s, _mm512_shuffle_epi32::<0x4E>(s));
+        }
+        // 128-bit lanes (1, 0, 3, 2): the halves of each 256-bit half exchanged.
+        _mm512_add_epi32(s, _mm512_shuffle_i64x2::<0xB1>(s, s))
+    }
+
     /// `_mm256_madd_epi16(v, 1)`: adds adjacent i16 pairs into i32 lanes.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
