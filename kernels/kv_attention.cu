@@ -19,8 +19,8 @@
 // leaves the buffers: P to [0, prefix_capacity], slots and lengths to [0, capacity] (a store to a
 // slot outside the cache is skipped). With consistent positions nothing is clamped.
 //
-// Numerics (f32 throughout; not bit-identical to the CPU, which uses libm's expf and a
-// one-key-at-a-time online softmax): prefill uses the encoder's tile engine (attention.cu: fma
+// Numerics (f32 throughout; not bit-identical to the CPU, which uses its own f64-evaluated
+// exp and a one-key-at-a-time online softmax): prefill uses the encoder's tile engine (attention.cu: fma
 // dot products of q·scale, online softmax over tiles of 64 keys with the CPU encoder's exp);
 // decode computes a plain softmax per chunk of 64 keys and combines the chunks (flash-decoding)
 // in a fixed order. Both are deterministic: no atomics, fixed partitions and reduction orders,

@@ -12,7 +12,7 @@
 //! | rms_norm, rms_norm_add | f32 | `llm::forward::rms_norm` re-stated here (crate-private) | bit-identical, except a row whose f64 inverse norm lies within 1e-12 (relative) of an f32 rounding boundary: ≤ 2 ulp |
 //! | rms_norm_add: updated residual, residual_add | f32 | `x + y` | bit-identical |
 //! | rope, rope_qkv | f32 | `llm::rope::rotate` with `Rope::angles` (public) | bit-identical |
-//! | swiglu (3 layouts) | f32 | `g / (1.0 + (-g).exp()) * u` (the forward loop, crate-private) | bit-identical (glibc ≥ 2.27 host) |
+//! | swiglu (3 layouts) | f32 | `g / (1.0 + exp(-g)) * u` (the forward loop, crate-private; `ops::cpu::exp::exp`) | bit-identical |
 //! | repetition penalty, ban, observe | f32 / u8 | `Sampler::sample` rules re-stated | bit-identical |
 //! | argmax | f32 | `llm::argmax` (public) | same id |
 //! | top-p / top-k / temperature | f32 | (a) host implementation of the kernel's fixed-point rule; (b) `Sampler::sample` with the same `u` (its first `SplitMix64::next_f64`) | same id, unless the threshold lies within 2^18 units of 2^−44 (1.5e−8 relative) of a running-sum boundary |
@@ -312,14 +312,14 @@ fn rope_position_out_of_range_poisons_its_row_only() {
 // ---------------------------------------------------------------------------------------------
 // SwiGLU.
 
-/// The forward loop's SwiGLU (crate-private there), op for op.
+/// The forward loop's SwiGLU (crate-private there), op for op, with the decoder's `exp`.
 fn cpu_swiglu(g: f32, u: f32) -> f32 {
-    g / (1.0 + (-g).exp()) * u
+    g / (1.0 + medregion::ops::cpu::exp::exp(-g)) * u
 }
 
 fn swiglu_inputs(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
     let mut g = rng.vec(n, 4.0);
-    // Some extreme gates: glibc's special cases (|x| ≥ 88, overflow, underflow).
+    // Some extreme gates: where e^−g overflows, rounds to a subnormal or to zero.
     for (i, v) in
         [-200.0f32, -104.0, -103.9, -88.5, -87.0, 87.0, 88.8, 100.0, -0.0, 1e-30].into_iter().enumerate()
     {
@@ -367,9 +367,9 @@ fn swiglu_matches_cpu_bit_for_bit() {
 
 #[test]
 #[ignore = "needs a CUDA device: scripts/gpu-check.sh runs it"]
-fn swiglu_exp_matches_glibc_on_a_dense_sweep() {
-    // Every 4099th f32 bit pattern with |g| < 110 (≈ 500 k gates), u = 1: the kernel's expf
-    // reproduction against the host's f32::exp.
+fn swiglu_exp_matches_the_cpu_exp_on_a_dense_sweep() {
+    // Every 4099th f32 bit pattern with |g| < 110 (≈ 500 k gates), u = 1: the kernel's `exp`
+    // against the CPU decoder's (`ops::cpu::exp::exp`).
     let gpu = gpu();
     let g: Vec<f32> = (0u32..=u32::MAX / 4099)
         .map(|i| f32::from_bits(i.wrapping_mul(4099)))

@@ -24,6 +24,7 @@
 use super::rope::{rotate, Rope};
 use super::weights::DecoderWeights;
 use crate::model::config::DecoderConfig;
+use crate::ops::cpu::exp::exp;
 use crate::ops::{matmul_into, MatmulScratch, ThreadPool};
 use crate::{Error, Result};
 
@@ -296,7 +297,7 @@ pub(crate) fn forward(
         rms_norm(&s.x[..n * d], &l.mlp_norm, cfg.rms_norm_eps, &mut s.h[..n * d]); // [n, D]
         matmul_into(&s.h[..n * d], n, &l.gate, &mut s.gate[..n * f], &mut s.mm, pool)?; // [n, F]
         matmul_into(&s.h[..n * d], n, &l.up, &mut s.up[..n * f], &mut s.mm, pool)?; // [n, F]
-        silu_mul(&mut s.gate[..n * f], &s.up[..n * f], pool)?; // silu(g) · u
+        silu_mul(&mut s.gate[..n * f], &s.up[..n * f], pool, avx2)?; // silu(g) · u
         matmul_into(&s.gate[..n * f], n, &l.down, &mut s.out[..n * d], &mut s.mm, pool)?; // [n, D]
         add(&mut s.x[..n * d], &s.out[..n * d]);
     }
@@ -366,8 +367,15 @@ fn attend(
 ) {
     #[cfg(target_arch = "x86_64")]
     if avx2 {
-        // SAFETY: `avx2` is true only when `Isa::detect()` found AVX2, FMA and F16C on this CPU.
-        unsafe { attend_avx2(q, hd, k, v, stride, count, scale, st, out) };
+        // SAFETY: `avx2` is true only when `Isa::detect()` found AVX2, FMA and F16C on this CPU;
+        // the AVX-512 build runs only where `has_avx512` found AVX512F/VL.
+        unsafe {
+            if crate::ops::cpu::exp::avx2::has_avx512() {
+                attend_avx512(q, hd, k, v, stride, count, scale, st, out);
+            } else {
+                attend_avx2(q, hd, k, v, stride, count, scale, st, out);
+            }
+        }
         return;
     }
     let _ = avx2;
@@ -387,13 +395,17 @@ fn attend(
 ///   instead of a load and store of the output per key (rescaled only by keys that raise the
 ///   max, as the portable kernel does).
 ///
+/// * the softmax's exponentials, 8 keys at a time (`exp8`, or with `W512` its 512-bit twin
+///   `exp8_avx512`: the same bits as the scalar `exp` either way).
+///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C (`Isa::Avx2`; F16C lets `hsum8`, compiled for the kernels'
-/// common feature set, inline here instead of costing a call per key and head).
+/// common feature set, inline here instead of costing a call per key and head), and with `W512`
+/// AVX512F/VL; the caller enables them (this is always inlined).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx2(
+unsafe fn attend_x86<const W512: bool>(
     q: &[f32],
     hd: usize,
     k: &[f32],
@@ -404,7 +416,16 @@ unsafe fn attend_avx2(
     st: &mut Softmax,
     out: &mut [f32],
 ) {
+    use crate::ops::cpu::exp::avx2::{exp8, exp8_avx512};
     use std::arch::x86_64::*;
+    // SAFETY (both): the caller's contract (AVX2, and AVX-512 with W512).
+    let exp8 = |x: __m256| unsafe {
+        if W512 {
+            exp8_avx512(x)
+        } else {
+            exp8(x)
+        }
+    };
     if !hd.is_multiple_of(8) || hd == 0 {
         attend_portable(q, hd, k, v, stride, count, scale, st, out);
         return;
@@ -418,6 +439,8 @@ unsafe fn attend_avx2(
     // its weight.
     let mut shrink = [1.0f32; KEY_CHUNK];
     let mut weight = [0.0f32; KEY_CHUNK];
+    // The running max before and after each key of the chunk.
+    let (mut m_before, mut m_after) = ([0.0f32; KEY_CHUNK], [0.0f32; KEY_CHUNK]);
     // Lane order of the 8-key reduction below: lanes hold keys 0, 2, 4, 6, 1, 3, 5, 7.
     let unscramble = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     let scale_v = _mm256_set1_ps(scale);
@@ -477,16 +500,35 @@ unsafe fn attend_avx2(
                     }
                     *score = crate::ops::cpu::simd::avx2::hsum8(acc) * scale;
                 }
-                // The head's softmax state over the chunk, key by key.
+                // The head's softmax state over the chunk: the running max before and after
+                // each key (scalar), both exponentials of 8 keys at once (`exp8`, the scalar
+                // `exp`'s bits), then the running sum key by key.
+                let mut m = st.m[h];
                 for i in 0..len {
-                    let score = scores[i];
-                    shrink[i] = 1.0;
-                    if score > st.m[h] {
-                        shrink[i] = (st.m[h] - score).exp();
-                        st.sum[h] *= shrink[i];
-                        st.m[h] = score;
+                    m_before[i] = m;
+                    if scores[i] > m {
+                        m = scores[i];
                     }
-                    weight[i] = (score - st.m[h]).exp();
+                    m_after[i] = m;
+                }
+                st.m[h] = m;
+                let mut i = 0;
+                while i < len {
+                    // Lanes past `len` compute on stale values and are never read.
+                    let sc = _mm256_loadu_ps(scores.as_ptr().add(i));
+                    let before = _mm256_loadu_ps(m_before.as_ptr().add(i));
+                    let raises = _mm256_cmp_ps::<_CMP_GT_OQ>(sc, before);
+                    let sh = exp8(_mm256_sub_ps(before, sc));
+                    let sh = _mm256_blendv_ps(_mm256_set1_ps(1.0), sh, raises);
+                    _mm256_storeu_ps(shrink.as_mut_ptr().add(i), sh);
+                    let w = exp8(_mm256_sub_ps(sc, _mm256_loadu_ps(m_after.as_ptr().add(i))));
+                    _mm256_storeu_ps(weight.as_mut_ptr().add(i), w);
+                    i += 8;
+                }
+                for i in 0..len {
+                    if scores[i] > m_before[i] {
+                        st.sum[h] *= shrink[i];
+                    }
                     st.sum[h] += weight[i];
                 }
                 // out = out · shrink + weight · value, key by key, in registers.
@@ -532,6 +574,50 @@ unsafe fn attend_avx2(
     }
 }
 
+/// [`attend_x86`] with 256-bit exponentials.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_avx2(
+    q: &[f32],
+    hd: usize,
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    count: usize,
+    scale: f32,
+    st: &mut Softmax,
+    out: &mut [f32],
+) {
+    // SAFETY: this function enables the features `attend_x86::<false>` needs.
+    unsafe { attend_x86::<false>(q, hd, k, v, stride, count, scale, st, out) }
+}
+
+/// [`attend_x86`] with the exponentials in 512-bit vectors (the same bits).
+///
+/// # Safety
+/// The CPU has AVX2, FMA, F16C and AVX512F/VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_avx512(
+    q: &[f32],
+    hd: usize,
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    count: usize,
+    scale: f32,
+    st: &mut Softmax,
+    out: &mut [f32],
+) {
+    // SAFETY: this function enables the features `attend_x86::<true>` needs.
+    unsafe { attend_x86::<true>(q, hd, k, v, stride, count, scale, st, out) }
+}
+
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 fn attend_portable(
@@ -563,12 +649,12 @@ fn attend_portable(
             for (h, oh) in out.chunks_exact_mut(hd).take(heads).enumerate() {
                 let score = scores[h][i];
                 if score > st.m[h] {
-                    let shrink = (st.m[h] - score).exp();
+                    let shrink = exp(st.m[h] - score);
                     st.sum[h] *= shrink;
                     oh.iter_mut().for_each(|o| *o *= shrink);
                     st.m[h] = score;
                 }
-                let p = (score - st.m[h]).exp();
+                let p = exp(score - st.m[h]);
                 st.sum[h] += p;
                 oh.iter_mut().zip(val).for_each(|(o, &v)| *o += p * v);
             }
@@ -599,13 +685,26 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// `g = silu(g) · u` elementwise, in parallel chunks when there are enough elements for the
 /// threads to pay (a batched step of SmolLM2 has 6 · 1536 per layer, each an `exp`); every
-/// element's operations are the same whichever thread runs it.
-fn silu_mul(g: &mut [f32], u: &[f32], pool: &ThreadPool) -> Result<()> {
+/// element's operations are the same whichever thread runs it, and with `avx2` 8 at a time
+/// ([`silu_mul_avx2`], the same operations as [`silu_mul_portable`]).
+fn silu_mul(g: &mut [f32], u: &[f32], pool: &ThreadPool, avx2: bool) -> Result<()> {
     const CHUNK: usize = 2048;
     let f = |g: &mut [f32], u: &[f32]| {
-        for (g, &u) in g.iter_mut().zip(u) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: `avx2` is true only when `Isa::detect()` found AVX2, FMA and F16C; the
+            // AVX-512 build runs only where `has_avx512` found AVX512F/VL.
+            unsafe {
+                if crate::ops::cpu::exp::avx2::has_avx512() {
+                    silu_mul_avx512(g, u);
+                } else {
+                    silu_mul_avx2(g, u);
+                }
+            }
+            return;
         }
+        let _ = avx2;
+        silu_mul_portable(g, u);
     };
     if pool.threads() < 2 || g.len() < 2 * CHUNK {
         f(g, u);
@@ -621,6 +720,71 @@ fn silu_mul(g: &mut [f32], u: &[f32], pool: &ThreadPool) -> Result<()> {
         let g = unsafe { std::slice::from_raw_parts_mut(gp.0.add(a), b - a) };
         f(g, &u[a..b]);
     })
+}
+
+/// `g = g / (1 + exp(−g)) · u` per element ([`exp`]).
+fn silu_mul_portable(g: &mut [f32], u: &[f32]) {
+    for (g, &u) in g.iter_mut().zip(u) {
+        *g = *g / (1.0 + exp(-*g)) * u;
+    }
+}
+
+/// [`silu_mul_portable`] 8 elements at a time (`exp8` is `exp` lane for lane, and so is
+/// `exp8_avx512` with `W512`; the negation, add, divide and multiply are the same IEEE
+/// operations), the rest by the portable loop.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C, and with `W512` AVX512F/VL; the caller enables them (this
+/// is always inlined).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn silu_mul_x86<const W512: bool>(g: &mut [f32], u: &[f32]) {
+    use crate::ops::cpu::exp::avx2::{exp8, exp8_avx512};
+    use std::arch::x86_64::*;
+    // SAFETY (both): the caller's contract.
+    let exp8 = |x: __m256| unsafe {
+        if W512 {
+            exp8_avx512(x)
+        } else {
+            exp8(x)
+        }
+    };
+    let len = g.len().min(u.len());
+    let whole = len / 8 * 8;
+    let (gp, up) = (g.as_mut_ptr(), u.as_ptr());
+    let (one, sign) = (_mm256_set1_ps(1.0), _mm256_set1_ps(-0.0));
+    for i in (0..whole).step_by(8) {
+        // SAFETY: i + 8 ≤ len, inside both slices.
+        unsafe {
+            let x = _mm256_loadu_ps(gp.add(i));
+            let e = exp8(_mm256_xor_ps(x, sign));
+            let y = _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(up.add(i)));
+            _mm256_storeu_ps(gp.add(i), y);
+        }
+    }
+    silu_mul_portable(&mut g[whole..len], &u[whole..len]);
+}
+
+/// [`silu_mul_x86`] with 256-bit exponentials.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn silu_mul_avx2(g: &mut [f32], u: &[f32]) {
+    // SAFETY: this function enables the features `silu_mul_x86::<false>` needs.
+    unsafe { silu_mul_x86::<false>(g, u) }
+}
+
+/// [`silu_mul_x86`] with the exponentials in 512-bit vectors (the same bits).
+///
+/// # Safety
+/// The CPU has AVX2, FMA, F16C and AVX512F/VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+unsafe fn silu_mul_avx512(g: &mut [f32], u: &[f32]) {
+    // SAFETY: this function enables the features `silu_mul_x86::<true>` needs.
+    unsafe { silu_mul_x86::<true>(g, u) }
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
@@ -672,20 +836,32 @@ mod tests {
         out
     }
 
-    /// The parallel SiLU gives the serial loop's bits, with chunks that do not divide the
-    /// length, and below the parallel threshold.
+    /// The parallel (and, where the CPU has it, AVX2) SiLU gives the portable serial loop's
+    /// bits, with chunks that do not divide the length, below the parallel threshold, and with
+    /// gates where `e^−g` overflows or rounds to zero; the portable loop is within 1e-6
+    /// relative of the f64 `g / (1 + e^−g) · u` (a few ulp), or 1e-30 absolute where a gate
+    /// below −88.7 makes `e^−g` overflow (exact results there are below 1e-36).
     #[test]
     fn silu_mul_in_parallel_equals_serial() {
         let pool = ThreadPool::new(2).unwrap();
         for len in [10, 4095, 4096, 9217] {
-            let g0: Vec<f32> = values(len as u64, len).iter().map(|x| x * 8.0).collect();
+            let mut g0: Vec<f32> = values(len as u64, len).iter().map(|x| x * 8.0).collect();
+            for (g, x) in g0.iter_mut().step_by(7).zip([-100.0, -88.5, 87.5, 95.0, -0.0, 1e-30]) {
+                *g = x;
+            }
             let u = values(len as u64 + 1, len);
             let mut serial = g0.clone();
-            for (g, &u) in serial.iter_mut().zip(&u) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
+            silu_mul_portable(&mut serial, &u);
+            for ((&g, &u), &got) in g0.iter().zip(&u).zip(&serial) {
+                let (g, u) = (g as f64, u as f64);
+                let want = g / (1.0 + (-g).exp()) * u;
+                assert!(
+                    (got as f64 - want).abs() <= 1e-6 * want.abs() + 1e-30,
+                    "silu({g}) · {u}: {got} vs {want}"
+                );
             }
             let mut par = g0.clone();
-            silu_mul(&mut par, &u, &pool).unwrap();
+            silu_mul(&mut par, &u, &pool, crate::ops::Isa::detect().avx2()).unwrap();
             assert_eq!(
                 par.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
                 serial.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),

@@ -76,7 +76,7 @@
 //! * Bit-identical per operation: the embedding lookup, every weight matmul on the GEMV
 //!   kernels (each output is the CPU's 8-lane FMA chain and `hsum8`; int8 activation
 //!   quantization for the block formats),
-//!   RoPE (the CPU's own cos/sin table), SwiGLU (glibc's `expf` reproduced), the residual adds;
+//!   RoPE (the CPU's own cos/sin table), SwiGLU (the CPU's `exp` reproduced), the residual adds;
 //!   RMSNorm too but for ~1 row in 10⁶ whose f64 inverse norm lies within ~1e-13 of an f32
 //!   rounding boundary (an ulp or two there). Each row's result does not depend on the other
 //!   rows of its launch, so batched and single generation agree bit for bit on the device.

@@ -21,6 +21,7 @@
 //!   `quantize_act` (int8 activations, [`MatmulScratch`]), `simd` (reductions), `threads`
 //!   ([`ThreadPool`]).
 
+pub mod exp;
 mod gemm_f32;
 mod matmul_f16;
 mod matmul_f32;

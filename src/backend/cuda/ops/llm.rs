@@ -30,9 +30,8 @@
 //!   the inverse norm (rounded once to f32) is therefore the CPU's unless its f64 value lies
 //!   within ~1e-13 of an f32 rounding boundary (about one row in a million): such a row differs
 //!   by an ulp or two, every other row is bit-identical.
-//! - SwiGLU's `exp` is glibc's `expf` algorithm reproduced in f64 on the device (the CPU's
-//!   `f32::exp` is glibc's `expf`, which is not correctly rounded, so CUDA's `expf` would differ):
-//!   bit-identical on a host whose libm is glibc ≥ 2.27 (checked on 613 M inputs against 2.36).
+//! - SwiGLU's `exp` is the CPU decoder's own (`ops::cpu::exp::exp`: e^x in f64, rounded once)
+//!   reproduced operation for operation on the device, so bit-identical on any host.
 //! - RoPE takes the CPU's own table (cos/sin computed in f64 on the host by `Rope::angles`,
 //!   uploaded once by [`RopeTable::new`]), so the rotation is bit-identical.
 //! - Top-p sampling weighs each id by round(exp(x − max) · 2^44) (u64, exact integer sums) and
