@@ -543,3 +543,90 @@ fn integer_extremes_are_exact_on_every_isa() {
         }
     }
 }
+
+/// `ops::matmul_group_into` gives each weight's `matmul_into` result bit for bit: the fused
+/// path (one format: Q/K/V-like row counts, 1 to 4 weights, n = 1 and batched, 1 and 2
+/// threads, a 2-block tail), mixed formats and float weights (one by one), and more than
+/// `MATMUL_GROUP_MAX` weights.
+#[test]
+fn grouped_products_equal_one_call_each() {
+    let pools = pools();
+    let k = 576; // 18 blocks: two whole groups and a 2-block tail
+    let row_counts = [576, 192, 192, 130, 70];
+    let cases: [&[WeightType]; 6] = [
+        &[WeightType::Q4_0, WeightType::Q4_0, WeightType::Q4_0],
+        &[WeightType::Q8_0, WeightType::Q8_0],
+        &[WeightType::Q4_1],
+        &[WeightType::Q4_1, WeightType::Q4_1, WeightType::Q4_1, WeightType::Q4_1],
+        &[WeightType::Q8_0, WeightType::Q4_0, WeightType::F16],
+        &[WeightType::Q4_0, WeightType::Q4_0, WeightType::Q4_0, WeightType::Q4_0, WeightType::Q4_0],
+    ];
+    for (c, types) in cases.iter().enumerate() {
+        let owned: Vec<Owned> = types
+            .iter()
+            .enumerate()
+            .map(|(j, &wt)| Owned::new(wt, &random(row_counts[j] * k, (c * 10 + j) as u64, true)))
+            .collect();
+        let shapes: Vec<[usize; 2]> = (0..types.len()).map(|j| [row_counts[j], k]).collect();
+        let ws: Vec<Weight<'_>> = owned.iter().zip(&shapes).map(|(o, s)| o.view(s)).collect();
+        let refs: Vec<&Weight<'_>> = ws.iter().collect();
+        for n in [1, 6] {
+            let x = random(n * k, 77 + n as u64, true);
+            let mut scratch = MatmulScratch::with_capacity(n, k).unwrap();
+            for pool in &pools[..2] {
+                let want: Vec<Vec<f32>> = ws
+                    .iter()
+                    .map(|w| {
+                        let mut o = vec![f32::NAN; n * w.shape()[0]];
+                        ops::matmul_into(&x, n, w, &mut o, &mut scratch, pool).unwrap();
+                        o
+                    })
+                    .collect();
+                let mut got: Vec<Vec<f32>> = ws.iter().map(|w| vec![f32::NAN; n * w.shape()[0]]).collect();
+                let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|o| o.as_mut_slice()).collect();
+                ops::matmul_group_into(&x, n, &refs, &mut outs, &mut scratch, pool).unwrap();
+                for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let what = format!("case {c} weight {j} n={n} threads={}", pool.threads());
+                    assert_bits_eq(g, w, &what);
+                    // And both are right: the f64 product with the kernel's activation rounding
+                    // (both calls share the kernels, so equality alone would not show it).
+                    let (rows, wf) = (ws[j].shape()[0], ws[j].to_f32().unwrap());
+                    let (want_f64, op) = if is_quant(types[j]) {
+                        let r = reference::matmul_quantized_activations_f64(&x, n, &wf, rows, k);
+                        (r, Op::MatmulQuantizedActivations)
+                    } else {
+                        (reference::matmul_f64(&x, n, &wf, rows, k), Op::Matmul)
+                    };
+                    let scale = reference::abs_products(&x, n, &wf, rows, k);
+                    let stats = ErrorStats::measure(g, &want_f64, &scale);
+                    let tol = tolerance(op, types[j]).unwrap();
+                    assert!(tol.accepts(&stats), "{what}: {stats:?} vs {tol:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Bad groups are errors before anything is computed: outputs and weights differ in count, or
+/// one weight (not the first) has the wrong columns or output length; no output is touched.
+#[test]
+fn bad_groups_are_errors_and_touch_nothing() {
+    let pool = ThreadPool::new(1).unwrap();
+    let k = 64;
+    let a = Owned::new(WeightType::Q8_0, &random(8 * k, 1, true));
+    let b = Owned::new(WeightType::Q8_0, &random(4 * k, 2, true));
+    let (sa, sb, sb_bad) = ([8, k], [4, k], [2, 2 * k]);
+    let (wa, wb, wb_bad) = (a.view(&sa), b.view(&sb), b.view(&sb_bad));
+    let x = random(2 * k, 3, true);
+    let mut scratch = MatmulScratch::with_capacity(2, k).unwrap();
+    let (mut oa, mut ob) = (vec![7.0f32; 16], vec![7.0f32; 8]);
+    let err = ops::matmul_group_into(&x, 2, &[&wa, &wb], &mut [&mut oa[..]], &mut scratch, &pool);
+    assert!(matches!(err, Err(Error::InvalidArgument { .. })), "{err:?}");
+    let err =
+        ops::matmul_group_into(&x, 2, &[&wa, &wb_bad], &mut [&mut oa[..], &mut ob[..]], &mut scratch, &pool);
+    assert!(matches!(err, Err(Error::Shape { .. })), "{err:?}");
+    let err =
+        ops::matmul_group_into(&x, 2, &[&wa, &wb], &mut [&mut oa[..], &mut ob[..7]], &mut scratch, &pool);
+    assert!(matches!(err, Err(Error::Shape { .. })), "{err:?}");
+    assert!(oa.iter().chain(&ob).all(|&v| v == 7.0), "an output was written");
+}

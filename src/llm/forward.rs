@@ -25,7 +25,7 @@ use super::rope::{rotate, Rope};
 use super::weights::DecoderWeights;
 use crate::model::config::DecoderConfig;
 use crate::ops::cpu::exp::exp;
-use crate::ops::{matmul_into, MatmulScratch, ThreadPool};
+use crate::ops::{matmul_group_into, matmul_into, MatmulScratch, ThreadPool};
 use crate::{Error, Result};
 
 /// Keys and values of one sequence, all layers: `k`, `v` `[n_layers, capacity, nkv·hd]`.
@@ -194,9 +194,9 @@ pub(crate) fn forward(
     for (il, l) in w.layers.iter().enumerate() {
         // Attention block.
         rms_norm(&s.x[..n * d], &l.attn_norm, cfg.rms_norm_eps, &mut s.h[..n * d]); // [n, D]
-        matmul_into(&s.h[..n * d], n, &l.q, &mut s.q[..n * qd], &mut s.mm, pool)?; // [n, nh·hd]
-        matmul_into(&s.h[..n * d], n, &l.k, &mut s.k[..n * kvd], &mut s.mm, pool)?; // [n, nkv·hd]
-        matmul_into(&s.h[..n * d], n, &l.v, &mut s.v[..n * kvd], &mut s.mm, pool)?; // [n, nkv·hd]
+                                                                                    // Q [n, nh·hd], K and V [n, nkv·hd]: one quantization of h, one pool call.
+        let mut qkv = [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
+        matmul_group_into(&s.h[..n * d], n, &[&l.q, &l.k, &l.v], &mut qkv, &mut s.mm, pool)?;
         for (i, r) in rows.iter().enumerate() {
             let (cos, sin) = (&s.cos[i * half..(i + 1) * half], &s.sin[i * half..(i + 1) * half]);
             for head in s.q[i * qd..(i + 1) * qd].chunks_exact_mut(hd) {
@@ -295,8 +295,8 @@ pub(crate) fn forward(
 
         // MLP block.
         rms_norm(&s.x[..n * d], &l.mlp_norm, cfg.rms_norm_eps, &mut s.h[..n * d]); // [n, D]
-        matmul_into(&s.h[..n * d], n, &l.gate, &mut s.gate[..n * f], &mut s.mm, pool)?; // [n, F]
-        matmul_into(&s.h[..n * d], n, &l.up, &mut s.up[..n * f], &mut s.mm, pool)?; // [n, F]
+        let mut gate_up = [&mut s.gate[..n * f], &mut s.up[..n * f]]; // [n, F] each
+        matmul_group_into(&s.h[..n * d], n, &[&l.gate, &l.up], &mut gate_up, &mut s.mm, pool)?;
         silu_mul(&mut s.gate[..n * f], &s.up[..n * f], pool, avx2)?; // silu(g) · u
         matmul_into(&s.gate[..n * f], n, &l.down, &mut s.out[..n * d], &mut s.mm, pool)?; // [n, D]
         add(&mut s.x[..n * d], &s.out[..n * d]);

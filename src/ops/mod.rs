@@ -115,6 +115,50 @@ pub fn matmul_into(
     matmul_with_isa(x, n, w, out, scratch, pool, Isa::detect())
 }
 
+/// Most weights [`matmul_group_into`] runs in one pool call (the attention's Q, K and V).
+pub const MATMUL_GROUP_MAX: usize = 4;
+
+/// Several products of the same activations, `out_j = x · W_jᵀ` for each weight `ws[j]` and
+/// output `outs[j]` (`[n, rows_j]`): the attention's Q, K and V, the MLP's gate and up. The
+/// results are [`matmul_into`]'s for each weight, bit for bit. When the weights are all
+/// quantized in one format and there are at most [`MATMUL_GROUP_MAX`], the activations are
+/// quantized once and the tasks of all the products run in one pool call, which saves a
+/// quantization and a fork/join per extra weight (a decode step issues hundreds of small
+/// products); otherwise the products run one after another. Never allocates; the scratch
+/// contract is [`matmul_into`]'s. Every weight and output is checked before anything is
+/// computed.
+pub fn matmul_group_into(
+    x: &[f32],
+    n: usize,
+    ws: &[&Weight<'_>],
+    outs: &mut [&mut [f32]],
+    scratch: &mut MatmulScratch,
+    pool: &ThreadPool,
+) -> Result<()> {
+    if ws.len() != outs.len() {
+        return Err(Error::invalid(
+            "outs",
+            format!("{} outputs for {} weights (one each)", outs.len(), ws.len()),
+        ));
+    }
+    let mut dims = [(0usize, 0usize); MATMUL_GROUP_MAX];
+    for (j, (w, out)) in ws.iter().zip(outs.iter()).enumerate() {
+        let d = check(x, n, w, out)?;
+        if let Some(slot) = dims.get_mut(j) {
+            *slot = d;
+        }
+    }
+    let isa = Isa::detect();
+    if ws.len() > MATMUL_GROUP_MAX {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            let (rows, k) = check(x, n, w, out)?;
+            cpu::matmul(x, n, k, w, rows, out, scratch, pool, isa)?;
+        }
+        return Ok(());
+    }
+    cpu::matmul_group(x, n, ws, &dims[..ws.len()], outs, scratch, pool, isa)
+}
+
 /// [`matmul_into`] on a chosen ISA (tests compare the AVX2 and scalar paths with it). An ISA
 /// this CPU lacks is [`Error::Unsupported`].
 #[doc(hidden)]

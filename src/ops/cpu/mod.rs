@@ -208,6 +208,65 @@ pub(crate) fn matmul(
     }
 }
 
+/// [`matmul`] of several weights with the same activations (`dims[j] = (rows_j, k)`, all
+/// checked by the caller, at most `ops::MATMUL_GROUP_MAX`): quantized weights of one format
+/// share one quantization of `x` and one pool call; anything else runs [`matmul`] per weight.
+/// The same results as [`matmul`] per weight either way.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_group(
+    x: &[f32],
+    n: usize,
+    ws: &[&Weight<'_>],
+    dims: &[(usize, usize)],
+    outs: &mut [&mut [f32]],
+    scratch: &mut MatmulScratch,
+    pool: &ThreadPool,
+    isa: Isa,
+) -> Result<()> {
+    const MAX: usize = crate::ops::MATMUL_GROUP_MAX;
+    let qtype = match ws.first() {
+        Some(Weight::Quant(q)) => Some(q.qtype),
+        _ => None,
+    };
+    let k = dims.first().map_or(0, |d| d.1);
+    let fused = n > 0
+        && ws.len() <= MAX
+        && qtype.is_some()
+        && ws.iter().all(|w| matches!(w, Weight::Quant(q) if Some(q.qtype) == qtype))
+        && dims.iter().all(|d| d.1 == k);
+    let Some(qtype) = qtype.filter(|_| fused) else {
+        for ((w, out), &(rows, k)) in ws.iter().zip(outs.iter_mut()).zip(dims) {
+            matmul(x, n, k, w, rows, out, scratch, pool, isa)?;
+        }
+        return Ok(());
+    };
+    let empty = QMatrix { values: &[], scales: &[], mins: &[], nb: k / QK };
+    let mut ms = [empty; MAX];
+    let mut rows = [0usize; MAX];
+    let mut ptrs = [OutPtr(std::ptr::null_mut()); MAX];
+    for (j, ((w, out), &(r, _))) in ws.iter().zip(outs.iter_mut()).zip(dims).enumerate() {
+        if let Weight::Quant(q) = w {
+            ms[j] = QMatrix { values: q.values, scales: q.scales, mins: q.mins, nb: k / QK };
+        }
+        rows[j] = r;
+        ptrs[j] = OutPtr(out.as_mut_ptr());
+    }
+    let g = QGroup { ms: &ms[..ws.len()], rows: &rows[..ws.len()], outs: &ptrs[..ws.len()] };
+    match qtype {
+        QuantType::Q8_0 => run_quant_group::<matmul_q8_0::Q8_0>(x, n, k, g, scratch, pool, isa),
+        QuantType::Q4_0 => run_quant_group::<matmul_q4::Q4_0>(x, n, k, g, scratch, pool, isa),
+        QuantType::Q4_1 => run_quant_group::<matmul_q4::Q4_1>(x, n, k, g, scratch, pool, isa),
+    }
+}
+
+/// The weights, row counts and outputs of a fused [`matmul_group`].
+#[derive(Clone, Copy)]
+struct QGroup<'a> {
+    ms: &'a [QMatrix<'a>],
+    rows: &'a [usize],
+    outs: &'a [OutPtr],
+}
+
 /// [`matmul`]'s many-row twin for float weights (the packed GEMM of `gemm_f32`: a sequential
 /// FMA chain per k block of 256 per output); the caller sends quantized weights to [`matmul`].
 #[allow(clippy::too_many_arguments)]
@@ -277,18 +336,44 @@ fn run_quant<F: QuantFormat>(
     pool: &ThreadPool,
     isa: Isa,
 ) -> Result<()> {
+    let g = QGroup { ms: &[w], rows: &[rows], outs: &[out] };
+    run_quant_group::<F>(x, n, k, g, scratch, pool, isa)
+}
+
+/// [`run_quant`] for one or more weights of format `F` with the same activations: one
+/// quantization, then every weight's row tasks (planned as for that weight alone) in one pool
+/// call.
+fn run_quant_group<F: QuantFormat>(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    g: QGroup<'_>,
+    scratch: &mut MatmulScratch,
+    pool: &ThreadPool,
+    isa: Isa,
+) -> Result<()> {
+    const MAX: usize = crate::ops::MATMUL_GROUP_MAX;
     let interleave = isa.avx2() && n >= quantize_act::INTERLEAVE_MIN_ROWS;
     let bias = F::VNNI_BIAS_LOG2;
     let vnni_bias = (interleave && isa.vnni().is_some() && bias > 0).then_some(bias);
     let acts = scratch.quantize(x, n, k, isa, interleave, vnni_bias)?;
-    let row_bytes = w.nb * (F::VALUE_BYTES + 2 + if F::HAS_MIN { 2 } else { 0 });
-    let per = plan(rows, pool.threads(), TASK_WEIGHT_BYTES / row_bytes.max(1), 4);
-    pool.run(rows.div_ceil(per), &|t| {
-        let r0 = t * per;
+    // Rows per task and the first task of each weight.
+    let (mut per, mut first) = ([1usize; MAX], [0usize; MAX + 1]);
+    for (j, (m, &rows)) in g.ms.iter().zip(g.rows).enumerate().take(MAX) {
+        let row_bytes = m.nb * (F::VALUE_BYTES + 2 + if F::HAS_MIN { 2 } else { 0 });
+        per[j] = plan(rows, pool.threads(), TASK_WEIGHT_BYTES / row_bytes.max(1), 4);
+        first[j + 1] = first[j] + rows.div_ceil(per[j]);
+    }
+    let count = g.ms.len().min(MAX);
+    pool.run(first[count], &|t| {
+        let j = first[1..=count].iter().position(|&end| t < end).unwrap_or(0);
+        let (rows, per) = (g.rows[j], per[j]);
+        let r0 = (t - first[j]) * per;
         let r1 = (r0 + per).min(rows);
-        // SAFETY: the caller checked the weight arrays against [rows, nb · 32] and quantized n
-        // rows of nb blocks; task t alone writes the columns r0..r1.
-        unsafe { matmul_quant::quant_rows::<F>(acts, n, w, r0, r1, out, rows, isa) }
+        // SAFETY: the caller checked each weight's arrays against [rows_j, nb · 32] and its
+        // output against [n, rows_j], and x was quantized as n rows of nb blocks; task t alone
+        // writes the columns r0..r1 of output j.
+        unsafe { matmul_quant::quant_rows::<F>(acts, n, g.ms[j], r0, r1, g.outs[j], rows, isa) }
     })
 }
 
