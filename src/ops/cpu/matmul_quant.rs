@@ -790,7 +790,13 @@ mod avx2 {
             unsafe { il_group::<F, M, false>(w, x, il, g * LANES, rem, &mut acc) };
         }
         if rem != 0 {
-            unsafe { il_group::<F, M, true>(w, x, il, full * LANES, rem, &mut acc) };
+            let b0 = full * LANES;
+            match x.tail_width() {
+                Some(1) => unsafe { il_tail::<F, M, 1>(w, x, b0, rem, &mut acc) },
+                Some(2) => unsafe { il_tail::<F, M, 2>(w, x, b0, rem, &mut acc) },
+                Some(4) => unsafe { il_tail::<F, M, 4>(w, x, b0, rem, &mut acc) },
+                _ => unsafe { il_group::<F, M, true>(w, x, il, b0, rem, &mut acc) },
+            }
         }
         for (j, acc) in acc.iter().enumerate() {
             // SAFETY: row j < M of the tile (caller's contract).
@@ -826,6 +832,55 @@ mod avx2 {
                 let s = F::group_sums_il(&t, il.add(j * row_il + b0 * QK));
                 let (xd, xs) = act_scales(x, j, b0, MASKED, tail);
                 *acc = accumulate::<F>(*acc, s, dw, mw, xd, xs);
+            }
+        }
+    }
+
+    /// The last, partial group of [`tile_il`] (blocks `b0..b0 + rem`) from the compact tail of
+    /// width `T` (1, 2 or 4; `quantize_act::tail_width`), without VNNI: per row `T` `maddubs`
+    /// and `madd` (4-bit weights: the nibbles as the unsigned operand, at most 2 · 15 · 127 per
+    /// pair; Q8_0: |w| against x with w's sign, as [`QuantFormat::group_sums_il`] does), then the
+    /// lane sums of `simd::avx2::tail_sums_256`: the same block sums before the Q4_0 offset as
+    /// [`il_group`]'s masked group, and the same f32 steps.
+    ///
+    /// # Safety
+    /// As [`il_group`] for the last group; the panel has a compact tail of width `T`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn il_tail<F: QuantFormat, const M: usize, const T: usize>(
+        w: WRow,
+        x: Panel,
+        b0: usize,
+        rem: usize,
+        acc: &mut [__m256; M],
+    ) {
+        use crate::ops::cpu::simd::avx2::{nibble_tail, pairs_to_i32, word_tail};
+        let vb = F::VALUE_BYTES;
+        // SAFETY: as in `row_pair_tail`, for one weight row.
+        unsafe {
+            let tail = tail_lanes(rem);
+            let (dw, mw) = group_scales::<F, PREFETCH_BYTES>(w, b0, true, tail);
+            let p = w.values.add(b0 * vb);
+            // Unsigned nibbles, or Q8_0's signed values (no flip: `maddubs` saturates at 255).
+            let (t, mag): ([__m256i; T], [__m256i; T]) = if F::NIBBLES {
+                let t = nibble_tail::<T>(p);
+                (t, t)
+            } else {
+                let t = word_tail::<T>(p, _mm256_setzero_si256());
+                (t, t.map(|v| _mm256_sign_epi8(v, v)))
+            };
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let xr = x.tail.add(j * T * QK);
+                let mut s = _mm256_setzero_si256();
+                for v in 0..T {
+                    let mut xv = _mm256_loadu_si256(xr.add(32 * v).cast());
+                    if !F::NIBBLES {
+                        xv = _mm256_sign_epi8(xv, t[v]);
+                    }
+                    s = _mm256_add_epi32(s, pairs_to_i32(_mm256_maddubs_epi16(mag[v], xv)));
+                }
+                let (xd, xs) = act_scales(x, j, b0, true, tail);
+                *acc = accumulate::<F>(*acc, tail_sums_256::<T>(s), dw, mw, xd, xs);
             }
         }
     }
