@@ -50,13 +50,15 @@
 //! all of them, and checks exact results at the extreme values).
 //!
 //! A row whose last group holds only 1 to 4 blocks (SmolLM2's 576 = 2 whole groups and 2
-//! blocks) would still pay 8 `vpdpbusd` per activation row for it. The VNNI kernels take that
-//! group from a compact copy instead ([`QActs::tail`], `quantize_act::tail_width`: 1, 2 or 4
-//! blocks, lane `k` belongs to block `k % T`): `T` `vpdpbusd` per row
-//! ([`QuantFormat::tail_vnni`] lays the weights out alike), then two or three shuffles and
-//! adds put each block's sum in its lane. The same integers, the same f32 steps, the same bits.
-//! Hot 6-row products of SmolLM2's 1536 × 576 went from 84–89 to 92–95 GMAC/s (Q4_0) and
-//! from 72–75 to 81–84 (Q8_0) on one Sapphire Rapids core (3 alternating runs each).
+//! blocks) would still pay 8 `vpdpbusd` (or 8 `maddubs`) per activation row for it. The
+//! batched kernels take that group from a compact copy instead ([`QActs::tail`],
+//! `quantize_act::tail_width`: 1, 2 or 4 blocks, lane `k` belongs to block `k % T`): `T`
+//! `vpdpbusd` (or `maddubs` + `madd`) per row ([`QuantFormat::tail_vnni`] and
+//! `simd::avx2::{word_tail, nibble_tail}` lay the weights out alike), then two or three
+//! shuffles and adds put each block's sum in its lane. The same integers, the same f32 steps,
+//! the same bits. Hot 6-row products of SmolLM2's 1536 × 576 on one Sapphire Rapids core (3
+//! alternating runs each): VNNI Q4_0 84–89 → 92–95 GMAC/s, Q8_0 72–75 → 81–84; the AVX2
+//! kernel (forced) Q4_0 93–98 → 97–103, Q8_0 unchanged at 86–89.
 
 use half::f16;
 
