@@ -1,7 +1,7 @@
 //! `exp` of f32 values that is the same function on every path: [`exp`] (scalar) and
-//! [`avx2::exp8`] (8 lanes) perform the same IEEE operations in the same order, so the
+//! `avx2::exp8` (8 lanes) perform the same IEEE operations in the same order, so the
 //! decoder's softmax and SiLU give the same bits whichever path runs them (and
-//! [`avx2::exp8_avx512`], the same lanes in 512-bit vectors, too), and the vector path
+//! `avx2::exp8_avx512`, the same lanes in 512-bit vectors, too), and the vector path
 //! costs a fraction of a call to the C library's `expf` per element (which the compiler cannot
 //! vectorize, and whose last bit may differ between C libraries).
 //!
