@@ -417,6 +417,7 @@ unsafe fn attend_x86<const W512: bool>(
     out: &mut [f32],
 ) {
     use crate::ops::cpu::exp::avx2::{exp8, exp8_avx512};
+    use crate::ops::cpu::simd::avx2::hsum8x8;
     use std::arch::x86_64::*;
     // SAFETY (both): the caller's contract (AVX2, and AVX-512 with W512).
     let exp8 = |x: __m256| unsafe {
@@ -441,8 +442,6 @@ unsafe fn attend_x86<const W512: bool>(
     let mut weight = [0.0f32; KEY_CHUNK];
     // The running max before and after each key of the chunk.
     let (mut m_before, mut m_after) = ([0.0f32; KEY_CHUNK], [0.0f32; KEY_CHUNK]);
-    // Lane order of the 8-key reduction below: lanes hold keys 0, 2, 4, 6, 1, 3, 5, 7.
-    let unscramble = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     let scale_v = _mm256_set1_ps(scale);
     let mut start = 0;
     // SAFETY: every pointer offset stays inside the slices: query head h < heads reads
@@ -464,28 +463,8 @@ unsafe fn attend_x86<const W512: bool>(
                             *a = _mm256_add_ps(*a, _mm256_mul_ps(qv, _mm256_loadu_ps(key)));
                         }
                     }
-                    // t = lo + hi per key, two keys per vector: [t0..t3 of key j | of key j+1].
-                    let t = |a: __m256, b: __m256| {
-                        _mm256_add_ps(
-                            _mm256_permute2f128_ps::<0x20>(a, b),
-                            _mm256_permute2f128_ps::<0x31>(a, b),
-                        )
-                    };
-                    let (t01, t23, t45, t67) =
-                        (t(acc[0], acc[1]), t(acc[2], acc[3]), t(acc[4], acc[5]), t(acc[6], acc[7]));
-                    // u = [t0 + t2, t1 + t3] per key: keys 0, 2 (low half) and 1, 3 (high half).
-                    let u = |a: __m256, b: __m256| {
-                        _mm256_add_ps(
-                            _mm256_shuffle_ps::<0b01_00_01_00>(a, b),
-                            _mm256_shuffle_ps::<0b11_10_11_10>(a, b),
-                        )
-                    };
-                    let (u0, u1) = (u(t01, t23), u(t45, t67));
-                    let sum = _mm256_add_ps(
-                        _mm256_shuffle_ps::<0b10_00_10_00>(u0, u1),
-                        _mm256_shuffle_ps::<0b11_01_11_01>(u0, u1),
-                    );
-                    let sc = _mm256_mul_ps(_mm256_permutevar8x32_ps(sum, unscramble), scale_v);
+                    // Each key's `dot` tree, 8 keys at once.
+                    let sc = _mm256_mul_ps(hsum8x8(&acc), scale_v);
                     _mm256_storeu_ps(scores.as_mut_ptr().add(i), sc);
                     i += 8;
                 }

@@ -58,7 +58,8 @@
 //! shuffles and adds put each block's sum in its lane. The same integers, the same f32 steps,
 //! the same bits. Hot 6-row products of SmolLM2's 1536 × 576 on one Sapphire Rapids core (3
 //! alternating runs each): VNNI Q4_0 84–89 → 92–95 GMAC/s, Q8_0 72–75 → 81–84; the AVX2
-//! kernel (forced) Q4_0 93–98 → 97–103, Q8_0 unchanged at 86–89.
+//! kernel (`ops::matmul_with_isa(.., Isa::Avx2)`) Q4_0 47–48 → 53–55, Q4_1 47–49 → 55–57,
+//! Q8_0 30–32 → 38.5–39.
 
 use half::f16;
 
@@ -438,7 +439,7 @@ mod avx2 {
         Unpacked, Vnni,
     };
     use crate::ops::cpu::quantize_act::{interleaved_blocks, tail_width, INTERLEAVE_MIN_ROWS};
-    use crate::ops::cpu::simd::avx2::{hsum8, tail_sums_256, tail_sums_halves};
+    use crate::ops::cpu::simd::avx2::{hsum8, hsum8x8, tail_sums_256, tail_sums_halves};
     use crate::ops::cpu::simd::LANES;
     use crate::ops::cpu::OutPtr;
     use crate::quant::QK;
@@ -800,9 +801,25 @@ mod avx2 {
                 _ => unsafe { il_group::<F, M, true>(w, x, il, b0, rem, &mut acc) },
             }
         }
-        for (j, acc) in acc.iter().enumerate() {
-            // SAFETY: row j < M of the tile (caller's contract).
-            unsafe { out.write(j * ldo, hsum8(*acc)) };
+        // SAFETY: rows j < M of the tile (caller's contract).
+        unsafe { store_sums::<M>(&acc, out, ldo) };
+    }
+
+    /// Writes `hsum8(acc[j])` to `out[j · ldo]` for every `j < M ≤ 8`, the sums of all rows
+    /// computed together (`simd::avx2::hsum8x8`, the same bits).
+    ///
+    /// # Safety
+    /// `out[j · ldo]` is this task's for `j < M`; the CPU has AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn store_sums<const M: usize>(acc: &[__m256; M], out: OutPtr, ldo: usize) {
+        let all: [__m256; 8] = std::array::from_fn(|j| if j < M { acc[j] } else { _mm256_setzero_ps() });
+        let mut sums = [0.0f32; 8];
+        // SAFETY: an 8-lane store into an 8-element array.
+        unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), hsum8x8(&all)) };
+        for (j, &v) in sums.iter().enumerate().take(M) {
+            // SAFETY: the caller's contract.
+            unsafe { out.write(j * ldo, v) };
         }
     }
 
@@ -999,12 +1016,63 @@ mod avx2 {
                 _ => unsafe { row_pair_group::<F, M, true>(w, x, il, b0, rem, &mut acc) },
             }
         }
-        for (j, acc) in acc.iter().enumerate() {
-            let lo = _mm512_castps512_ps256(*acc);
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*acc)));
-            unsafe {
-                *out.add(j * ldo) = hsum8(lo);
-                *out.add(j * ldo + 1) = hsum8(hi);
+        // SAFETY: the 2 · M outputs are the caller's.
+        unsafe { store_pair_sums::<M>(&acc, out, ldo) };
+    }
+
+    /// Writes the sums of the two 256-bit halves of each `acc[j]` (low half: a pair's first
+    /// weight row) to `out[j · ldo]` and `out[j · ldo + 1]`, each with `hsum8`'s operations
+    /// (`t_i = a_i + a_{i+4}`, then `(t_0 + t_2) + (t_1 + t_3)`), for all rows together: one
+    /// exchange of 128-bit lanes per two accumulators, one in-lane shuffle step per four, and
+    /// a permute and 64-bit stores per four rows, where one `hsum8` per half took 6
+    /// instructions and a store (a seventh of a 576-wide row pair's work at 6 rows). Hot 6-row
+    /// products, one core, 3 alternating runs: 1536 × 576 Q4_0 94–96 → 102–104 GMAC/s, Q8_0
+    /// 82–85 → 90–91; 4096 × 768 Q4_0 122–124 → 126–131; 2048 × 2048 Q8_0 108–110 → 112–115.
+    ///
+    /// # Safety
+    /// `out[j · ldo]` and `out[j · ldo + 1]` are writable for `j < M ≤ 8`; the CPU has AVX2,
+    /// FMA, F16C and AVX512F/VL.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+    #[inline]
+    unsafe fn store_pair_sums<const M: usize>(acc: &[__m512; M], out: *mut f32, ldo: usize) {
+        let zero = _mm512_setzero_ps();
+        let get = |j: usize| if j < M { acc[j] } else { zero };
+        // t[p]: the 4 partial sums t of A = acc[2p] (its halves r0, r1), then of B = acc[2p + 1],
+        // one per 128-bit lane: [t(A.r0), t(A.r1), t(B.r0), t(B.r1)].
+        let pairs = M.div_ceil(2);
+        let mut t = [zero; 4];
+        for (p, t) in t.iter_mut().enumerate().take(pairs) {
+            let (a, b) = (get(2 * p), get(2 * p + 1));
+            let x = _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b); // [a.l0, a.l2, b.l0, b.l2]
+            let y = _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b); // [a.l1, a.l3, b.l1, b.l3]
+            *t = _mm512_add_ps(x, y);
+        }
+        // Rows 4q..4q + 4 from t[2q] (u) and t[2q + 1] (v): per 128-bit lane k, element 0 is
+        // u's lane k summed, element 2 v's; the permute puts the (r0, r1) pairs in row order.
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+        for q in 0..pairs.div_ceil(2) {
+            let (u, v) = (t[2 * q], if 2 * q + 1 < pairs { t[2 * q + 1] } else { zero });
+            let lo = _mm512_shuffle_ps::<0b01_00_01_00>(u, v); // [u0, u1, v0, v1] per lane
+            let hi = _mm512_shuffle_ps::<0b11_10_11_10>(u, v); // [u2, u3, v2, v3]
+            let s = _mm512_add_ps(lo, hi); // [u0 + u2, u1 + u3, v0 + v2, v1 + v3]
+            let r = _mm512_add_ps(s, _mm512_shuffle_ps::<0b10_11_00_01>(s, s));
+            let g = _mm512_permutexvar_ps(order, r);
+            let (g01, g23) = (_mm512_castps512_ps128(g), _mm512_extractf32x4_ps::<1>(g));
+            for m in 0..4 {
+                let j = 4 * q + m;
+                if j >= M {
+                    break;
+                }
+                let dst = out.wrapping_add(j * ldo);
+                let half = if m < 2 { g01 } else { g23 };
+                // SAFETY: out[j · ldo] and out[j · ldo + 1] are the caller's (8 bytes).
+                unsafe {
+                    if m % 2 == 0 {
+                        _mm_storel_epi64(dst.cast(), _mm_castps_si128(half));
+                    } else {
+                        _mm_storeh_pd(dst.cast(), _mm_castps_pd(half));
+                    }
+                }
             }
         }
     }
@@ -1210,9 +1278,7 @@ mod avx2 {
                     _ => unsafe { il_group_vnni::<F, M, D, true>(wr, x, il, b0, rem, &mut acc) },
                 }
             }
-            for (j, acc) in acc.iter().enumerate() {
-                unsafe { out.write(j * ldo + r, hsum8(*acc)) };
-            }
+            unsafe { store_sums::<M>(&acc, OutPtr(out.0.wrapping_add(r)), ldo) };
         }
     }
 
