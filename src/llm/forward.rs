@@ -194,7 +194,8 @@ pub(crate) fn forward(
     for (il, l) in w.layers.iter().enumerate() {
         // Attention block.
         rms_norm(&s.x[..n * d], &l.attn_norm, cfg.rms_norm_eps, &mut s.h[..n * d]); // [n, D]
-                                                                                    // Q [n, nh·hd], K and V [n, nkv·hd]: one quantization of h, one pool call.
+
+        // Q [n, nh·hd], K and V [n, nkv·hd]: one quantization of h, one pool call.
         let mut qkv = [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
         matmul_group_into(&s.h[..n * d], n, &[&l.q, &l.k, &l.v], &mut qkv, &mut s.mm, pool)?;
         for (i, r) in rows.iter().enumerate() {
@@ -393,8 +394,7 @@ fn attend(
 ///   running max, rescale factor, weight, running sum), then the head's output is accumulated
 ///   in registers, 32 or 8 columns at a time, over all the chunk's keys, and stored once,
 ///   instead of a load and store of the output per key (rescaled only by keys that raise the
-///   max, as the portable kernel does).
-///
+///   max, as the portable kernel does);
 /// * the softmax's exponentials, 8 keys at a time (`exp8`, or with `W512` its 512-bit twin
 ///   `exp8_avx512`: the same bits as the scalar `exp` either way).
 ///
@@ -416,17 +416,11 @@ unsafe fn attend_x86<const W512: bool>(
     st: &mut Softmax,
     out: &mut [f32],
 ) {
-    use crate::ops::cpu::exp::avx2::{exp8, exp8_avx512};
+    use crate::ops::cpu::exp::avx2::exp8_either;
     use crate::ops::cpu::simd::avx2::hsum8x8;
     use std::arch::x86_64::*;
-    // SAFETY (both): the caller's contract (AVX2, and AVX-512 with W512).
-    let exp8 = |x: __m256| unsafe {
-        if W512 {
-            exp8_avx512(x)
-        } else {
-            exp8(x)
-        }
-    };
+    // SAFETY: the caller's contract (AVX2, and AVX-512 with W512).
+    let exp8 = |x: __m256| unsafe { exp8_either::<W512>(x) };
     if !hd.is_multiple_of(8) || hd == 0 {
         attend_portable(q, hd, k, v, stride, count, scale, st, out);
         return;
@@ -718,16 +712,10 @@ fn silu_mul_portable(g: &mut [f32], u: &[f32]) {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn silu_mul_x86<const W512: bool>(g: &mut [f32], u: &[f32]) {
-    use crate::ops::cpu::exp::avx2::{exp8, exp8_avx512};
+    use crate::ops::cpu::exp::avx2::exp8_either;
     use std::arch::x86_64::*;
-    // SAFETY (both): the caller's contract.
-    let exp8 = |x: __m256| unsafe {
-        if W512 {
-            exp8_avx512(x)
-        } else {
-            exp8(x)
-        }
-    };
+    // SAFETY: the caller's contract.
+    let exp8 = |x: __m256| unsafe { exp8_either::<W512>(x) };
     let len = g.len().min(u.len());
     let whole = len / 8 * 8;
     let (gp, up) = (g.as_mut_ptr(), u.as_ptr());

@@ -124,6 +124,23 @@ pub(crate) mod avx2 {
         _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x))
     }
 
+    /// [`exp8_avx512`] with `W512`, else [`exp8`] (the same bits): for kernels generic over the
+    /// vector width, inlined into the entry point that enables the features.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C, and with `W512` AVX512F/VL.
+    #[inline(always)]
+    pub(crate) unsafe fn exp8_either<const W512: bool>(x: __m256) -> __m256 {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if W512 {
+                exp8_avx512(x)
+            } else {
+                exp8(x)
+            }
+        }
+    }
+
     /// Whether the CPU can run [`exp8_avx512`] (besides AVX2, FMA and F16C).
     pub(crate) fn has_avx512() -> bool {
         std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl")

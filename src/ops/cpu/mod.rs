@@ -228,12 +228,12 @@ pub(crate) fn matmul_group(
         Some(Weight::Quant(q)) => Some(q.qtype),
         _ => None,
     };
+    // With n > 0 every weight has the same k: the caller checked each against x = [n, k].
     let k = dims.first().map_or(0, |d| d.1);
     let fused = n > 0
         && ws.len() <= MAX
         && qtype.is_some()
-        && ws.iter().all(|w| matches!(w, Weight::Quant(q) if Some(q.qtype) == qtype))
-        && dims.iter().all(|d| d.1 == k);
+        && ws.iter().all(|w| matches!(w, Weight::Quant(q) if Some(q.qtype) == qtype));
     let Some(qtype) = qtype.filter(|_| fused) else {
         for ((w, out), &(rows, k)) in ws.iter().zip(outs.iter_mut()).zip(dims) {
             matmul(x, n, k, w, rows, out, scratch, pool, isa)?;
