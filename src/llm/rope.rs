@@ -44,10 +44,11 @@ impl Rope {
 pub fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     let half = cos.len();
     let (lo, hi) = x.split_at_mut(half);
-    for i in 0..half {
-        let (a, b) = (lo[i], hi[i]);
-        lo[i] = a * cos[i] - b * sin[i];
-        hi[i] = b * cos[i] + a * sin[i];
+    // Zipped slices (no index checks), so the loop vectorizes; the same operations per pair.
+    for (((lo, hi), &c), &s) in lo.iter_mut().zip(hi.iter_mut()).zip(cos).zip(sin) {
+        let (a, b) = (*lo, *hi);
+        *lo = a * c - b * s;
+        *hi = b * c + a * s;
     }
 }
 

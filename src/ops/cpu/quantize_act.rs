@@ -316,7 +316,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{interleave_groups, interleaved_blocks, scale_of, QK};
-    use crate::ops::cpu::simd::avx2::{hmax8, hsum8_i32, transpose8x32};
+    use crate::ops::cpu::simd::avx2::{hmax8, hsum8_i32, reduce8_i32, reduce8_max, transpose8x32};
 
     /// [`super::interleave_rows`]: each whole group of 8 blocks is one 8 × 8 transpose of
     /// 32-bit words; the last, partial group of a row (if any) goes through the scalar code.
@@ -342,11 +342,53 @@ mod avx2 {
         }
     }
 
-    /// Quantizes whole blocks (lengths as in `quantize_blocks_scalar`).
+    /// Quantizes whole blocks (lengths as in `quantize_blocks_scalar`), 8 at a time: the 8
+    /// largest magnitudes in one vector ([`reduce8_max`]), both divisions of `scale_of` for all
+    /// 8 at once, the 8 sums in one [`reduce8_i32`]. Each block's quantization alone is a chain
+    /// of dependent steps (a horizontal max, two divisions, a horizontal sum) that the core
+    /// could not overlap enough across blocks; the values and their order are those of
+    /// [`quantize_block`] (correctly rounded divisions, exact max and integer sums), so the
+    /// bytes are the same. The last `nb % 8` blocks go through [`quantize_block`].
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn quantize_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
-        let blocks = x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).zip(d.iter_mut().zip(sum.iter_mut()));
-        for ((xb, qb), (db, sb)) in blocks {
+        const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let nb = d.len().min(sum.len()).min(x.len() / QK).min(qs.len() / QK);
+        let whole = nb / 8 * 8;
+        let sign = _mm256_set1_ps(-0.0);
+        for g in (0..whole).step_by(8) {
+            // SAFETY: blocks g..g + 8 < nb: x holds 32 f32 and qs 32 bytes per block, d and sum
+            // one value per block (nb is bounded by every slice above); all accesses are
+            // unaligned loads/stores inside those ranges.
+            unsafe {
+                let xp = x.as_ptr().add(g * QK);
+                let m: [__m256; 8] = std::array::from_fn(|j| {
+                    let a = |c: usize| _mm256_andnot_ps(sign, _mm256_loadu_ps(xp.add(j * QK + 8 * c)));
+                    _mm256_max_ps(_mm256_max_ps(a(0), a(1)), _mm256_max_ps(a(2), a(3)))
+                });
+                let amax = reduce8_max(&m);
+                let c127 = _mm256_set1_ps(127.0);
+                // scale_of: d = amax / 127, id = 127 / amax (0 where amax is 0).
+                _mm256_storeu_ps(d.as_mut_ptr().add(g), _mm256_div_ps(amax, c127));
+                let zero = _mm256_cmp_ps::<_CMP_EQ_OQ>(amax, _mm256_setzero_ps());
+                let mut id = [0f32; 8];
+                _mm256_storeu_ps(id.as_mut_ptr(), _mm256_andnot_ps(zero, _mm256_div_ps(c127, amax)));
+                let sums: [__m256i; 8] = std::array::from_fn(|j| {
+                    let idv = _mm256_set1_ps(id[j]);
+                    let q = |c: usize| {
+                        let v = _mm256_mul_ps(_mm256_loadu_ps(xp.add(j * QK + 8 * c)), idv);
+                        _mm256_cvtps_epi32(_mm256_round_ps::<NEAREST>(v))
+                    };
+                    let (q0, q1, q2, q3) = (q(0), q(1), q(2), q(3));
+                    let p = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
+                    let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                    _mm256_storeu_si256(qs.as_mut_ptr().add((g + j) * QK).cast(), p);
+                    _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3))
+                });
+                _mm256_storeu_si256(sum.as_mut_ptr().add(g).cast(), reduce8_i32(&sums));
+            }
+        }
+        let blocks = x[whole * QK..].chunks_exact(QK).zip(qs[whole * QK..].chunks_exact_mut(QK));
+        for ((xb, qb), (db, sb)) in blocks.zip(d[whole..nb].iter_mut().zip(sum[whole..nb].iter_mut())) {
             if let (Ok(xb), Ok(qb)) = (xb.try_into(), qb.try_into()) {
                 (*db, *sb) = quantize_block(xb, qb);
             }
@@ -431,6 +473,33 @@ mod tests {
             let a = unsafe { avx2::quantize_block(&x, &mut qa) };
             let s = quantize_block_scalar(&x, &mut qs);
             assert_eq!((a.0.to_bits(), a.1, qa), (s.0.to_bits(), s.1, qs), "seed {seed}");
+        }
+    }
+
+    /// The 8-blocks-at-a-time AVX2 quantizer gives the scalar bytes, scales and sums for every
+    /// block count around the groups of 8, with all-zero blocks, ties and mixed magnitudes.
+    #[test]
+    fn avx2_blocks_match_scalar() {
+        if !Isa::Avx2.available() {
+            return;
+        }
+        for nb in [1, 7, 8, 9, 15, 16, 17, 18, 48, 49] {
+            let mut x: Vec<f32> = (0..nb as u32).flat_map(|b| block(b * 31 + nb as u32)).collect();
+            for (i, v) in x.iter_mut().enumerate().step_by(13) {
+                *v = (i % 5) as f32 * 0.5 - 1.0; // exact halves: ties after scaling
+            }
+            if nb > 1 {
+                x[QK..2 * QK].fill(0.0); // an all-zero block: d = 0, id = 0
+            }
+            let (mut qa, mut da, mut sa) = (vec![0i8; nb * QK], vec![0f32; nb], vec![0i32; nb]);
+            let (mut qb, mut db, mut sb) = (vec![1i8; nb * QK], vec![1f32; nb], vec![1i32; nb]);
+            // SAFETY: AVX2/FMA/F16C are available (checked above).
+            unsafe { avx2::quantize_blocks(&x, &mut qa, &mut da, &mut sa) };
+            quantize_blocks_scalar(&x, &mut qb, &mut db, &mut sb);
+            assert_eq!(qa, qb, "bytes, {nb} blocks");
+            assert_eq!(sa, sb, "sums, {nb} blocks");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&da), bits(&db), "scales, {nb} blocks");
         }
     }
 

@@ -63,6 +63,24 @@ pub(crate) mod avx2 {
         _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
     }
 
+    /// Reduces 8 vectors of 8 f32 to one vector whose lane `i` is the largest lane of `v[i]`:
+    /// [`reduce8_i32`]'s transpose tree with `max` (exact in any order; for NaN-free input).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    pub(crate) fn reduce8_max(v: &[__m256; 8]) -> __m256 {
+        let pair = |a: __m256, b: __m256| _mm256_max_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+        let (t0, t1, t2, t3) = (pair(v[0], v[1]), pair(v[2], v[3]), pair(v[4], v[5]), pair(v[6], v[7]));
+        let quad = |a: __m256, b: __m256| {
+            let (a, b) = (_mm256_castps_pd(a), _mm256_castps_pd(b));
+            _mm256_max_ps(
+                _mm256_castpd_ps(_mm256_unpacklo_pd(a, b)),
+                _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)),
+            )
+        };
+        let (u0, u1) = (quad(t0, t1), quad(t2, t3));
+        _mm256_max_ps(_mm256_permute2f128_ps::<0x20>(u0, u1), _mm256_permute2f128_ps::<0x31>(u0, u1))
+    }
+
     /// Horizontal sum of 8 i32 lanes (exact in any order while it does not overflow).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
