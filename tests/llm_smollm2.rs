@@ -1,7 +1,7 @@
 //! SmolLM2-135M-Instruct (Q4_1 GGUF, fetched at test time) against llama.cpp and transformers.
 //!
 //! The reference (`tests/fixtures/llm/smollm2_reference.json`, written by
-//! `scripts/llm/smollm2_reference.py`) holds, for 6 prompts (text and ChatML chat, digits,
+//! `scripts/llm/smollm2_reference.py`) holds, for 8 prompts (text and ChatML chat, digits,
 //! code, a report, non-ASCII), llama.cpp's greedy continuation (64 tokens or up to an
 //! end-of-generation token; llama-cpp-python 0.3.36, one thread, its defaults) and
 //! transformers' top-1 at every position of prompt + that continuation (the GGUF dequantized to
@@ -15,8 +15,12 @@
 //!   identity everywhere cannot be asked of any other implementation: llama.cpp itself, on the
 //!   same file and thread count, gives different continuations with its flash-attention path on
 //!   and off (the fixture's `llama_cpp_no_fa_f32kv` run differs from its default on 7 of 8
-//!   prompts), because greedy decoding turns rounding-level differences at near-ties into
-//!   different tokens, after which the texts go their own ways;
+//!   prompts), and the same llama.cpp sources built for AVX-512 instead of the fixture's
+//!   AVX2-only build reproduce the fixture's continuation on 1 of 8 prompts
+//!   (`scripts/llm/llama_cpp_rerun.py`), because greedy decoding turns rounding-level
+//!   differences at near-ties into different tokens, after which the texts go their own ways;
+//! * with `MEDREGION_LLAMA_CPP_RERUN=FILE` (written by `llama_cpp_rerun.py --out`), how many of
+//!   our continuations are identical to that other llama.cpp build's is reported too;
 //! * teacher-forced on the same tokens, our top-1 agrees with transformers' on >= 99% of the
 //!   positions where transformers' top-2 margin is at least 0.5 (below that the two f32 models
 //!   round differently, as the fixture's llama.cpp-vs-transformers numbers show), and overall
@@ -70,6 +74,13 @@ fn smollm2_matches_llama_cpp_and_transformers() {
     let mut session =
         Session::new(&model, &SessionOptions { context: 512, ..SessionOptions::default() }).unwrap();
 
+    // Optional: another llama.cpp build's continuations (scripts/llm/llama_cpp_rerun.py --out),
+    // reported next to the fixture's, never asserted.
+    let rerun: Option<serde_json::Value> = std::env::var_os("MEDREGION_LLAMA_CPP_RERUN").map(|p| {
+        serde_json::from_str(&std::fs::read_to_string(&p).expect("read MEDREGION_LLAMA_CPP_RERUN"))
+            .expect("MEDREGION_LLAMA_CPP_RERUN is JSON")
+    });
+    let mut rerun_identical = 0;
     let mut report = Vec::new();
     let (mut agree, mut total, mut agree_m, mut total_m) = (0usize, 0usize, 0usize, 0usize);
     let mut failures = Vec::new();
@@ -105,6 +116,15 @@ fn smollm2_matches_llama_cpp_and_transformers() {
             "{name}: {same}/{} tokens identical (llama.cpp's own runs agree on the first {llama_runs_agree_until})",
             want.len()
         ));
+        if let Some(other) = rerun.as_ref().map(|r| ids(&r["cases"][name])) {
+            let k = ours.iter().zip(&other).take_while(|(a, b)| a == b).count();
+            let fixture_k = other.iter().zip(&want).take_while(|(a, b)| a == b).count();
+            rerun_identical += usize::from(ours == other);
+            report.last_mut().unwrap().push_str(&format!(
+                "; the other llama.cpp build: {k}/{} identical to ours, {fixture_k} to the fixture's",
+                other.len()
+            ));
+        }
         let margins: Vec<f64> = case["llama_cpp"]["top2_margin"]
             .as_array()
             .unwrap()
@@ -151,6 +171,12 @@ fn smollm2_matches_llama_cpp_and_transformers() {
     let overall = agree as f64 / total as f64;
     let confident = agree_m as f64 / total_m as f64;
     eprintln!("{}", report.join("\n"));
+    if let Some(r) = &rerun {
+        eprintln!(
+            "the other llama.cpp build ({}): {rerun_identical} of our continuations identical to it",
+            r["system_info"].as_str().unwrap_or("?")
+        );
+    }
     eprintln!(
         "top-1 vs transformers: {agree}/{total} = {:.2}% of all positions, {agree_m}/{total_m} = {:.2}% where its margin >= 0.5",
         100.0 * overall,

@@ -26,7 +26,8 @@
 //!
 //! Numerics, in detail (the kernels run under `--fmad=false` and repeat the CPU's f32 operations
 //! in the CPU's order):
-//! - RMSNorm sums squares in f64 like the CPU, but in a fixed tree instead of left to right;
+//! - RMSNorm sums squares in f64 like the CPU, but in its own fixed tree (the CPU's is 8 lanes;
+//!   `llm::forward::rms_norm`);
 //!   the inverse norm (rounded once to f32) is therefore the CPU's unless its f64 value lies
 //!   within ~1e-13 of an f32 rounding boundary (about one row in a million): such a row differs
 //!   by an ulp or two, every other row is bit-identical.
