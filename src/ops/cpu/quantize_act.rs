@@ -190,24 +190,29 @@ impl MatmulScratch {
             _ => quantize_blocks_scalar(x, qs, d, sum),
         }
         let (end, bend) = (elements + SLACK_BLOCKS * QK, blocks + SLACK_BLOCKS);
-        let il_len = n * interleaved_blocks(k / QK) * QK;
-        let il = if interleave && n > 0 && il_len <= self.il.len() {
+        let nb = k / QK;
+        let il_len = n * interleaved_blocks(nb) * QK;
+        let with_il = interleave && n > 0 && il_len <= self.il.len();
+        let with_tail = with_il && tail_width(nb).is_some_and(|t| n * t * QK <= self.tail.len());
+        let il = if with_il {
+            // With a compact tail the kernels never read the padded last group (they take the
+            // tail wherever they take the interleaved rows), so it is not written.
             let (qs, il) = (&self.qs[..elements], &mut self.il[..il_len]);
+            let groups = if with_tail { nb / 8 } else { nb.div_ceil(8) };
             match isa {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: as for `quantize_blocks` above.
                 Isa::Avx2 | Isa::Avx2Vnni | Isa::Avx512Vnni => unsafe {
-                    avx2::interleave_rows(qs, n, k / QK, il)
+                    avx2::interleave_rows(qs, n, nb, il, groups)
                 },
-                _ => interleave_rows(qs, n, k / QK, il),
+                _ => interleave_groups(qs, n, nb, il, 0, groups),
             }
             Some(&self.il[..il_len])
         } else {
             None
         };
-        let nb = k / QK;
         let tail = match tail_width(nb) {
-            Some(t) if il.is_some() && n * t * QK <= self.tail.len() => {
+            Some(t) if with_tail => {
                 let dst = &mut self.tail[..n * t * QK];
                 compact_tail_rows(&self.qs[..elements], n, nb, dst);
                 Some(&self.tail[..n * t * QK])
@@ -233,16 +238,16 @@ impl MatmulScratch {
 /// 32]`): in row `i`, group `g`, chunk `c`, lane `l` hold `qs[i][(8g + l) · 32 + 4c .. + 4]`,
 /// zero where block `8g + l` is past the row.
 pub(crate) fn interleave_rows(qs: &[i8], n: usize, nb: usize, il: &mut [i8]) {
-    interleave_groups(qs, n, nb, il, 0);
+    interleave_groups(qs, n, nb, il, 0, nb.div_ceil(8));
 }
 
-/// [`interleave_rows`] for the groups `g ≥ first` of every row.
-fn interleave_groups(qs: &[i8], n: usize, nb: usize, il: &mut [i8], first: usize) {
+/// [`interleave_rows`] for the groups `first ≤ g < end` of every row.
+fn interleave_groups(qs: &[i8], n: usize, nb: usize, il: &mut [i8], first: usize, end: usize) {
     let nbp = interleaved_blocks(nb);
     for i in 0..n {
         let src = &qs[i * nb * QK..(i + 1) * nb * QK];
         let dst = &mut il[i * nbp * QK..(i + 1) * nbp * QK];
-        for (g, dst) in dst.chunks_exact_mut(8 * QK).enumerate().skip(first) {
+        for (g, dst) in dst.chunks_exact_mut(8 * QK).enumerate().take(end).skip(first) {
             for (c, chunk) in dst.chunks_exact_mut(QK).enumerate() {
                 for (l, lane) in chunk.chunks_exact_mut(4).enumerate() {
                     let b = 8 * g + l;
@@ -318,10 +323,11 @@ mod avx2 {
     use super::{interleave_groups, interleaved_blocks, scale_of, QK};
     use crate::ops::cpu::simd::avx2::{hmax8, hsum8_i32, reduce8_i32, reduce8_max, transpose8x32};
 
-    /// [`super::interleave_rows`]: each whole group of 8 blocks is one 8 × 8 transpose of
-    /// 32-bit words; the last, partial group of a row (if any) goes through the scalar code.
+    /// [`super::interleave_rows`] for the first `groups` groups of each row: each whole group
+    /// of 8 blocks is one 8 × 8 transpose of 32-bit words; the last, partial group of a row (if
+    /// `groups` includes it) goes through the scalar code.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn interleave_rows(qs: &[i8], n: usize, nb: usize, il: &mut [i8]) {
+    pub(super) fn interleave_rows(qs: &[i8], n: usize, nb: usize, il: &mut [i8], groups: usize) {
         let (nbp, full) = (interleaved_blocks(nb), nb / 8);
         for i in 0..n {
             let src = &qs[i * nb * QK..(i + 1) * nb * QK];
@@ -337,8 +343,8 @@ mod avx2 {
                 }
             }
         }
-        if full < nbp / 8 {
-            interleave_groups(qs, n, nb, il, full);
+        if full < groups.min(nbp / 8) {
+            interleave_groups(qs, n, nb, il, full, groups);
         }
     }
 
@@ -565,7 +571,7 @@ mod tests {
         if Isa::Avx2.available() {
             let mut il2 = vec![-1i8; n * nbp * QK];
             // SAFETY: AVX2/FMA/F16C are available (checked above).
-            unsafe { avx2::interleave_rows(&qs, n, nb, &mut il2) };
+            unsafe { avx2::interleave_rows(&qs, n, nb, &mut il2, nb.div_ceil(8)) };
             assert_eq!(il, il2);
         }
         for i in 0..n {
