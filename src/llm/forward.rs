@@ -532,29 +532,6 @@ unsafe fn attend_x86<const W512: bool>(
                 // out = out · shrink + weight · value, key by key, in registers.
                 let oh = op.add(h * hd);
                 let mut c = 0;
-                // 64 columns at a time in 512-bit registers (the same per-lane operations).
-                while W512 && c + 64 <= hd {
-                    let mut o = [_mm512_setzero_ps(); 4];
-                    for (x, o) in o.iter_mut().enumerate() {
-                        *o = _mm512_loadu_ps(oh.add(c + 16 * x));
-                    }
-                    for i in 0..len {
-                        if shrink[i] != 1.0 {
-                            let sv = _mm512_set1_ps(shrink[i]);
-                            o.iter_mut().for_each(|o| *o = _mm512_mul_ps(*o, sv));
-                        }
-                        let pv = _mm512_set1_ps(weight[i]);
-                        let val = vp.add((start + i) * stride + c);
-                        for (x, o) in o.iter_mut().enumerate() {
-                            let vv = _mm512_loadu_ps(val.add(16 * x));
-                            *o = _mm512_add_ps(*o, _mm512_mul_ps(pv, vv));
-                        }
-                    }
-                    for (x, o) in o.iter().enumerate() {
-                        _mm512_storeu_ps(oh.add(c + 16 * x), *o);
-                    }
-                    c += 64;
-                }
                 while c + 32 <= hd {
                     let mut o = [_mm256_setzero_ps(); 4];
                     for (x, o) in o.iter_mut().enumerate() {
