@@ -360,41 +360,31 @@ mod avx2 {
     /// bytes are the same. The last `nb % 8` blocks go through [`quantize_block`].
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn quantize_blocks(x: &[f32], qs: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
-        const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
         let nb = d.len().min(sum.len()).min(x.len() / QK).min(qs.len() / QK);
         let whole = nb / 8 * 8;
-        let sign = _mm256_set1_ps(-0.0);
-        for g in (0..whole).step_by(8) {
-            // SAFETY: blocks g..g + 8 < nb: x holds 32 f32 and qs 32 bytes per block, d and sum
-            // one value per block (nb is bounded by every slice above); all accesses are
-            // unaligned loads/stores inside those ranges.
+        let (xg, qg) = (x[..whole * QK].chunks_exact(8 * QK), qs[..whole * QK].chunks_exact_mut(8 * QK));
+        for (g, (xg, qg)) in xg.zip(qg).enumerate() {
+            let block = |j: usize| -> &[f32; QK] { xg[j * QK..(j + 1) * QK].try_into().expect("32 values") };
+            let amax = reduce8_max(&std::array::from_fn(|j| abs_max(&load_block(block(j)))));
+            let c127 = _mm256_set1_ps(127.0);
+            // scale_of: d = amax / 127, id = 127 / amax (0 where amax is 0).
+            let zero = _mm256_cmp_ps::<_CMP_EQ_OQ>(amax, _mm256_setzero_ps());
+            let (mut dv, mut id) = ([0f32; 8], [0f32; 8]);
+            // SAFETY (both stores): 8 f32 into 8-element arrays.
             unsafe {
-                let xp = x.as_ptr().add(g * QK);
-                let m: [__m256; 8] = std::array::from_fn(|j| {
-                    let a = |c: usize| _mm256_andnot_ps(sign, _mm256_loadu_ps(xp.add(j * QK + 8 * c)));
-                    _mm256_max_ps(_mm256_max_ps(a(0), a(1)), _mm256_max_ps(a(2), a(3)))
-                });
-                let amax = reduce8_max(&m);
-                let c127 = _mm256_set1_ps(127.0);
-                // scale_of: d = amax / 127, id = 127 / amax (0 where amax is 0).
-                _mm256_storeu_ps(d.as_mut_ptr().add(g), _mm256_div_ps(amax, c127));
-                let zero = _mm256_cmp_ps::<_CMP_EQ_OQ>(amax, _mm256_setzero_ps());
-                let mut id = [0f32; 8];
+                _mm256_storeu_ps(dv.as_mut_ptr(), _mm256_div_ps(amax, c127));
                 _mm256_storeu_ps(id.as_mut_ptr(), _mm256_andnot_ps(zero, _mm256_div_ps(c127, amax)));
-                let sums: [__m256i; 8] = std::array::from_fn(|j| {
-                    let idv = _mm256_set1_ps(id[j]);
-                    let q = |c: usize| {
-                        let v = _mm256_mul_ps(_mm256_loadu_ps(xp.add(j * QK + 8 * c)), idv);
-                        _mm256_cvtps_epi32(_mm256_round_ps::<NEAREST>(v))
-                    };
-                    let (q0, q1, q2, q3) = (q(0), q(1), q(2), q(3));
-                    let p = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
-                    let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-                    _mm256_storeu_si256(qs.as_mut_ptr().add((g + j) * QK).cast(), p);
-                    _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3))
-                });
-                _mm256_storeu_si256(sum.as_mut_ptr().add(g).cast(), reduce8_i32(&sums));
             }
+            let mut qb = qg.chunks_exact_mut(QK);
+            let sums: [__m256i; 8] = std::array::from_fn(|j| {
+                let q = qb.next().and_then(|q| q.try_into().ok()).expect("32 bytes");
+                quantize_values(&load_block(block(j)), _mm256_set1_ps(id[j]), q)
+            });
+            d[8 * g..8 * g + 8].copy_from_slice(&dv);
+            let mut s = [0i32; 8];
+            // SAFETY: 8 i32 into an 8-element array.
+            unsafe { _mm256_storeu_si256(s.as_mut_ptr().cast(), reduce8_i32(&sums)) };
+            sum[8 * g..8 * g + 8].copy_from_slice(&s);
         }
         let blocks = x[whole * QK..].chunks_exact(QK).zip(qs[whole * QK..].chunks_exact_mut(QK));
         for ((xb, qb), (db, sb)) in blocks.zip(d[whole..nb].iter_mut().zip(sum[whole..nb].iter_mut())) {
@@ -408,34 +398,44 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     pub(super) fn quantize_block(x: &[f32; QK], q: &mut [i8; QK]) -> (f32, i32) {
-        let p = x.as_ptr();
-        // SAFETY: the four unaligned loads read x[0..8], x[8..16], x[16..24] and x[24..32] of
-        // a 32-element array.
-        let v = unsafe {
-            [
-                _mm256_loadu_ps(p),
-                _mm256_loadu_ps(p.add(8)),
-                _mm256_loadu_ps(p.add(16)),
-                _mm256_loadu_ps(p.add(24)),
-            ]
-        };
+        let v = load_block(x);
+        let (d, id) = scale_of(hmax8(abs_max(&v)));
+        (d, hsum8_i32(quantize_values(&v, _mm256_set1_ps(id), q)))
+    }
+
+    /// A block's 32 values as four vectors.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn load_block(x: &[f32; QK]) -> [__m256; 4] {
+        // SAFETY: the four unaligned loads read x[0..8], x[8..16], x[16..24] and x[24..32].
+        std::array::from_fn(|c| unsafe { _mm256_loadu_ps(x.as_ptr().add(8 * c)) })
+    }
+
+    /// Lane by lane, the largest magnitude of a block's four vectors (`hmax8` of it is the
+    /// block's largest).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn abs_max(v: &[__m256; 4]) -> __m256 {
         let sign = _mm256_set1_ps(-0.0);
         let m01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
         let m23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
-        let (d, id) = scale_of(hmax8(_mm256_max_ps(m01, m23)));
-        let id = _mm256_set1_ps(id);
+        _mm256_max_ps(m01, m23)
+    }
+
+    /// Writes `round_half_even(v · id)` of a block into `q` and returns the 8 lane sums of
+    /// those integers (`hsum8_i32` of it is the block's `Σ q`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn quantize_values(v: &[__m256; 4], id: __m256, q: &mut [i8; QK]) -> __m256i {
         const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        let q0 = _mm256_cvtps_epi32(_mm256_round_ps::<NEAREST>(_mm256_mul_ps(v[0], id)));
-        let q1 = _mm256_cvtps_epi32(_mm256_round_ps::<NEAREST>(_mm256_mul_ps(v[1], id)));
-        let q2 = _mm256_cvtps_epi32(_mm256_round_ps::<NEAREST>(_mm256_mul_ps(v[2], id)));
-        let q3 = _mm256_cvtps_epi32(_mm256_round_ps::<NEAREST>(_mm256_mul_ps(v[3], id)));
-        let sum = hsum8_i32(_mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)));
+        let r = |c: usize| _mm256_cvtps_epi32(_mm256_round_ps::<NEAREST>(_mm256_mul_ps(v[c], id)));
+        let (q0, q1, q2, q3) = (r(0), r(1), r(2), r(3));
         // packs interleave the 128-bit halves; the permutation puts the 32 bytes back in order.
         let p = _mm256_packs_epi16(_mm256_packs_epi32(q0, q1), _mm256_packs_epi32(q2, q3));
         let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         // SAFETY: one 32-byte unaligned store into a 32-byte array.
         unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), p) };
-        (d, sum)
+        _mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3))
     }
 }
 
