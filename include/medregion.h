@@ -311,6 +311,11 @@ typedef struct mr_volume_buffer {
 } mr_volume_buffer;
 
 /**
+ * How activations meet quantized weights (`mr_session_params::activations`).
+ */
+typedef uint32_t mr_activations;
+
+/**
  * How to create a session. Fill with `mr_session_params_default`, then change fields.
  */
 typedef struct mr_session_params {
@@ -330,6 +335,13 @@ typedef struct mr_session_params {
    * The most sequences decoded together by batched generation (default 8, at most 64).
    */
   uint32_t max_batch;
+  /**
+   * How activations meet quantized weights: `MR_ACTIVATIONS_INT8` (default; llama.cpp's
+   * scheme, the fast one) or `MR_ACTIVATIONS_F32` (the weights dequantized in registers: the
+   * dequantized model's logits to f32 rounding, slower; CPU only). Added in version 2 of
+   * this struct: a caller compiled against the 16-byte version 1 gets the default.
+   */
+  mr_activations activations;
 } mr_session_params;
 
 /**
@@ -734,6 +746,17 @@ typedef struct mr_report_params {
  * LPS+ (DICOM, ITK): +x Left, +y Posterior, +z Superior.
  */
 #define MR_COORDS_LPS 2
+
+/**
+ * Activations quantized to int8 per block of 32 (llama.cpp's scheme; the default).
+ */
+#define MR_ACTIVATIONS_INT8 0
+
+/**
+ * f32 activations against the weights dequantized in registers (validation against a
+ * dequantized reference model; CPU only).
+ */
+#define MR_ACTIVATIONS_F32 1
 
 /**
  * A stop token was generated.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use medregion::io::package::{LoadOptions, Model, QuantPolicy};
-use medregion::llm::{GenerateOptions, Input, SamplingParams, Session, SessionOptions};
+use medregion::llm::{Activations, GenerateOptions, Input, SamplingParams, Session, SessionOptions};
 use medregion::model::synthetic::{write_synthetic, Preset};
 use medregion::tensor::WeightType;
 use medregion::tokenizer::Tokenizer;
@@ -132,6 +132,35 @@ fn generate_is_deterministic_and_dumps_the_librarys_logits() {
     assert_eq!(data[..ids.len() * cols], prompt_rows[..]);
 }
 
+/// `--activations f32`: the dump is the library's logits with `Activations::F32` (greedy), and
+/// differs from the default int8 run on quantized weights.
+#[test]
+fn f32_activations_flag_matches_the_library() {
+    let dir = Dir::new("act");
+    let pkg = dir.0.join("tiny-q41.mrpk");
+    write_synthetic(&pkg, Preset::Tiny, 5, QuantPolicy::all(WeightType::Q4_1)).unwrap();
+    let (dump_f32, dump_int8) = (dir.0.join("f32.npy"), dir.0.join("int8.npy"));
+    for (mode, dump) in [("f32", &dump_f32), ("int8", &dump_int8)] {
+        let args = ["generate", "--model", pkg.to_str().unwrap(), "--prompt", "The lungs are"];
+        let extra = ["--max-new-tokens", "6", "--threads", "2", "--activations", mode, "--dump-logits"];
+        let (ok, _, err) = medregion(&[&args[..], &extra[..], &[dump.to_str().unwrap()]].concat());
+        assert!(ok, "{mode}: {err}");
+    }
+    let (_, cols, f32_rows) = read_npy(&dump_f32);
+    let (_, _, int8_rows) = read_npy(&dump_int8);
+    assert_ne!(f32_rows, int8_rows);
+    let model = Model::load(&pkg, &LoadOptions::default()).unwrap();
+    let tok = Tokenizer::from_package(&model).unwrap();
+    let ids = tok.encode("The lungs are", true).unwrap();
+    let options =
+        SessionOptions { context: 64, threads: 1, activations: Activations::F32, ..Default::default() };
+    let mut s = Session::new(&model, &options).unwrap();
+    let opts = GenerateOptions { max_new_tokens: 6, keep_logits: true, ..Default::default() };
+    let out = s.generate(Input::Tokens(&ids), &opts, None, &mut |_, _| ControlFlow::Continue(())).unwrap();
+    assert_eq!(cols, s.vocab_size());
+    assert_eq!(f32_rows, out.logits);
+}
+
 #[test]
 fn bad_flags_are_clear_errors() {
     let dir = Dir::new("bad");
@@ -149,6 +178,7 @@ fn bad_flags_are_clear_errors() {
         (vec!["--max-new-tokens", "-3"], "'-3'"),
         (vec!["--prompt", long.as_str()], "context"),
         (vec!["--top-k", "many"], "top-k"),
+        (vec!["--activations", "fp16"], "activations"),
     ] {
         let mut args = vec!["generate", "--model", p];
         if extra[0] != "--prompt" {

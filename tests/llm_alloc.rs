@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use medregion::io::package::{LoadOptions, Model, QuantPolicy};
-use medregion::llm::{Input, Sampler, SamplingParams, Session, SessionOptions};
+use medregion::llm::{Activations, Input, Sampler, SamplingParams, Session, SessionOptions};
 use medregion::model::synthetic::{write_synthetic, Preset};
 use medregion::tensor::WeightType;
 
@@ -48,13 +48,20 @@ fn decode_step_and_sampling_allocate_nothing() {
     IS_TEST_THREAD.with(|c| c.set(true));
     let dir = std::env::temp_dir().join(format!("medregion-llm-alloc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for t in [WeightType::F32, WeightType::Q4_0, WeightType::Q8_0, WeightType::Bf16] {
+    let cases = [
+        (WeightType::F32, Activations::Int8),
+        (WeightType::Q4_0, Activations::Int8),
+        (WeightType::Q8_0, Activations::Int8),
+        (WeightType::Bf16, Activations::Int8),
+        (WeightType::Q4_1, Activations::F32),
+    ];
+    for (t, activations) in cases {
         let path = dir.join(format!("tiny-{t:?}.mrpk"));
         write_synthetic(&path, Preset::Tiny, 3, QuantPolicy::all(t)).unwrap();
         let model = Model::load(&path, &LoadOptions::default()).unwrap();
         for threads in [1, 2] {
-            let mut s = Session::new(&model, &SessionOptions { context: 128, threads, ..Default::default() })
-                .unwrap();
+            let options = SessionOptions { context: 128, threads, activations, ..Default::default() };
+            let mut s = Session::new(&model, &options).unwrap();
             let greedy = SamplingParams::greedy();
             let full =
                 SamplingParams { temperature: 0.7, top_k: 20, top_p: 0.9, repetition_penalty: 1.2, seed: 4 };
@@ -75,7 +82,7 @@ fn decode_step_and_sampling_allocate_nothing() {
                 eprintln!("main {}", MAIN_ALLOCS.load(Ordering::SeqCst) - mb);
                 assert_eq!(
                     during, 0,
-                    "{t:?}, {threads} threads, {params:?}: {during} allocations in 40 steps"
+                    "{t:?}, {activations:?}, {threads} threads, {params:?}: {during} allocations in 40 steps"
                 );
                 assert_eq!(s.len(), prompt.len() + 40);
             }

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use medregion::io::hf::{load_llama, HfLlamaConfig};
 use medregion::io::package::{LoadOptions, Model, PackageBuilder, QuantPolicy, SourceTensor, WeightSource};
-use medregion::llm::{argmax, GenerateOptions, Input, SamplingParams, Session, SessionOptions, StopReason};
+use medregion::llm::{
+    argmax, Activations, GenerateOptions, Input, SamplingParams, Session, SessionOptions, StopReason,
+};
 use medregion::model::config::{ModelConfig, RopeScaling};
 use medregion::model::synthetic::{bytes_tokenizer, Preset, SyntheticSource};
 use medregion::tensor::WeightType;
@@ -308,6 +310,52 @@ fn stored_types_match_their_dequantized_weights() {
             err > 0.0 || matches!(t, WeightType::F16 | WeightType::Bf16),
             "{t:?} identical to f32: not quantized?"
         );
+    }
+}
+
+/// With `Activations::F32` a quantized model computes what its dequantized f32 copy computes,
+/// bit for bit (prompt logits, teacher-forced steps, a batch with a shared prefix), on 1 and
+/// 2 threads; the int8 path on the same model does not.
+#[test]
+fn f32_activations_give_the_dequantized_models_bits() {
+    let r = reference();
+    let dir = TempDir::new();
+    let steps = r.tokens.len() - 1;
+    for t in [WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_1] {
+        let model = package(&dir, t);
+        let plain = dequantized(&dir, &model);
+        let want = teacher_forced(&mut session(&plain, 2), &r.prompt, &r.tokens[..steps]);
+        for threads in [1, 2] {
+            let options =
+                SessionOptions { context: 64, threads, activations: Activations::F32, ..Default::default() };
+            let mut exact = Session::new(&model, &options).unwrap();
+            assert_eq!(exact.activations(), Activations::F32);
+            let got = teacher_forced(&mut exact, &r.prompt, &r.tokens[..steps]);
+            assert!(
+                got == want,
+                "{t:?}, {threads} threads: f32 activations differ from the dequantized model (max {:.3e})",
+                rel_err(&got, &want)
+            );
+            // A batch with a shared prefix: the same bits as the dequantized model's batch.
+            let suffixes: [&[u32]; 3] = [&r.prompt[6..], &[17, 99, 3], &[200]];
+            let run = |s: &mut Session<'_>| {
+                s.reset();
+                let opts = GenerateOptions { keep_logits: true, ..greedy(8) };
+                let g = s
+                    .generate_batch(Input::Tokens(&r.prompt[..6]), &suffixes, &opts, None, &mut |_, _, _| {
+                        ControlFlow::Continue(())
+                    })
+                    .unwrap();
+                g.into_iter().map(|g| (g.tokens, g.logits)).collect::<Vec<_>>()
+            };
+            assert!(
+                run(&mut exact) == run(&mut session(&plain, threads)),
+                "{t:?}: batched, {threads} threads"
+            );
+        }
+        // The int8 path on the same model is not the dequantized model's arithmetic.
+        let int8 = teacher_forced(&mut session(&model, 2), &r.prompt, &r.tokens[..steps]);
+        assert!(int8 != want, "{t:?}: int8 activations gave the f32 bits");
     }
 }
 

@@ -33,7 +33,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::Command;
 
-use medregion::llm::{argmax, GenerateOptions, Input, Session, SessionOptions, StopReason};
+use medregion::llm::{argmax, Activations, GenerateOptions, Input, Session, SessionOptions, StopReason};
 use medregion::model::{LoadOptions, Model};
 
 const FIXTURE: &str = "tests/fixtures/llm/smollm2_reference.json";
@@ -73,6 +73,13 @@ fn smollm2_matches_llama_cpp_and_transformers() {
     let base_vocab = 49152;
     let mut session =
         Session::new(&model, &SessionOptions { context: 512, ..SessionOptions::default() }).unwrap();
+    // The same model with f32 activations: the dequantized model's arithmetic.
+    let mut exact = Session::new(
+        &model,
+        &SessionOptions { context: 512, activations: Activations::F32, ..SessionOptions::default() },
+    )
+    .unwrap();
+    let (mut agree_x, mut agree_xm) = (0usize, 0usize);
 
     // Optional: another llama.cpp build's continuations (scripts/llm/llama_cpp_rerun.py --out),
     // reported next to the fixture's, never asserted.
@@ -167,6 +174,13 @@ fn smollm2_matches_llama_cpp_and_transformers() {
                 agree_m += usize::from(top == tf[i]);
             }
         }
+        exact.reset();
+        exact.prefill_all_logits(Input::Tokens(&seq), &mut logits).unwrap();
+        for (i, row) in logits.chunks_exact(v).enumerate() {
+            let same = argmax(&row[..base_vocab]) == tf[i];
+            agree_x += usize::from(same);
+            agree_xm += usize::from(same && margin[i] >= 0.5);
+        }
     }
     let overall = agree as f64 / total as f64;
     let confident = agree_m as f64 / total_m as f64;
@@ -182,7 +196,14 @@ fn smollm2_matches_llama_cpp_and_transformers() {
         100.0 * overall,
         100.0 * confident
     );
+    let exact_overall = agree_x as f64 / total as f64;
+    eprintln!(
+        "top-1 vs transformers with f32 activations: {agree_x}/{total} = {:.2}% of all positions, {agree_xm}/{total_m} where its margin >= 0.5",
+        100.0 * exact_overall
+    );
     assert!(confident >= 0.99, "top-1 agreement with transformers where it is confident: {confident}");
+    assert!(exact_overall >= 0.99, "top-1 agreement with transformers, f32 activations: {exact_overall}");
+    assert_eq!(agree_xm, total_m, "f32 activations: a confident transformers top-1 missed");
     assert!(failures.is_empty(), "greedy continuations differ from llama.cpp:\n{}", failures.join("\n"));
     assert!(identical >= MIN_IDENTICAL, "only {identical} continuations identical to llama.cpp's");
 }

@@ -607,6 +607,63 @@ fn grouped_products_equal_one_call_each() {
     }
 }
 
+/// `Activations::F32`: a quantized weight gives, on every ISA, thread count and batch size,
+/// the bits of the float kernel on its dequantized f32 copy (the decoder then computes what
+/// the dequantized model computes), within the F32 bound of the f64 reference; the int8 path
+/// on the same scratch object gives different numbers (so the mode is really switched), and
+/// a group of products equals one call each.
+#[test]
+fn f32_activations_equal_the_dequantized_product() {
+    let pools = pools();
+    let shapes = [(1, 32), (5, 96), (13, 256), (7, 576), (9, 288), (3, 1536)];
+    for wt in [WeightType::Q8_0, WeightType::Q4_0, WeightType::Q4_1] {
+        for (s, &(rows, k)) in shapes.iter().enumerate() {
+            let owned = Owned::new(wt, &random(rows * k, 900 + s as u64, s % 2 == 0));
+            let shape = [rows, k];
+            let w = owned.view(&shape);
+            let wf = w.to_f32().unwrap();
+            let dense = Weight::F32(Dense { name: "w", shape: &shape, data: &wf });
+            for n in [1, 2, 3, 4, 6, 8, 9, 37] {
+                let x = random(n * k, 31 * s as u64 + n as u64, true);
+                let mut scratch = MatmulScratch::with_capacity(n, k).unwrap();
+                let mut want = vec![f32::NAN; n * rows];
+                ops::matmul_into(&x, n, &dense, &mut want, &mut scratch, &pools[0]).unwrap();
+                let mut int8 = vec![f32::NAN; n * rows];
+                ops::matmul_into(&x, n, &w, &mut int8, &mut scratch, &pools[0]).unwrap();
+                assert!(
+                    int8.iter().zip(&want).any(|(a, b)| a.to_bits() != b.to_bits()),
+                    "{wt:?} {rows}x{k} n={n}: the int8 path gave the f32 path's bits"
+                );
+                let reference = reference::matmul_f64(&x, n, &wf, rows, k);
+                let scale = reference::abs_products(&x, n, &wf, rows, k);
+                let stats = ErrorStats::measure(&want, &reference, &scale);
+                let tol = tolerance(Op::Matmul, WeightType::F32).unwrap();
+                assert!(tol.accepts(&stats), "{wt:?} {rows}x{k} n={n}: {stats:?} vs {tol:?}");
+
+                scratch.set_activations(ops::Activations::F32);
+                for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx2Vnni, Isa::Avx512Vnni]
+                    .into_iter()
+                    .filter(|i| i.available())
+                {
+                    for pool in &pools {
+                        let mut got = vec![f32::NAN; n * rows];
+                        ops::matmul_with_isa(&x, n, &w, &mut got, &mut scratch, pool, isa).unwrap();
+                        let what = format!("{wt:?} {rows}x{k} n={n} {isa:?} threads={}", pool.threads());
+                        assert_bits_eq(&got, &want, &what);
+                    }
+                }
+                // Grouped (Q, K, V-like: the same weight three times) equals one call each.
+                let mut outs = [vec![f32::NAN; n * rows], vec![f32::NAN; n * rows], vec![f32::NAN; n * rows]];
+                let mut views: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+                ops::matmul_group_into(&x, n, &[&w, &w, &w], &mut views, &mut scratch, &pools[1]).unwrap();
+                for (j, o) in outs.iter().enumerate() {
+                    assert_bits_eq(o, &want, &format!("{wt:?} {rows}x{k} n={n} grouped output {j}"));
+                }
+            }
+        }
+    }
+}
+
 /// Bad groups are errors before anything is computed: outputs and weights differ in count, or
 /// one weight (not the first) has the wrong columns or output length; no output is touched.
 #[test]

@@ -264,6 +264,9 @@ struct SessionOptions {
     std::uint32_t context = 0;    ///< KV positions; 0 = min(the model's maximum, 4096)
     std::uint32_t threads = 0;    ///< 0 = one per core
     std::uint32_t max_batch = 8;  ///< sequences decoded together at most
+    /// MR_ACTIVATIONS_INT8 (llama.cpp's scheme) or MR_ACTIVATIONS_F32 (the dequantized model's
+    /// arithmetic; CPU only)
+    mr_activations activations = MR_ACTIVATIONS_INT8;
 };
 
 /// What Session::generate_report runs (see mr_report_params).
@@ -289,6 +292,7 @@ public:
         p.context = options.context;
         p.threads = options.threads;
         p.max_batch = options.max_batch;
+        p.activations = options.activations;
         mr_session *s = nullptr;
         check(mr_session_create(model.get(), &p, &s));
         return Session(s);

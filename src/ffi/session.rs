@@ -38,10 +38,12 @@ use std::sync::Arc;
 use super::boundary::status_call;
 use super::model::{mr_model, OnDevice};
 use super::status::*;
-use super::util::{c_str, copy_out_str, non_null, non_null_mut, read_versioned};
+use super::util::{c_str, copy_out_str, non_null, non_null_mut, read_versioned, read_versioned_since};
 use crate::error::{Error, Result};
 use crate::io::package::Model;
-use crate::llm::{GenerateOptions, Input, Sampler, SamplingParams, Session, SessionOptions, StopReason};
+use crate::llm::{
+    Activations, GenerateOptions, Input, Sampler, SamplingParams, Session, SessionOptions, StopReason,
+};
 use crate::tokenizer::{ChatTemplate, EncodeOptions, Tokenizer};
 
 /// A decoder session (opaque). One thread at a time; free with `mr_session_free`.
@@ -189,7 +191,23 @@ pub struct mr_session_params {
     pub threads: u32,
     /// The most sequences decoded together by batched generation (default 8, at most 64).
     pub max_batch: u32,
+    /// How activations meet quantized weights: `MR_ACTIVATIONS_INT8` (default; llama.cpp's
+    /// scheme, the fast one) or `MR_ACTIVATIONS_F32` (the weights dequantized in registers: the
+    /// dequantized model's logits to f32 rounding, slower; CPU only). Added in version 2 of
+    /// this struct: a caller compiled against the 16-byte version 1 gets the default.
+    pub activations: mr_activations,
 }
+
+/// How activations meet quantized weights (`mr_session_params::activations`).
+pub type mr_activations = u32;
+/// Activations quantized to int8 per block of 32 (llama.cpp's scheme; the default).
+pub const MR_ACTIVATIONS_INT8: mr_activations = 0;
+/// f32 activations against the weights dequantized in registers (validation against a
+/// dequantized reference model; CPU only).
+pub const MR_ACTIVATIONS_F32: mr_activations = 1;
+
+/// `sizeof(mr_session_params)` of version 1 (before `activations`), still accepted.
+const SESSION_PARAMS_V1_SIZE: u32 = 16;
 
 /// Sampling and stopping for `mr_session_next_token` / `mr_session_generate`. Fill with
 /// `mr_generate_params_default` (greedy, 256 new tokens), then change fields.
@@ -253,7 +271,7 @@ pub struct mr_generate_result {
 pub type mr_token_callback =
     Option<unsafe extern "C" fn(user: *mut c_void, token: u32, piece: *const c_char, len: usize) -> i32>;
 
-const _: () = assert!(std::mem::size_of::<mr_session_params>() == 16);
+const _: () = assert!(std::mem::size_of::<mr_session_params>() == 20);
 const _: () = assert!(std::mem::size_of::<mr_generate_params>() == 40);
 const _: () = assert!(std::mem::size_of::<mr_generate_result>() == 32);
 
@@ -263,6 +281,7 @@ fn default_session_params() -> mr_session_params {
         context: 0,
         threads: 0,
         max_batch: 8,
+        activations: MR_ACTIVATIONS_INT8,
     }
 }
 
@@ -417,8 +436,24 @@ pub unsafe extern "C" fn mr_session_create(
         let out = unsafe { non_null_mut(out, "out") }?;
         // SAFETY: forwarded caller contract.
         let p = unsafe {
-            read_versioned(params, "params", default_session_params(), "mr_session_params_default")
+            read_versioned_since(
+                params,
+                "params",
+                default_session_params(),
+                "mr_session_params_default",
+                SESSION_PARAMS_V1_SIZE,
+            )
         }?;
+        let activations = match p.activations {
+            MR_ACTIVATIONS_INT8 => Activations::Int8,
+            MR_ACTIVATIONS_F32 => Activations::F32,
+            other => {
+                return Err(Error::invalid(
+                    "params->activations",
+                    format!("is {other}, not MR_ACTIVATIONS_INT8 (0) or MR_ACTIVATIONS_F32 (1)"),
+                ))
+            }
+        };
         let arc = m.shared();
         let tokenizer = m.tokenizer()?;
         // SAFETY: the Arc's contents never move and live at least as long as `arc`, which the
@@ -428,10 +463,19 @@ pub unsafe extern "C" fn mr_session_create(
             context: p.context as usize,
             threads: p.threads as usize,
             max_batch: p.max_batch as usize,
+            activations,
             ..SessionOptions::default()
         };
-        let session = Session::new(model_ref, &options)?;
         let device = m.device();
+        #[cfg(feature = "cuda")]
+        if device.cuda.is_some() && activations == Activations::F32 {
+            return Err(Error::Unsupported(
+                "params->activations: MR_ACTIVATIONS_F32 runs on the CPU only (load the model with \
+                 MR_DEVICE_CPU)"
+                    .into(),
+            ));
+        }
+        let session = Session::new(model_ref, &options)?;
         #[cfg(feature = "cuda")]
         if let Some(cuda) = &device.cuda {
             let max = cuda.decoder().max_context();

@@ -50,6 +50,40 @@ pub(crate) unsafe fn read_versioned<T: Copy>(
     Ok(unsafe { p.read_unaligned() })
 }
 
+/// [`read_versioned`] for a struct that grew: a `struct_size` from `oldest` (the first
+/// version's size) up is accepted, the fields the caller's version has are read, and the
+/// newer ones keep `default`'s values. Fields are only ever added at the end.
+///
+/// # Safety
+/// `p` must be NULL or readable for its `struct_size` bytes; `T` is a `repr(C)` struct of
+/// plain integer and float fields whose first `oldest` bytes are the first version.
+pub(crate) unsafe fn read_versioned_since<T: Copy>(
+    p: *const T,
+    name: &str,
+    default: T,
+    default_fn: &str,
+    oldest: u32,
+) -> Result<T> {
+    if p.is_null() {
+        return Ok(default);
+    }
+    // SAFETY: `struct_size` is the first field of every version; read it alone first.
+    let size = unsafe { p.cast::<u32>().read_unaligned() };
+    if size < oldest {
+        return Err(Error::invalid(
+            format!("{name}->struct_size"),
+            format!("is {size}, at least {oldest} needed (call {default_fn} first)"),
+        ));
+    }
+    let mut out = default;
+    let n = (size as usize).min(std::mem::size_of::<T>());
+    // SAFETY: the caller's struct is readable for `size ≥ n` bytes; `out` is a `T` of
+    // `size_of::<T>() ≥ n` bytes; a prefix of plain fields copied byte for byte is a valid
+    // value of those fields (the caller's contract on `T`).
+    unsafe { std::ptr::copy_nonoverlapping(p.cast::<u8>(), (&mut out as *mut T).cast::<u8>(), n) };
+    Ok(out)
+}
+
 /// A NUL-terminated UTF-8 string argument.
 ///
 /// # Safety

@@ -25,7 +25,7 @@ use super::rope::{rotate, Rope};
 use super::weights::DecoderWeights;
 use crate::model::config::DecoderConfig;
 use crate::ops::cpu::exp::exp;
-use crate::ops::{matmul_group_into, matmul_into, MatmulScratch, ThreadPool};
+use crate::ops::{matmul_group_into, matmul_into, Activations, MatmulScratch, ThreadPool};
 use crate::{Error, Result};
 
 /// Keys and values of one sequence, all layers: `k`, `v` `[n_layers, capacity, nkv·hd]`.
@@ -110,7 +110,7 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    pub fn new(cfg: &DecoderConfig, rows: usize) -> Result<Scratch> {
+    pub fn new(cfg: &DecoderConfig, rows: usize, activations: Activations) -> Result<Scratch> {
         let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
         let half = cfg.head_dim / 2;
         let k_max = d.max(f).max(cfg.q_dim());
@@ -128,8 +128,17 @@ impl Scratch {
             cos: vec![0.0; rows * half],
             sin: vec![0.0; rows * half],
             logits: vec![0.0; rows * cfg.vocab_size],
-            mm: MatmulScratch::with_capacity(rows, k_max)?,
+            mm: {
+                let mut mm = MatmulScratch::with_capacity(rows, k_max)?;
+                mm.set_activations(activations);
+                mm
+            },
         })
+    }
+
+    /// How the products treat activations against quantized weights.
+    pub fn activations(&self) -> Activations {
+        self.mm.activations()
     }
 }
 

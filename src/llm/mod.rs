@@ -45,6 +45,7 @@ pub mod sampling;
 pub mod session;
 pub(crate) mod weights;
 
+pub use crate::ops::Activations;
 pub use generate::{GenerateOptions, Generation, OnBatchToken, OnToken, StopReason};
 pub use sampling::{argmax, Sampler, SamplingParams};
 pub use session::{Input, Session, SessionOptions, MAX_ROWS};

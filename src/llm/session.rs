@@ -8,7 +8,7 @@ use super::rope::Rope;
 use super::weights::DecoderWeights;
 use crate::io::package::Model;
 use crate::model::config::DecoderConfig;
-use crate::ops::ThreadPool;
+use crate::ops::{Activations, ThreadPool};
 use crate::tensor::Weight;
 use crate::{Error, Result};
 
@@ -29,11 +29,16 @@ pub struct SessionOptions {
     /// The most sequences [`Session::generate_batch`] decodes together (default 8, at most
     /// [`MAX_ROWS`]).
     pub max_batch: usize,
+    /// How activations meet quantized weights: [`Activations::Int8`] (default; llama.cpp's
+    /// scheme, the fast one) or [`Activations::F32`] (the weights dequantized in registers:
+    /// the logits of the dequantized f32 model to f32 rounding; ~4× slower decode). Float
+    /// weights compute in f32 either way.
+    pub activations: Activations,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { context: 0, threads: 0, chunk: 32, max_batch: 8 }
+        SessionOptions { context: 0, threads: 0, chunk: 32, max_batch: 8, activations: Activations::Int8 }
     }
 }
 
@@ -109,7 +114,7 @@ impl<'m> Session<'m> {
         Ok(Session {
             rope: Rope::new(&cfg),
             pool: ThreadPool::new(options.threads)?,
-            scratch: Scratch::new(&cfg, rows)?,
+            scratch: Scratch::new(&cfg, rows, options.activations)?,
             cache: KvCache::new(&cfg, context)?,
             batch_caches: Vec::new(),
             chunk: options.chunk,
@@ -124,6 +129,11 @@ impl<'m> Session<'m> {
     /// The decoder config.
     pub fn config(&self) -> &DecoderConfig {
         &self.cfg
+    }
+
+    /// How this session's products treat activations against quantized weights.
+    pub fn activations(&self) -> Activations {
+        self.scratch.activations()
     }
 
     /// Vocabulary size (length of a logits row).

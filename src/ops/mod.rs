@@ -7,7 +7,9 @@
 //! One entry point ([`matmul`]) dispatches on the weight's type (DESIGN.md §4: quantization is
 //! a property of the weight): f32, f16, bf16 (f32 FMA after an exact conversion in registers)
 //! and Q8_0 / Q4_0 / Q4_1 (integer block dot products against activations quantized to int8
-//! per block of 32, scaled in f32 — llama.cpp's approach, see `cpu::matmul_quant`). `n = 1` is
+//! per block of 32, scaled in f32 — llama.cpp's approach, see `cpu::matmul_quant`; or, with
+//! [`Activations::F32`] set on the scratch, f32 activations against the blocks dequantized in
+//! registers, `cpu::matmul_dequant`: the bits of the dequantized f32 matrix). `n = 1` is
 //! decode, `n = 2..=8` batched decode (each weight row is read once for all rows), larger `n`
 //! prefill (cache-tiled). The same code serves all three.
 //!
@@ -37,6 +39,42 @@ pub use cpu::{Isa, MatmulScratch, ThreadPool};
 use crate::quant::QK;
 use crate::tensor::{shape_string, Weight};
 use crate::{Error, Result};
+
+/// How activations meet quantized (Q8_0 / Q4_0 / Q4_1) weights in a product; float weights
+/// always take f32 activations. Set per scratch ([`MatmulScratch::set_activations`]); the
+/// decoder takes it from `llm::SessionOptions::activations`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activations {
+    /// Activations quantized to int8 per block of 32, exact integer block products scaled in
+    /// f32: llama.cpp's scheme and the fast path (`cpu::matmul_quant`). Each product's
+    /// activation rounding costs ~0.4 % relative error ([`tolerance`]).
+    #[default]
+    Int8,
+    /// f32 activations against the weights dequantized in registers, f32 FMA: the bits of the
+    /// same product on the dequantized f32 matrix (`cpu::matmul_dequant`), so a decoder
+    /// computes what the dequantized model computes. Slower than [`Activations::Int8`]: SmolLM2
+    /// Q4_1 decodes ~4× and prefills ~5–6× slower (README, "The decoder").
+    F32,
+}
+
+impl Activations {
+    /// `"int8"` or `"f32"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activations::Int8 => "int8",
+            Activations::F32 => "f32",
+        }
+    }
+
+    /// The inverse of [`Activations::name`].
+    pub fn parse(s: &str) -> Option<Activations> {
+        match s {
+            "int8" => Some(Activations::Int8),
+            "f32" => Some(Activations::F32),
+            _ => None,
+        }
+    }
+}
 
 /// `out[i][r] = Σ_k x[i][k] · W[r][k]` for `x` `[n, k]` row-major, `W` `[rows, k]` of any
 /// weight type, `out` `[n, rows]`; f32 accumulation. Quantized weights quantize `x` to int8

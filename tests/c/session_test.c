@@ -181,6 +181,37 @@ int main(int argc, char **argv) {
     CHECK(mr_session_generate(small, "a prompt of well over sixteen bytes", &gp, NULL, NULL, NULL) != MR_OK);
     CHECK(strlen(mr_last_error_message()) > 0);
 
+    /* Activations. A version-1 struct (16 bytes, before `activations`) is accepted and gets
+     * the default, int8: the logits of `s` above (same prompt, one thread), bit for bit, even
+     * with garbage past its end. MR_ACTIVATIONS_F32 gives other finite logits on these q8_0
+     * weights; an unknown value is refused, naming the field. */
+    {
+        mr_session *v1 = NULL, *exact = NULL;
+        float *other = (float *)malloc(vocab * sizeof(float));
+        CHECK_STATUS(mr_session_params_default(&sp), MR_OK);
+        CHECK(sp.struct_size == sizeof sp && sp.activations == MR_ACTIVATIONS_INT8);
+        sp.context = 128;
+        sp.threads = 1;
+        sp.struct_size = 16;
+        sp.activations = 7;
+        CHECK_STATUS(mr_session_create(model, &sp, &v1), MR_OK);
+        CHECK_STATUS(mr_session_prefill(v1, ids, n_ids), MR_OK);
+        CHECK_STATUS(mr_session_logits(v1, other, vocab, &vocab), MR_OK);
+        CHECK(memcmp(other, logits, vocab * sizeof(float)) == 0);
+        sp.struct_size = sizeof sp;
+        CHECK_STATUS(mr_session_create(model, &sp, &exact), MR_ERR_INVALID_ARGUMENT);
+        CHECK(exact == NULL && strstr(mr_last_error_message(), "activations") != NULL);
+        sp.activations = MR_ACTIVATIONS_F32;
+        CHECK_STATUS(mr_session_create(model, &sp, &exact), MR_OK);
+        CHECK_STATUS(mr_session_prefill(exact, ids, n_ids), MR_OK);
+        CHECK_STATUS(mr_session_logits(exact, other, vocab, &vocab), MR_OK);
+        for (i = 0; i < vocab; i++) CHECK(isfinite(other[i]));
+        CHECK(memcmp(other, logits, vocab * sizeof(float)) != 0);
+        mr_session_free(exact);
+        mr_session_free(v1);
+        free(other);
+    }
+
     /* The sessions keep the model alive after mr_model_free. */
     mr_model_free(model);
     CHECK_STATUS(mr_session_reset(s), MR_OK);

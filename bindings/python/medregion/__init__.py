@@ -306,11 +306,19 @@ class Session(_Handle):
 
     _free, _what = "mr_session_free", "session"
 
-    def __init__(self, model: Model, context: int = 0, threads: int = 0, max_batch: int = 8):
+    ACTIVATIONS = {"int8": 0, "f32": 1}
+
+    def __init__(self, model: Model, context: int = 0, threads: int = 0, max_batch: int = 8,
+                 activations: str = "int8"):
+        """activations: "int8" (llama.cpp's scheme, the default) or "f32" (quantized weights
+        dequantized in registers: the dequantized model's logits to f32 rounding; CPU only)."""
         self._handle = None
+        if activations not in self.ACTIVATIONS:
+            raise ValueError(f"activations: {activations!r} is not 'int8' or 'f32'")
         p = _native.SessionParams()
         _check(_lib.mr_session_params_default(ctypes.byref(p)))
         p.context, p.threads, p.max_batch = context, threads, max_batch
+        p.activations = self.ACTIVATIONS[activations]
         handle = ctypes.c_void_p()
         _check(_lib.mr_session_create(model._live(), ctypes.byref(p), ctypes.byref(handle)))
         self._handle = handle

@@ -102,6 +102,7 @@ class SessionParams(ctypes.Structure):
         ("context", ctypes.c_uint32),
         ("threads", ctypes.c_uint32),
         ("max_batch", ctypes.c_uint32),
+        ("activations", ctypes.c_uint32),
     ]
 
 

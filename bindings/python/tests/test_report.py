@@ -35,6 +35,14 @@ class LayoutTest(unittest.TestCase):
         p = _native.ReportParams()
         medregion._lib.mr_report_params_default(ctypes.byref(p))
         self.assertEqual((p.max_new_tokens, p.regions, p.batch_regions), (0, None, -1))
+        p = _native.SessionParams()
+        medregion._lib.mr_session_params_default(ctypes.byref(p))
+        self.assertEqual((p.max_batch, p.activations), (8, 0))
+
+    def test_bad_activations_are_refused_before_the_library_is_called(self):
+        with self.assertRaises(ValueError) as ctx:
+            medregion.Session(None, activations="fp32")
+        self.assertIn("activations", str(ctx.exception))
 
 
 @unittest.skipUnless(PACKAGE and CT and MASKS, "MEDREGION_TEST_PACKAGE/CT/MASKS not set")
@@ -54,6 +62,14 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(doc["study"]["ct_dims"], [192, 192, 80])
         again = medregion.report(PACKAGE, CT, MASKS, labels="totalseg", max_new_tokens=4, threads=1)
         self.assertEqual(without_timings(again), without_timings(doc))
+
+    def test_f32_activations_session_reports(self):
+        with medregion.Model(PACKAGE) as model, medregion.Volume(CT) as ct, \
+                medregion.Masks(MASKS) as masks, \
+                medregion.Session(model, threads=1, activations="f32") as session:
+            rep = session.generate_report(ct, masks, regions=["lung"], max_new_tokens=4)
+            self.assertEqual([k for k, _ in rep.regions], ["lung"])
+            self.assertTrue(rep.regions[0][1])
 
     def test_session_report_and_callbacks(self):
         events, tokens = [], {}

@@ -53,6 +53,9 @@ struct LlmArgs {
     /// Sequences decoded together in the batched run (1 skips it).
     #[arg(long, default_value_t = 6)]
     batch: usize,
+    /// How activations meet quantized weights: int8 (default) or f32 (CPU only).
+    #[arg(long, default_value = "int8", value_parser = crate::device::parse_activations)]
+    activations: medregion::ops::Activations,
     /// Prompt tokens.
     #[arg(long, default_value_t = 64)]
     prompt_len: usize,
@@ -77,6 +80,7 @@ fn llm(a: LlmArgs) -> Result<()> {
     if a.prompt_len == 0 || a.steps == 0 || a.batch == 0 {
         return Err(Error::invalid("--prompt-len/--steps/--batch", "must be at least 1"));
     }
+    crate::device::check_activations(&device, a.activations)?;
     let model = Model::load(&a.model, &LoadOptions { in_memory: a.in_memory, ..LoadOptions::default() })?;
     match device {
         crate::device::Device::Cpu => {}
@@ -89,7 +93,13 @@ fn llm(a: LlmArgs) -> Result<()> {
     let context = a.prompt_len + a.steps + 2;
     let mut s = Session::new(
         &model,
-        &SessionOptions { context, threads: a.threads, max_batch: a.batch, ..Default::default() },
+        &SessionOptions {
+            context,
+            threads: a.threads,
+            max_batch: a.batch,
+            activations: a.activations,
+            ..Default::default()
+        },
     )?;
     // Deterministic pseudo-random prompt ids.
     let prompt: Vec<u32> =
@@ -135,7 +145,8 @@ fn llm(a: LlmArgs) -> Result<()> {
     let name = a.model.display().to_string();
     if a.json {
         let mut doc = serde_json::json!({
-            "model": name, "threads": s.threads(), "prompt_len": a.prompt_len, "steps": a.steps,
+            "model": name, "threads": s.threads(), "activations": a.activations.name(),
+            "prompt_len": a.prompt_len, "steps": a.steps,
             "weight_bytes_per_step": bytes, "prefill_tokens_per_s": prefill_tps,
             "decode_tokens_per_s": decode_tps, "decode_gb_per_s": decode_gbs,
             "machine_read_gb_per_s": machine_gbs, "decode_fraction_of_read_bandwidth": decode_gbs / machine_gbs,
@@ -149,7 +160,12 @@ fn llm(a: LlmArgs) -> Result<()> {
         }
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        println!("model {name}: {:.1} MB of weights per step, {} threads", bytes / 1e6, s.threads());
+        println!(
+            "model {name}: {:.1} MB of weights per step, {} threads, {} activations",
+            bytes / 1e6,
+            s.threads(),
+            a.activations.name()
+        );
         println!("prefill  {:>5} tokens: {prefill_tps:>10.1} tokens/s", a.prompt_len);
         println!(
             "decode   {:>5} steps:  {decode_tps:>10.1} tokens/s  {decode_gbs:>7.2} GB/s effective  ({:.0} % of read bandwidth)",

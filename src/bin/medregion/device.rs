@@ -72,6 +72,21 @@ pub fn resolve(spec: &str) -> Result<Device> {
     Err(Error::Unsupported(format!("device {spec}: {why}")))
 }
 
+/// `--activations int8|f32` (clap value parser).
+pub fn parse_activations(s: &str) -> std::result::Result<medregion::ops::Activations, String> {
+    medregion::ops::Activations::parse(s).ok_or_else(|| format!("`{s}` is not `int8` or `f32`"))
+}
+
+/// `--activations f32` is a CPU path: refused on a CUDA device before any work.
+pub fn check_activations(device: &Device, activations: medregion::ops::Activations) -> Result<()> {
+    match (device, activations) {
+        (Device::Cuda(n), medregion::ops::Activations::F32) => Err(Error::Unsupported(format!(
+            "--activations f32 on cuda:{n}: the f32-activation products run on the CPU only (use --device cpu)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// What `cuda:N` means in a binary built without the `cuda` feature (never reached: such a
 /// device is never listed as usable).
 #[cfg(not(feature = "cuda"))]

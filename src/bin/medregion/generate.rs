@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use medregion::io::package::{LoadOptions, Model};
-use medregion::llm::{GenerateOptions, Input, SamplingParams, Session, SessionOptions};
+use medregion::llm::{Activations, GenerateOptions, Input, SamplingParams, Session, SessionOptions};
 use medregion::tokenizer::Tokenizer;
 use medregion::{Error, Result};
 
@@ -64,6 +64,12 @@ pub struct Args {
     #[command(flatten)]
     device: crate::device::DeviceArg,
 
+    /// How activations meet quantized weights: `int8` (llama.cpp's scheme, fast) or `f32` (the
+    /// weights dequantized in registers: the dequantized model's logits to f32 rounding; CPU
+    /// only, ~4x slower decode).
+    #[arg(long, default_value = "int8", value_parser = crate::device::parse_activations)]
+    activations: Activations,
+
     /// Write the logits of every position to this float32 .npy file.
     #[arg(long)]
     dump_logits: Option<PathBuf>,
@@ -90,6 +96,7 @@ pub fn run(args: Args) -> Result<()> {
     if opts.max_new_tokens == 0 {
         return Err(Error::invalid("--max-new-tokens", "must be at least 1"));
     }
+    crate::device::check_activations(&device, args.activations)?;
     let model =
         Model::load(&args.model, &LoadOptions { in_memory: args.in_memory, ..LoadOptions::default() })?;
     let tok = Tokenizer::from_package(&model)?;
@@ -124,7 +131,12 @@ pub fn run(args: Args) -> Result<()> {
         crate::device::Device::Cpu => {
             let mut session = Session::new(
                 &model,
-                &SessionOptions { context, threads: args.threads, ..Default::default() },
+                &SessionOptions {
+                    context,
+                    threads: args.threads,
+                    activations: args.activations,
+                    ..Default::default()
+                },
             )?;
             let r = session.generate(Input::Tokens(&ids), &opts, Some(&tok), &mut on_token)?;
             if let Some(path) = &args.dump_logits {

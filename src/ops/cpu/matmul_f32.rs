@@ -51,17 +51,56 @@ impl FloatWeight for f32 {
     }
 }
 
+/// Where the float micro-kernel reads its weights: rows of `k` values along k, each converted
+/// exactly to f32 on load. [`DenseRows`] is a dense f32/f16/bf16 matrix;
+/// `matmul_dequant::DequantRows` dequantizes Q8_0/Q4_0/Q4_1 blocks in registers (the
+/// f32-activation path). The kernel's operations per output do not depend on the source, so
+/// a quantized matrix gives the bits its dequantized f32 copy gives.
+pub(crate) trait WeightRows: Copy + Send + Sync {
+    /// Element `o` of row `r` as f32.
+    fn get(self, r: usize, o: usize) -> f32;
+
+    /// Elements `o..o + 8` of row `r` as f32 lanes (each equal to [`WeightRows::get`]'s).
+    ///
+    /// # Safety
+    /// Row `r` exists, `o + 8 ≤ k`, and the CPU has AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(self, r: usize, o: usize) -> std::arch::x86_64::__m256;
+}
+
+/// A dense row-major `[rows, k]` float matrix as [`WeightRows`].
+#[derive(Clone, Copy)]
+pub(crate) struct DenseRows<'a, W> {
+    pub w: &'a [W],
+    pub k: usize,
+}
+
+impl<W: FloatWeight> WeightRows for DenseRows<'_, W> {
+    #[inline(always)]
+    fn get(self, r: usize, o: usize) -> f32 {
+        self.w[r * self.k + o].to_f32()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(self, r: usize, o: usize) -> std::arch::x86_64::__m256 {
+        // SAFETY: row r exists and o + 8 ≤ k (the trait's contract), so the 8 reads are inside
+        // `w`; the CPU features are the caller's.
+        unsafe { W::load8(self.w.as_ptr().add(r * self.k + o)) }
+    }
+}
+
 /// Computes `out[i][r]` for every `i < n` and `r` in `r0..r1`.
 ///
 /// # Safety
 /// `out` points to an `[n, rows]` buffer of which this call alone writes columns `r0..r1`;
-/// `x` holds `n · k` values and `w` at least `r1 · k` (checked by the caller).
+/// `x` holds `n · k` values and `w` at least `r1` rows of `k` (checked by the caller).
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn float_rows<W: FloatWeight>(
+pub(crate) unsafe fn float_rows<S: WeightRows>(
     x: &[f32],
     n: usize,
     k: usize,
-    w: &[W],
+    w: S,
     r0: usize,
     r1: usize,
     out: OutPtr,
@@ -77,9 +116,8 @@ pub(crate) unsafe fn float_rows<W: FloatWeight>(
         },
         _ => {
             for r in r0..r1 {
-                let wr = &w[r * k..(r + 1) * k];
                 for i in 0..n {
-                    let v = dot_scalar(&x[i * k..(i + 1) * k], wr);
+                    let v = dot_scalar(&x[i * k..(i + 1) * k], |o| w.get(r, o));
                     // SAFETY: (i, r) is in bounds of `[n, rows]` and column r is this task's.
                     unsafe { out.write(i * rows + r, v) };
                 }
@@ -88,21 +126,22 @@ pub(crate) unsafe fn float_rows<W: FloatWeight>(
     }
 }
 
-/// Scalar twin of the AVX2 micro-kernel for one output.
-fn dot_scalar<W: FloatWeight>(x: &[f32], w: &[W]) -> f32 {
+/// Scalar twin of the AVX2 micro-kernel for one output: `x` against the weight row whose
+/// element `o` is `w(o)`.
+fn dot_scalar(x: &[f32], w: impl Fn(usize) -> f32) -> f32 {
     let mut acc = [0.0f32; LANES];
-    let (xc, wc) = (x.chunks_exact(LANES), w.chunks_exact(LANES));
-    let (xr, wr) = (xc.remainder(), wc.remainder());
-    for (xs, ws) in xc.zip(wc) {
+    let xc = x.chunks_exact(LANES);
+    let (xr, base) = (xc.remainder(), x.len() - x.len() % LANES);
+    for (c, xs) in xc.enumerate() {
         for l in 0..LANES {
-            acc[l] = xs[l].mul_add(ws[l].to_f32(), acc[l]);
+            acc[l] = xs[l].mul_add(w(c * LANES + l), acc[l]);
         }
     }
     if !xr.is_empty() {
         for (l, acc) in acc.iter_mut().enumerate() {
-            let (a, b) = match (xr.get(l), wr.get(l)) {
-                (Some(&a), Some(&b)) => (a, b.to_f32()),
-                _ => (0.0, 0.0),
+            let (a, b) = match xr.get(l) {
+                Some(&a) => (a, w(base + l)),
+                None => (0.0, 0.0),
             };
             *acc = a.mul_add(b, *acc);
         }
@@ -114,7 +153,7 @@ fn dot_scalar<W: FloatWeight>(x: &[f32], w: &[W]) -> f32 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::FloatWeight;
+    use super::WeightRows;
     use crate::ops::cpu::simd::avx2::hsum8;
     use crate::ops::cpu::simd::LANES;
     use crate::ops::cpu::OutPtr;
@@ -129,11 +168,11 @@ mod avx2 {
     /// See [`super::float_rows`]; same contract, plus the CPU has AVX2/FMA/F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn float_rows<W: FloatWeight>(
+    pub(super) unsafe fn float_rows<S: WeightRows>(
         x: &[f32],
         n: usize,
         k: usize,
-        w: &[W],
+        w: S,
         r0: usize,
         r1: usize,
         out: OutPtr,
@@ -146,7 +185,6 @@ mod avx2 {
             let mut r = r0;
             while r < r1 {
                 let nr = (r1 - r).min(NR);
-                let wp = w[r * k..].as_ptr();
                 let mut i = i0;
                 while i < i1 {
                     let mr = (i1 - i).min(MR);
@@ -156,10 +194,10 @@ mod avx2 {
                     unsafe {
                         let op = out.0.add(i * rows + r);
                         match mr {
-                            4 => tile_nr::<W, 4>(nr, xp, wp, k, op, rows),
-                            3 => tile_nr::<W, 3>(nr, xp, wp, k, op, rows),
-                            2 => tile_nr::<W, 2>(nr, xp, wp, k, op, rows),
-                            _ => tile_nr::<W, 1>(nr, xp, wp, k, op, rows),
+                            4 => tile_nr::<S, 4>(nr, xp, w, r, k, op, rows),
+                            3 => tile_nr::<S, 3>(nr, xp, w, r, k, op, rows),
+                            2 => tile_nr::<S, 2>(nr, xp, w, r, k, op, rows),
+                            _ => tile_nr::<S, 1>(nr, xp, w, r, k, op, rows),
                         }
                     }
                     i += mr;
@@ -176,10 +214,11 @@ mod avx2 {
     /// As [`tile`] with `NR = nr`.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn tile_nr<W: FloatWeight, const M: usize>(
+    unsafe fn tile_nr<S: WeightRows, const M: usize>(
         nr: usize,
         x: *const f32,
-        w: *const W,
+        w: S,
+        r: usize,
         k: usize,
         out: *mut f32,
         ldo: usize,
@@ -187,23 +226,24 @@ mod avx2 {
         // SAFETY: forwarded contract.
         unsafe {
             match nr {
-                3 => tile::<W, M, 3>(x, w, k, out, ldo),
-                2 => tile::<W, M, 2>(x, w, k, out, ldo),
-                _ => tile::<W, M, 1>(x, w, k, out, ldo),
+                3 => tile::<S, M, 3>(x, w, r, k, out, ldo),
+                2 => tile::<S, M, 2>(x, w, r, k, out, ldo),
+                _ => tile::<S, M, 1>(x, w, r, k, out, ldo),
             }
         }
     }
 
-    /// `out[i · ldo + r] = x[i] · w[r]` for `i < M`, `r < N`; rows of x and w are `k` apart.
+    /// `out[i · ldo + j] = x[i] · w[r + j]` for `i < M`, `j < N`; rows of x are `k` apart.
     ///
     /// # Safety
-    /// `x` is valid for `M · k` reads, `w` for `N · k`, `out` for the `M × N` strided writes;
-    /// the CPU has AVX2/FMA/F16C.
+    /// `x` is valid for `M · k` reads, `w` has rows `r..r + N` of `k`, `out` is valid for the
+    /// `M × N` strided writes; the CPU has AVX2/FMA/F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn tile<W: FloatWeight, const M: usize, const N: usize>(
+    unsafe fn tile<S: WeightRows, const M: usize, const N: usize>(
         x: *const f32,
-        w: *const W,
+        w: S,
+        r: usize,
         k: usize,
         out: *mut f32,
         ldo: usize,
@@ -215,8 +255,8 @@ mod avx2 {
             // SAFETY: o + 8 ≤ k, so every load stays inside its row.
             unsafe {
                 let mut wv = [_mm256_setzero_ps(); N];
-                for (r, wv) in wv.iter_mut().enumerate() {
-                    *wv = W::load8(w.add(r * k + o));
+                for (j, wv) in wv.iter_mut().enumerate() {
+                    *wv = w.load8(r + j, o);
                 }
                 for (i, acc) in acc.iter_mut().enumerate() {
                     let xv = _mm256_loadu_ps(x.add(i * k + o));
@@ -232,10 +272,12 @@ mod avx2 {
             // SAFETY: elements o..k of every row exist; the padded copies have 8 elements.
             unsafe {
                 let mut wv = [_mm256_setzero_ps(); N];
-                for (r, wv) in wv.iter_mut().enumerate() {
-                    let mut pad = [W::default(); LANES];
-                    std::ptr::copy_nonoverlapping(w.add(r * k + o), pad.as_mut_ptr(), rem);
-                    *wv = W::load8(pad.as_ptr());
+                for (j, wv) in wv.iter_mut().enumerate() {
+                    let mut pad = [0.0f32; LANES];
+                    for (e, p) in pad.iter_mut().enumerate().take(rem) {
+                        *p = w.get(r + j, o + e);
+                    }
+                    *wv = _mm256_loadu_ps(pad.as_ptr());
                 }
                 for (i, acc) in acc.iter_mut().enumerate() {
                     let mut pad = [0.0f32; LANES];
@@ -248,9 +290,9 @@ mod avx2 {
             }
         }
         for (i, acc) in acc.iter().enumerate() {
-            for (r, acc) in acc.iter().enumerate() {
-                // SAFETY: (i, r) is inside the tile (caller's contract).
-                unsafe { *out.add(i * ldo + r) = hsum8(*acc) };
+            for (j, acc) in acc.iter().enumerate() {
+                // SAFETY: (i, j) is inside the tile (caller's contract).
+                unsafe { *out.add(i * ldo + j) = hsum8(*acc) };
             }
         }
     }

@@ -18,11 +18,14 @@
 //!   activation rows; its per-k-block FMA chains are also independent of threads and tiling.
 //! * Files: `gemm_f32` (packed GEMM), `matmul_f32` (float micro-kernel, f32), `matmul_f16` (f16/bf16 loads),
 //!   `matmul_quant` (shared quantized kernel), `matmul_q8_0`, `matmul_q4` (block dot products),
+//!   `matmul_dequant` (quantized weights dequantized in registers for the float kernel: the
+//!   f32-activation path),
 //!   `quantize_act` (int8 activations, [`MatmulScratch`]), `simd` (reductions), `threads`
 //!   ([`ThreadPool`]).
 
 pub mod exp;
 mod gemm_f32;
+mod matmul_dequant;
 mod matmul_f16;
 mod matmul_f32;
 mod matmul_q4;
@@ -40,7 +43,8 @@ pub use threads::ThreadPool;
 use crate::quant::{QuantType, QK};
 use crate::tensor::Weight;
 use crate::Result;
-use matmul_f32::FloatWeight;
+use matmul_dequant::{Dequant, DequantRows};
+use matmul_f32::{DenseRows, WeightRows};
 use matmul_quant::{QMatrix, QuantFormat};
 
 /// The instruction set a kernel runs with (more may be added: match with a wildcard arm).
@@ -194,11 +198,18 @@ pub(crate) fn matmul(
     }
     let out = OutPtr(out.as_mut_ptr());
     match w {
-        Weight::F32(d) => run_float(x, n, k, d.data, rows, out, pool, isa),
-        Weight::F16(d) => run_float(x, n, k, d.data, rows, out, pool, isa),
-        Weight::BF16(d) => run_float(x, n, k, d.data, rows, out, pool, isa),
+        Weight::F32(d) => run_float(x, n, k, DenseRows { w: d.data, k }, rows, out, pool, isa),
+        Weight::F16(d) => run_float(x, n, k, DenseRows { w: d.data, k }, rows, out, pool, isa),
+        Weight::BF16(d) => run_float(x, n, k, DenseRows { w: d.data, k }, rows, out, pool, isa),
         Weight::Quant(q) => {
             let m = QMatrix { values: q.values, scales: q.scales, mins: q.mins, nb: k / QK };
+            if scratch.activations() == crate::ops::Activations::F32 {
+                return match q.qtype {
+                    QuantType::Q8_0 => run_dequant::<matmul_q8_0::Q8_0>(x, n, k, m, rows, out, pool, isa),
+                    QuantType::Q4_0 => run_dequant::<matmul_q4::Q4_0>(x, n, k, m, rows, out, pool, isa),
+                    QuantType::Q4_1 => run_dequant::<matmul_q4::Q4_1>(x, n, k, m, rows, out, pool, isa),
+                };
+            }
             match q.qtype {
                 QuantType::Q8_0 => run_quant::<matmul_q8_0::Q8_0>(x, n, k, m, rows, out, scratch, pool, isa),
                 QuantType::Q4_0 => run_quant::<matmul_q4::Q4_0>(x, n, k, m, rows, out, scratch, pool, isa),
@@ -231,6 +242,7 @@ pub(crate) fn matmul_group(
     // With n > 0 every weight has the same k: the caller checked each against x = [n, k].
     let k = dims.first().map_or(0, |d| d.1);
     let fused = n > 0
+        && scratch.activations() == crate::ops::Activations::Int8
         && ws.len() <= MAX
         && qtype.is_some()
         && ws.iter().all(|w| matches!(w, Weight::Quant(q) if Some(q.qtype) == qtype));
@@ -300,12 +312,28 @@ pub(crate) fn gemm(
     }
 }
 
+/// The f32-activation product on quantized weights ([`crate::ops::Activations::F32`]): the
+/// float kernel over the blocks dequantized in registers (`matmul_dequant`).
 #[allow(clippy::too_many_arguments)]
-fn run_float<W: FloatWeight>(
+fn run_dequant<F: Dequant>(
     x: &[f32],
     n: usize,
     k: usize,
-    w: &[W],
+    m: QMatrix<'_>,
+    rows: usize,
+    out: OutPtr,
+    pool: &ThreadPool,
+    isa: Isa,
+) -> Result<()> {
+    run_float(x, n, k, DequantRows::<F>::new(m), rows, out, pool, isa)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_float<S: WeightRows>(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: S,
     rows: usize,
     out: OutPtr,
     pool: &ThreadPool,

@@ -30,11 +30,15 @@ use crate::quant::QK;
 use crate::{Error, Result};
 
 use super::Isa;
+use crate::ops::Activations;
 
 /// Caller-owned scratch for quantized activations, so that [`crate::ops::matmul_into`]
-/// allocates nothing: create it once per session with the largest `n · k` it will see.
+/// allocates nothing: create it once per session with the largest `n · k` it will see. It
+/// also says how activations meet quantized weights in the products that use it
+/// ([`MatmulScratch::set_activations`]; int8 by default).
 #[derive(Clone, Debug, Default)]
 pub struct MatmulScratch {
+    activations: Activations,
     qs: Vec<i8>,
     d: Vec<f32>,
     sum: Vec<i32>,
@@ -105,6 +109,7 @@ impl MatmulScratch {
     /// Empty scratch: enough for float weights only (they need none).
     pub const fn new() -> MatmulScratch {
         MatmulScratch {
+            activations: Activations::Int8,
             qs: Vec::new(),
             d: Vec::new(),
             sum: Vec::new(),
@@ -112,6 +117,18 @@ impl MatmulScratch {
             il: Vec::new(),
             tail: Vec::new(),
         }
+    }
+
+    /// How the products that use this scratch treat activations against quantized weights.
+    pub fn activations(&self) -> Activations {
+        self.activations
+    }
+
+    /// Sets how the products that use this scratch treat activations against quantized
+    /// weights: [`Activations::Int8`] (the default, llama.cpp's scheme) or
+    /// [`Activations::F32`] (the dequantized model's arithmetic; needs no capacity).
+    pub fn set_activations(&mut self, activations: Activations) {
+        self.activations = activations;
     }
 
     /// Scratch for quantized weights with up to `n` rows of `k` activations (`k` a multiple of

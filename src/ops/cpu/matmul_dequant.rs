@@ -1,0 +1,190 @@
+//! Quantized weights with f32 activations ([`crate::ops::Activations::F32`]): Q8_0, Q4_0 and
+//! Q4_1 blocks dequantized in registers and fed to the float micro-kernel of
+//! [`super::matmul_f32`], instead of the int8 activations of [`super::matmul_quant`].
+//!
+//! Each weight is dequantized with exactly the operations of `quant::*::dequantize_block` (and
+//! of gguf-py's `dequantize`, which transformers' GGUF loader uses): Q8_0 `q · d`, Q4_0
+//! `(q − 8) · d`, Q4_1 `q · d + m` (a product, then a sum: two roundings, no FMA), with `d`
+//! and `m` the f16 scales converted exactly. The float kernel's operations per output do not
+//! depend on where its weights come from, so a product on quantized weights here gives the
+//! same bits as the same product on the dequantized f32 matrix (`tests/ops_matmul.rs` checks
+//! it on every ISA, thread count and batch size): the decoder then computes what the
+//! dequantized model computes, to f32 rounding, which is what a validation against
+//! transformers' dequantized model asks. The price is speed: 8 weights cost a load, a
+//! widening, a conversion and a multiply (plus a shift for high nibbles, an add for Q4_1) in
+//! place of a quarter of a `vpdpbusd`.
+
+use std::marker::PhantomData;
+
+use half::f16;
+
+use super::matmul_f32::WeightRows;
+use super::matmul_quant::QMatrix;
+use crate::quant::QK;
+
+/// How one block format dequantizes (the operations of `quant::*::dequantize_block`).
+pub(crate) trait Dequant: Send + Sync {
+    /// Bytes of packed values per block.
+    const VALUE_BYTES: usize;
+    /// Blocks carry a min (Q4_1).
+    const HAS_MIN: bool;
+
+    /// Value `j < 32` of the block whose packed values are `v`, with scale `d` and min `m`.
+    fn value(v: &[u8], d: f32, m: f32, j: usize) -> f32;
+
+    /// Values `j..j + 8` (`j` a multiple of 8 below 32) of the block at `p`, with the scale
+    /// and the min broadcast in `d` and `m`.
+    ///
+    /// # Safety
+    /// `p` is valid for `VALUE_BYTES` reads; the CPU has AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(
+        p: *const u8,
+        d: std::arch::x86_64::__m256,
+        m: std::arch::x86_64::__m256,
+        j: usize,
+    ) -> std::arch::x86_64::__m256;
+}
+
+impl Dequant for super::matmul_q8_0::Q8_0 {
+    const VALUE_BYTES: usize = crate::quant::q8_0::VALUE_BYTES;
+    const HAS_MIN: bool = false;
+
+    #[inline(always)]
+    fn value(v: &[u8], d: f32, _m: f32, j: usize) -> f32 {
+        (v[j] as i8) as f32 * d
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(
+        p: *const u8,
+        d: std::arch::x86_64::__m256,
+        _m: std::arch::x86_64::__m256,
+        j: usize,
+    ) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: j + 8 ≤ 32 = VALUE_BYTES (the contract), so the 8 bytes are the block's.
+        let q = unsafe { _mm_loadl_epi64(p.add(j).cast()) };
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d)
+    }
+}
+
+/// Nibble `j` of a 4-bit block: byte `j` low for `j < 16`, byte `j − 16` high above.
+#[inline(always)]
+fn nibble(v: &[u8], j: usize) -> u8 {
+    if j < QK / 2 {
+        v[j] & 0x0F
+    } else {
+        v[j - QK / 2] >> 4
+    }
+}
+
+/// Nibbles `j..j + 8` of the 4-bit block at `p` as i32 lanes.
+///
+/// # Safety
+/// `p` is valid for 16 reads, `j` a multiple of 8 below 32; the CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn nibbles8(p: *const u8, j: usize) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // SAFETY: j % 16 + 8 ≤ 16 bytes of the block (the contract).
+    let b = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(p.add(j % (QK / 2)).cast()) });
+    let b = if j >= QK / 2 { _mm256_srli_epi32::<4>(b) } else { b };
+    _mm256_and_si256(b, _mm256_set1_epi32(0x0F))
+}
+
+impl Dequant for super::matmul_q4::Q4_0 {
+    const VALUE_BYTES: usize = crate::quant::q4_0::VALUE_BYTES;
+    const HAS_MIN: bool = false;
+
+    #[inline(always)]
+    fn value(v: &[u8], d: f32, _m: f32, j: usize) -> f32 {
+        d * (nibble(v, j) as i32 - 8) as f32
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(
+        p: *const u8,
+        d: std::arch::x86_64::__m256,
+        _m: std::arch::x86_64::__m256,
+        j: usize,
+    ) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: forwarded contract.
+        let q = _mm256_sub_epi32(unsafe { nibbles8(p, j) }, _mm256_set1_epi32(8));
+        _mm256_mul_ps(d, _mm256_cvtepi32_ps(q))
+    }
+}
+
+impl Dequant for super::matmul_q4::Q4_1 {
+    const VALUE_BYTES: usize = crate::quant::q4_1::VALUE_BYTES;
+    const HAS_MIN: bool = true;
+
+    #[inline(always)]
+    fn value(v: &[u8], d: f32, m: f32, j: usize) -> f32 {
+        d * nibble(v, j) as f32 + m
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(
+        p: *const u8,
+        d: std::arch::x86_64::__m256,
+        m: std::arch::x86_64::__m256,
+        j: usize,
+    ) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: forwarded contract.
+        let q = unsafe { nibbles8(p, j) };
+        _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(q)), m)
+    }
+}
+
+/// A quantized `[rows, nb · 32]` matrix as the float kernel's [`WeightRows`].
+pub(crate) struct DequantRows<'a, F> {
+    m: QMatrix<'a>,
+    format: PhantomData<fn() -> F>,
+}
+
+impl<F> Clone for DequantRows<'_, F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F> Copy for DequantRows<'_, F> {}
+
+impl<'a, F: Dequant> DequantRows<'a, F> {
+    /// `m`'s arrays hold whole rows of `m.nb` blocks (checked by the caller).
+    pub(crate) fn new(m: QMatrix<'a>) -> Self {
+        DequantRows { m, format: PhantomData }
+    }
+}
+
+impl<F: Dequant> WeightRows for DequantRows<'_, F> {
+    #[inline(always)]
+    fn get(self, r: usize, o: usize) -> f32 {
+        let b = r * self.m.nb + o / QK;
+        let v = &self.m.values[b * F::VALUE_BYTES..(b + 1) * F::VALUE_BYTES];
+        let m = if F::HAS_MIN { self.m.mins[b].to_f32() } else { 0.0 };
+        F::value(v, self.m.scales[b].to_f32(), m, o % QK)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(self, r: usize, o: usize) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        let b = r * self.m.nb + o / QK;
+        // f16 → f32 with `vcvtph2ps` (exact, as `f16::to_f32`), broadcast to the 8 lanes.
+        let broadcast = |h: f16| _mm256_cvtph_ps(_mm_set1_epi16(h.to_bits() as i16));
+        // SAFETY: row r exists and o + 8 ≤ k (the trait's contract), so block b and its scale
+        // (and min) are inside the arrays, and o % 32 is a multiple of 8 below 32.
+        unsafe {
+            let d = broadcast(*self.m.scales.get_unchecked(b));
+            let m = if F::HAS_MIN { broadcast(*self.m.mins.get_unchecked(b)) } else { _mm256_setzero_ps() };
+            F::load8(self.m.values.as_ptr().add(b * F::VALUE_BYTES), d, m, o % QK)
+        }
+    }
+}
