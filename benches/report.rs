@@ -49,6 +49,7 @@ fn main() {
             max_new_tokens: Some(16),
             threads: threads(),
             batch_regions: Some(batched),
+            ..ReportOptions::default()
         };
         group.bench_function(name, |b| {
             b.iter(|| {

@@ -78,6 +78,11 @@ fn report_bad_input_is_a_clean_error() {
         assert!(!err.contains("panicked"), "{err}");
         assert!(!json.exists(), "no JSON after a failure");
     }
+    // A flag value clap refuses (its own message, naming the flag and the choices).
+    let out = medregion(&["report", "--json", j, "--demo", "--activations", "f16"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--activations") && err.contains("`f32`"), "{err}");
+    assert!(!json.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
 

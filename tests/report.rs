@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use medregion::attributes::LabelScheme;
 use medregion::io::package::QuantPolicy;
-use medregion::llm::{Input, Session, SessionOptions};
+use medregion::llm::{Activations, Input, Session, SessionOptions};
 use medregion::masks::Masks;
 use medregion::model::synthetic::{write_synthetic, Preset};
 use medregion::model::{LoadOptions, Model};
@@ -180,6 +180,32 @@ fn report_in_a_caller_session_matches_and_names_the_model() {
             .unwrap();
     let e = generate_report_in(&mut small, &model, &tokenizer, &p.ct, &masks, &options, none).unwrap_err();
     assert!(e.to_string().contains("16 positions"), "{e}");
+}
+
+/// `ReportOptions::activations`: `generate_report` with f32 activations runs and equals the
+/// report of a caller's f32 session (whose mode `generate_report_in` follows, whatever the
+/// options say). This tiny model's greedy texts come out the same with int8 activations, so
+/// the two modes' different logits are checked at the session level (`tests/llm_parity.rs`).
+#[test]
+fn f32_activations_reach_the_report_decoder() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("q41.mrm");
+    write_synthetic(&path, Preset::Tiny, 11, QuantPolicy::all(WeightType::Q4_1)).unwrap();
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let p = chest_phantom().unwrap();
+    let masks = Masks::from_label_map(&p.labels, &LabelScheme::totalseg()).unwrap();
+    let none = &mut |_: &Event<'_>| ControlFlow::Continue(());
+    let json = |r: Report| serde_json::to_string(&without_timings(r)).unwrap();
+    let int8 = ReportOptions { max_new_tokens: Some(8), threads: 2, ..ReportOptions::default() };
+    let f32 = ReportOptions { activations: Activations::F32, ..int8.clone() };
+    let own = json(generate_report(&model, &p.ct, &masks, &f32, none).unwrap());
+    let tokenizer = Tokenizer::from_package(&model).unwrap();
+    let options = SessionOptions { threads: 1, activations: Activations::F32, ..SessionOptions::default() };
+    let mut session = Session::new(&model, &options).unwrap();
+    // The session's mode decides in `generate_report_in` (the options say int8 here).
+    let shared = generate_report_in(&mut session, &model, &tokenizer, &p.ct, &masks, &int8, none).unwrap();
+    assert_eq!(own, json(shared));
 }
 
 #[test]

@@ -163,6 +163,8 @@ unsafe fn options_of(p: &mr_report_params) -> Result<ReportOptions> {
         max_new_tokens: (p.max_new_tokens > 0).then_some(p.max_new_tokens as usize),
         threads: 0,
         batch_regions,
+        // The session's own mode decides (`generate_report_in`).
+        activations: crate::ops::Activations::Int8,
     })
 }
 

@@ -54,7 +54,7 @@ use crate::llm::{
 use crate::masks::{Masks, SlotMasks};
 use crate::model::config::RegionConfig;
 use crate::model::Model;
-use crate::ops::ThreadPool;
+use crate::ops::{Activations, ThreadPool};
 use crate::preprocess::preprocess;
 use crate::region::{assemble, splice, MaskView, Prompt, RegionHeads, RegionTokens};
 use crate::tokenizer::Tokenizer;
@@ -76,6 +76,10 @@ pub struct ReportOptions {
     pub threads: usize,
     /// Decode the regions as one batch; `None` = `generation.batch_regions`.
     pub batch_regions: Option<bool>,
+    /// How the decoder's products treat activations against quantized weights (see
+    /// `llm::SessionOptions::activations`); [`generate_report_in`] uses the session's instead,
+    /// and the CUDA pipeline refuses [`Activations::F32`] (a CPU path).
+    pub activations: Activations,
 }
 
 /// A pipeline stage, reported when it starts.
@@ -365,7 +369,12 @@ pub fn generate_report(
     let context = (prepared.longest_prompt() + prepared.max_new_tokens).min(max_pos);
     let mut session = Session::new(
         model,
-        &SessionOptions { context, threads: options.threads, ..SessionOptions::default() },
+        &SessionOptions {
+            context,
+            threads: options.threads,
+            activations: options.activations,
+            ..SessionOptions::default()
+        },
     )?;
     on.flag = session.cancel_flag();
     decode(&mut session, model, &tokenizer, ct, prepared, options, &mut on, t_start)
@@ -405,6 +414,12 @@ pub fn generate_report_cuda_cancellable(
     on_event: &mut dyn FnMut(&Event<'_>) -> ControlFlow<()>,
 ) -> Result<Report> {
     let t_start = Instant::now();
+    if options.activations == Activations::F32 {
+        return Err(Error::Unsupported(
+            "activations: f32 activations run on the CPU only (the CUDA pipeline decodes with its own kernels)"
+                .into(),
+        ));
+    }
     if cuda.decoder().config() != &model.config().decoder || cuda.encoder().config() != &model.config().vision
     {
         return Err(Error::invalid("cuda", "the device model was uploaded from another model"));

@@ -85,6 +85,10 @@ pub struct Args {
     /// Threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// How the decoder's activations meet quantized weights: int8 (llama.cpp's scheme, fast)
+    /// or f32 (the dequantized model's arithmetic; CPU only, slower).
+    #[arg(long, default_value = "int8", value_parser = crate::device::parse_activations)]
+    activations: medregion::ops::Activations,
     /// Also write the report JSON here (one study only).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -208,7 +212,9 @@ pub fn run(args: Args) -> Result<()> {
         max_new_tokens: args.max_new_tokens,
         threads: args.threads,
         batch_regions: None,
+        activations: args.activations,
     };
+    crate::device::check_activations(&device, args.activations)?;
     if args.demo {
         let path = std::env::temp_dir().join(format!("medregion-demo-{}.mrm", std::process::id()));
         let _temp = TempFile(path.clone());

@@ -208,6 +208,7 @@ pub fn run(a: ReportArgs) -> Result<()> {
             max_new_tokens: Some(a.max_new_tokens),
             threads: a.threads,
             batch_regions: Some(batched),
+            ..ReportOptions::default()
         };
         let mut reports = Vec::with_capacity(repeat);
         for i in 0..repeat {
