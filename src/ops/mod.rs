@@ -24,6 +24,8 @@
 //!   between a batch of rows and the same rows one at a time.
 //! * Decode allocates nothing: [`matmul_into`] takes the activation scratch from the caller;
 //!   [`matmul`] keeps one per thread that only grows (allocation on the first, largest use).
+//!   With [`Activations::F32`] and more than 8 rows (prefill), each thread also keeps one
+//!   dequantized weight micro-panel that grows the same way; up to 8 rows never touch it.
 //! * [`bench_report`] measures the kernels against the machine's read bandwidth and FMA peak.
 
 mod bench;
@@ -53,7 +55,7 @@ pub enum Activations {
     /// f32 activations against the weights dequantized in registers, f32 FMA: the bits of the
     /// same product on the dequantized f32 matrix (`cpu::matmul_dequant`), so a decoder
     /// computes what the dequantized model computes. Slower than [`Activations::Int8`]: SmolLM2
-    /// Q4_1 decodes ~4× and prefills ~5–6× slower (README, "The decoder").
+    /// Q4_1 decodes ~4× and prefills 2–3× slower (README, "The decoder").
     F32,
 }
 

@@ -164,6 +164,8 @@ impl<'a, F: Dequant> DequantRows<'a, F> {
 }
 
 impl<F: Dequant> WeightRows for DequantRows<'_, F> {
+    const CONVERTS: bool = true;
+
     #[inline(always)]
     fn get(self, r: usize, o: usize) -> f32 {
         let b = r * self.m.nb + o / QK;

@@ -57,6 +57,11 @@ impl FloatWeight for f32 {
 /// f32-activation path). The kernel's operations per output do not depend on the source, so
 /// a quantized matrix gives the bits its dequantized f32 copy gives.
 pub(crate) trait WeightRows: Copy + Send + Sync {
+    /// Loading converts more than a format's width (dequantization): with many activation rows
+    /// the AVX2 kernel converts each weight micro-panel once into an f32 buffer and runs the
+    /// tiles on that, instead of converting it again for every 4-row activation panel.
+    const CONVERTS: bool = false;
+
     /// Element `o` of row `r` as f32.
     fn get(self, r: usize, o: usize) -> f32;
 
@@ -164,6 +169,14 @@ mod avx2 {
     const NR: usize = 3;
     /// Bytes of activation rows kept in L2 while the weight micro-panels pass over them.
     const X_BLOCK_BYTES: usize = 192 * 1024;
+    /// Most activation rows for which a converting source ([`WeightRows::CONVERTS`]) is read
+    /// directly: batched decode (≤ 8 rows) never touches the buffer, so it never allocates.
+    const DIRECT_MAX_ROWS: usize = 8;
+
+    thread_local! {
+        /// One weight micro-panel converted to f32 (`NR · k`): grows to the largest `k` seen.
+        static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
 
     /// See [`super::float_rows`]; same contract, plus the CPU has AVX2/FMA/F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -178,6 +191,45 @@ mod avx2 {
         out: OutPtr,
         rows: usize,
     ) {
+        if S::CONVERTS && n > DIRECT_MAX_ROWS && k.is_multiple_of(LANES) {
+            let done = PANEL.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut buf) => {
+                    // SAFETY: forwarded contract; `buf` is this thread's alone.
+                    unsafe { blocked(x, n, k, w, r0, r1, out, rows, Some(&mut buf)) };
+                    true
+                }
+                Err(_) => false, // re-entered on this thread: read the source directly
+            });
+            if done {
+                return;
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { blocked(x, n, k, w, r0, r1, out, rows, None) }
+    }
+
+    /// The loop nest of [`float_rows`]. With `buf`, each weight micro-panel is converted once
+    /// per activation block (`w.load8`: the values the tiles would load) and the tiles read
+    /// that f32 copy: the same operations on the same values, so the same bits.
+    ///
+    /// # Safety
+    /// As [`float_rows`]; with `buf`, `k` is a multiple of 8.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn blocked<S: WeightRows>(
+        x: &[f32],
+        n: usize,
+        k: usize,
+        w: S,
+        r0: usize,
+        r1: usize,
+        out: OutPtr,
+        rows: usize,
+        mut buf: Option<&mut Vec<f32>>,
+    ) {
+        if let Some(buf) = buf.as_deref_mut().filter(|b| b.len() < NR * k) {
+            buf.resize(NR * k, 0.0);
+        }
         let block = (X_BLOCK_BYTES / (4 * k).max(1)).max(MR) / MR * MR;
         let mut i0 = 0;
         while i0 < n {
@@ -185,26 +237,64 @@ mod avx2 {
             let mut r = r0;
             while r < r1 {
                 let nr = (r1 - r).min(NR);
-                let mut i = i0;
-                while i < i1 {
-                    let mr = (i1 - i).min(MR);
-                    let xp = x[i * k..].as_ptr();
-                    // SAFETY: rows i..i + mr of x, r..r + nr of w and the outputs (i.., r..)
-                    // are in bounds and this task's (caller's contract).
-                    unsafe {
-                        let op = out.0.add(i * rows + r);
-                        match mr {
-                            4 => tile_nr::<S, 4>(nr, xp, w, r, k, op, rows),
-                            3 => tile_nr::<S, 3>(nr, xp, w, r, k, op, rows),
-                            2 => tile_nr::<S, 2>(nr, xp, w, r, k, op, rows),
-                            _ => tile_nr::<S, 1>(nr, xp, w, r, k, op, rows),
+                // SAFETY (both): rows i0..i1 of x, rows r..r + nr of w (or 0..nr of the
+                // converted panel) and the outputs (i0..i1, r..r + nr) are in bounds and this
+                // task's (caller's contract).
+                match buf.as_deref_mut() {
+                    Some(buf) => {
+                        for j in 0..nr {
+                            for o in (0..k).step_by(LANES) {
+                                // SAFETY: row r + j < r1 exists, o + 8 ≤ k, `buf` holds NR · k.
+                                unsafe {
+                                    _mm256_storeu_ps(buf.as_mut_ptr().add(j * k + o), w.load8(r + j, o))
+                                };
+                            }
                         }
+                        let panel = super::DenseRows { w: &buf[..nr * k], k };
+                        unsafe { panels(x, i0, i1, k, panel, 0, nr, out.0.add(r), rows) };
                     }
-                    i += mr;
+                    None => unsafe { panels(x, i0, i1, k, w, r, nr, out.0.add(r), rows) },
                 }
                 r += nr;
             }
             i0 = i1;
+        }
+    }
+
+    /// Activation rows `i0..i1` in panels of up to `MR` against weight rows `r..r + nr` of `w`,
+    /// written to `out[i · ldo + j]`.
+    ///
+    /// # Safety
+    /// As [`tile`] for every panel; the CPU has AVX2/FMA/F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn panels<S: WeightRows>(
+        x: &[f32],
+        i0: usize,
+        i1: usize,
+        k: usize,
+        w: S,
+        r: usize,
+        nr: usize,
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let mut i = i0;
+        while i < i1 {
+            let mr = (i1 - i).min(MR);
+            let xp = x[i * k..].as_ptr();
+            // SAFETY: the caller's contract, for rows i..i + mr.
+            unsafe {
+                let op = out.add(i * ldo);
+                match mr {
+                    4 => tile_nr::<S, 4>(nr, xp, w, r, k, op, ldo),
+                    3 => tile_nr::<S, 3>(nr, xp, w, r, k, op, ldo),
+                    2 => tile_nr::<S, 2>(nr, xp, w, r, k, op, ldo),
+                    _ => tile_nr::<S, 1>(nr, xp, w, r, k, op, ldo),
+                }
+            }
+            i += mr;
         }
     }
 
