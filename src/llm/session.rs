@@ -31,7 +31,7 @@ pub struct SessionOptions {
     pub max_batch: usize,
     /// How activations meet quantized weights: [`Activations::Int8`] (default; llama.cpp's
     /// scheme, the fast one) or [`Activations::F32`] (the weights dequantized in registers:
-    /// the logits of the dequantized f32 model to f32 rounding; ~4× slower decode). Float
+    /// the logits of the dequantized f32 model to f32 rounding; 2–3× slower). Float
     /// weights compute in f32 either way.
     pub activations: Activations,
 }

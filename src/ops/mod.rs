@@ -55,7 +55,7 @@ pub enum Activations {
     /// f32 activations against the weights dequantized in registers, f32 FMA: the bits of the
     /// same product on the dequantized f32 matrix (`cpu::matmul_dequant`), so a decoder
     /// computes what the dequantized model computes. Slower than [`Activations::Int8`]: SmolLM2
-    /// Q4_1 decodes ~4× and prefills 2–3× slower (README, "The decoder").
+    /// Q4_1 decodes and prefills 2–3× slower (README, "The decoder").
     F32,
 }
 

@@ -66,7 +66,7 @@ pub struct Args {
 
     /// How activations meet quantized weights: `int8` (llama.cpp's scheme, fast) or `f32` (the
     /// weights dequantized in registers: the dequantized model's logits to f32 rounding; CPU
-    /// only, ~4x slower decode).
+    /// only, 2-3x slower).
     #[arg(long, default_value = "int8", value_parser = crate::device::parse_activations)]
     activations: Activations,
 

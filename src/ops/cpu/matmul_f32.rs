@@ -71,6 +71,18 @@ pub(crate) trait WeightRows: Copy + Send + Sync {
     /// Row `r` exists, `o + 8 ≤ k`, and the CPU has AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load8(self, r: usize, o: usize) -> std::arch::x86_64::__m256;
+
+    /// Elements `o..o + 32` of row `r` as four [`WeightRows::load8`] vectors, for a
+    /// converting source that unpacks a whole block of 32 more cheaply than four slices of 8.
+    ///
+    /// # Safety
+    /// Row `r` exists, `o + 32 ≤ k`, and the CPU has AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load32(self, r: usize, o: usize) -> [std::arch::x86_64::__m256; 4] {
+        // SAFETY: the contract covers the four slices of 8.
+        unsafe { [self.load8(r, o), self.load8(r, o + 8), self.load8(r, o + 16), self.load8(r, o + 24)] }
+    }
 }
 
 /// A dense row-major `[rows, k]` float matrix as [`WeightRows`].
@@ -340,7 +352,31 @@ mod avx2 {
     ) {
         let mut acc = [[_mm256_setzero_ps(); N]; M];
         let chunks = k / LANES;
-        for c in 0..chunks {
+        // One activation row against a converting source (decode of a quantized weight with
+        // f32 activations): whole blocks of 32 at a time, each accumulator still takes its
+        // chunks in order (the same FMAs, the same bits). More rows would need more registers
+        // than AVX2 has for 4 chunks of every weight row.
+        let mut first = 0;
+        if M == 1 && S::CONVERTS {
+            while first + 4 <= chunks {
+                let o = first * LANES;
+                // SAFETY: o + 32 ≤ k, so every load stays inside its row.
+                unsafe {
+                    let mut wv = [[_mm256_setzero_ps(); 4]; N];
+                    for (j, wv) in wv.iter_mut().enumerate() {
+                        *wv = w.load32(r + j, o);
+                    }
+                    for q in 0..4 {
+                        let xv = _mm256_loadu_ps(x.add(o + q * LANES));
+                        for (acc, wv) in acc[0].iter_mut().zip(&wv) {
+                            *acc = _mm256_fmadd_ps(xv, wv[q], *acc);
+                        }
+                    }
+                }
+                first += 4;
+            }
+        }
+        for c in first..chunks {
             let o = c * LANES;
             // SAFETY: o + 8 ≤ k, so every load stays inside its row.
             unsafe {
