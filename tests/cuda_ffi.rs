@@ -47,6 +47,16 @@ fn ok(status: mr_status, what: &str) {
 
 /// Loads `path` on `kind` and creates a session with `context` positions (0: the default).
 fn open(path: &PathBuf, kind: mr_device_kind, context: u32) -> (*mut mr_model, mr_status, *mut mr_session) {
+    open_with(path, kind, context, MR_ACTIVATIONS_INT8)
+}
+
+/// [`open`] with the session's `activations`.
+fn open_with(
+    path: &PathBuf,
+    kind: mr_device_kind,
+    context: u32,
+    activations: mr_activations,
+) -> (*mut mr_model, mr_status, *mut mr_session) {
     let c = CString::new(path.to_str().unwrap()).unwrap();
     let mut mp = std::mem::MaybeUninit::<mr_model_params>::uninit();
     // SAFETY: writable out-parameters; `c` is NUL-terminated.
@@ -61,6 +71,7 @@ fn open(path: &PathBuf, kind: mr_device_kind, context: u32) -> (*mut mr_model, m
         let mut sp = sp.assume_init();
         sp.context = context;
         sp.threads = 1;
+        sp.activations = activations;
         let mut session = ptr::null_mut();
         let status = mr_session_create(model, &sp, &mut session);
         (model, status, session)
@@ -248,6 +259,23 @@ fn a_context_beyond_the_gpu_copy_is_refused_at_creation() {
     assert!(s.is_null());
     let (m2, st, s2) = open(&path, MR_DEVICE_CUDA, 4096);
     ok(st, "4096 positions on the GPU copy");
+    // SAFETY: created above.
+    unsafe {
+        mr_session_free(s2);
+        mr_model_free(m2);
+        mr_model_free(m);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device: scripts/gpu-check.sh runs it"]
+fn f32_activations_are_refused_on_a_gpu_model() {
+    let path = demo();
+    let (m, st, s) = open_with(&path, MR_DEVICE_CUDA, 256, MR_ACTIVATIONS_F32);
+    assert_eq!(st, MR_ERR_UNSUPPORTED, "f32 activations on a model loaded for CUDA");
+    assert!(s.is_null());
+    let (m2, st, s2) = open_with(&path, MR_DEVICE_CPU, 256, MR_ACTIVATIONS_F32);
+    ok(st, "f32 activations on the CPU");
     // SAFETY: created above.
     unsafe {
         mr_session_free(s2);
