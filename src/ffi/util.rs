@@ -34,20 +34,8 @@ pub(crate) unsafe fn read_versioned<T: Copy>(
     default: T,
     default_fn: &str,
 ) -> Result<T> {
-    if p.is_null() {
-        return Ok(default);
-    }
-    // SAFETY: `struct_size` is the first field of every version; read it alone first.
-    let size = unsafe { p.cast::<u32>().read_unaligned() };
-    let need = std::mem::size_of::<T>() as u32;
-    if size < need {
-        return Err(Error::invalid(
-            format!("{name}->struct_size"),
-            format!("is {size}, at least {need} needed (call {default_fn} first)"),
-        ));
-    }
-    // SAFETY: readable for at least `need` bytes, checked just above.
-    Ok(unsafe { p.read_unaligned() })
+    // SAFETY: forwarded contract; with the current size as the oldest, the whole struct is read.
+    unsafe { read_versioned_since(p, name, default, default_fn, std::mem::size_of::<T>() as u32) }
 }
 
 /// [`read_versioned`] for a struct that grew: a `struct_size` from `oldest` (the first

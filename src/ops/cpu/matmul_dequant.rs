@@ -15,8 +15,10 @@
 //! quarter of a `vpdpbusd`. A single activation row takes whole blocks ([`Dequant::load32`]:
 //! one 16-byte load and one scale conversion for 32 nibbles), and more than 8 rows take each
 //! weight micro-panel from a per-thread f32 copy (`matmul_f32`, [`WeightRows::CONVERTS`]).
-//! Intrinsics are only called in functions that inherit the kernel's target features, never
-//! in closures (a closure does not inherit them: `[_; 4]::map` made decode 30× slower).
+//! The helpers here are `#[inline(always)]` functions without target features of their own,
+//! which get the kernel's once inlined into it; a closure inside them does not (it is not
+//! inside a `#[target_feature]` function), so they call intrinsics directly, never through a
+//! closure: `[_; 4]::map` made decode 30× slower.
 
 use std::marker::PhantomData;
 
@@ -271,14 +273,10 @@ impl<F: Dequant> WeightRows for DequantRows<'_, F> {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load32(self, r: usize, o: usize) -> [std::arch::x86_64::__m256; 4] {
-        if !o.is_multiple_of(QK) {
-            // SAFETY: forwarded contract.
-            return unsafe {
-                [self.load8(r, o), self.load8(r, o + 8), self.load8(r, o + 16), self.load8(r, o + 24)]
-            };
-        }
+        debug_assert!(o.is_multiple_of(QK), "load32 at {o}: not a block start");
         let b = r * self.m.nb + o / QK;
-        // SAFETY: row r exists and o + 32 ≤ k with o a multiple of 32, so block b is whole.
+        // SAFETY: row r exists and o + 32 ≤ k with o a multiple of 32 (the trait's contract),
+        // so block b is whole.
         unsafe {
             let (d, m) = self.scale_min(b);
             F::load32(self.m.values.as_ptr().add(b * F::VALUE_BYTES), d, m)

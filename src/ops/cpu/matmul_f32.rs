@@ -76,7 +76,8 @@ pub(crate) trait WeightRows: Copy + Send + Sync {
     /// converting source that unpacks a whole block of 32 more cheaply than four slices of 8.
     ///
     /// # Safety
-    /// Row `r` exists, `o + 32 ≤ k`, and the CPU has AVX2, FMA and F16C.
+    /// Row `r` exists, `o` is a multiple of 32 with `o + 32 ≤ k`, and the CPU has AVX2, FMA
+    /// and F16C.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load32(self, r: usize, o: usize) -> [std::arch::x86_64::__m256; 4] {
@@ -360,7 +361,7 @@ mod avx2 {
         if M == 1 && S::CONVERTS {
             while first + 4 <= chunks {
                 let o = first * LANES;
-                // SAFETY: o + 32 ≤ k, so every load stays inside its row.
+                // SAFETY: o is a multiple of 32 (first steps by 4 chunks of 8) and o + 32 ≤ k.
                 unsafe {
                     let mut wv = [[_mm256_setzero_ps(); 4]; N];
                     for (j, wv) in wv.iter_mut().enumerate() {

@@ -43,7 +43,7 @@ pub use threads::ThreadPool;
 use crate::quant::{QuantType, QK};
 use crate::tensor::Weight;
 use crate::Result;
-use matmul_dequant::{Dequant, DequantRows};
+use matmul_dequant::DequantRows;
 use matmul_f32::{DenseRows, WeightRows};
 use matmul_quant::{QMatrix, QuantFormat};
 
@@ -204,10 +204,17 @@ pub(crate) fn matmul(
         Weight::Quant(q) => {
             let m = QMatrix { values: q.values, scales: q.scales, mins: q.mins, nb: k / QK };
             if scratch.activations() == crate::ops::Activations::F32 {
+                // The float kernel over the blocks dequantized in registers (`matmul_dequant`).
                 return match q.qtype {
-                    QuantType::Q8_0 => run_dequant::<matmul_q8_0::Q8_0>(x, n, k, m, rows, out, pool, isa),
-                    QuantType::Q4_0 => run_dequant::<matmul_q4::Q4_0>(x, n, k, m, rows, out, pool, isa),
-                    QuantType::Q4_1 => run_dequant::<matmul_q4::Q4_1>(x, n, k, m, rows, out, pool, isa),
+                    QuantType::Q8_0 => {
+                        run_float(x, n, k, DequantRows::<matmul_q8_0::Q8_0>::new(m), rows, out, pool, isa)
+                    }
+                    QuantType::Q4_0 => {
+                        run_float(x, n, k, DequantRows::<matmul_q4::Q4_0>::new(m), rows, out, pool, isa)
+                    }
+                    QuantType::Q4_1 => {
+                        run_float(x, n, k, DequantRows::<matmul_q4::Q4_1>::new(m), rows, out, pool, isa)
+                    }
                 };
             }
             match q.qtype {
@@ -310,22 +317,6 @@ pub(crate) fn gemm(
             q.name
         ))),
     }
-}
-
-/// The f32-activation product on quantized weights ([`crate::ops::Activations::F32`]): the
-/// float kernel over the blocks dequantized in registers (`matmul_dequant`).
-#[allow(clippy::too_many_arguments)]
-fn run_dequant<F: Dequant>(
-    x: &[f32],
-    n: usize,
-    k: usize,
-    m: QMatrix<'_>,
-    rows: usize,
-    out: OutPtr,
-    pool: &ThreadPool,
-    isa: Isa,
-) -> Result<()> {
-    run_float(x, n, k, DequantRows::<F>::new(m), rows, out, pool, isa)
 }
 
 #[allow(clippy::too_many_arguments)]
