@@ -212,10 +212,26 @@ fn bench_llm_reports_every_figure() {
         "8",
         "--steps",
         "4",
+        "--rounds",
+        "2",
         "--json",
     ]);
     assert!(ok, "{err}");
     let doc: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+    // Each figure is the fastest of its two rounds, and the batch ratio is taken between those.
+    assert_eq!(doc["rounds"], 2);
+    for (key, rounds) in [
+        ("prefill_tokens_per_s", "prefill_tokens_per_s_rounds"),
+        ("decode_tokens_per_s", "decode_tokens_per_s_rounds"),
+        ("batch_decode_tokens_per_s", "batch_decode_tokens_per_s_rounds"),
+    ] {
+        let r: Vec<f64> = doc[rounds].as_array().expect(rounds).iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(r.len(), 2, "{rounds}: {doc}");
+        assert_eq!(doc[key].as_f64().unwrap(), r[0].max(r[1]), "{key}: {doc}");
+    }
+    let ratio =
+        doc["batch_decode_tokens_per_s"].as_f64().unwrap() / doc["decode_tokens_per_s"].as_f64().unwrap();
+    assert!((doc["batch_vs_sequential"].as_f64().unwrap() - ratio).abs() < 1e-9, "{doc}");
     for key in [
         "prefill_tokens_per_s",
         "decode_tokens_per_s",
@@ -235,4 +251,6 @@ fn bench_llm_reports_every_figure() {
     assert_eq!(doc["weight_bytes_per_step"].as_f64().unwrap() as usize, s.weight_bytes_per_step());
     let (ok, _, err) = medregion(&["bench", "llm", "--model", pkg.to_str().unwrap(), "--steps", "0"]);
     assert!(!ok && err.contains("--steps"), "{err}");
+    let (ok, _, err) = medregion(&["bench", "llm", "--model", pkg.to_str().unwrap(), "--rounds", "0"]);
+    assert!(!ok && err.contains("--rounds"), "{err}");
 }

@@ -42,7 +42,9 @@ def main():
                     load = f.read().split()[0]
                 ours = json.loads(subprocess.run(
                     [args.medregion, "bench", "llm", "--model", ours_path, "--threads", str(th),
-                     "--prompt-len", str(args.prompt_len), "--steps", str(args.steps), "--json"],
+                     "--prompt-len", str(args.prompt_len), "--steps", str(args.steps),
+                     # One round per call: this script does the rounds, interleaved with llama.cpp.
+                     "--rounds", "1", "--json"],
                     check=True, capture_output=True, text=True).stdout)
                 theirs = json.loads(subprocess.run(
                     [sys.executable, os.path.join(ROOT, "scripts/llm/llamacpp_bench.py"), "--model", gguf,
