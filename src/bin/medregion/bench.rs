@@ -118,6 +118,9 @@ fn llm(a: LlmArgs) -> Result<()> {
     // after the first decode, on the same threads: a 256 MiB streaming sum).
     let (mut prefill, mut decode, mut batched) = (Vec::new(), Vec::new(), Vec::new());
     let mut machine_gbs = 0.0;
+    let suffixes: Vec<Vec<u32>> = (0..a.batch).map(|i| vec![((i * 7919 + 3) % vocab) as u32]).collect();
+    let refs: Vec<&[u32]> = suffixes.iter().map(Vec::as_slice).collect();
+    let opts = GenerateOptions { max_new_tokens: a.steps, stop_ids: Some(Vec::new()), ..Default::default() };
     for round in 0..a.rounds {
         s.reset();
         let t = Instant::now();
@@ -132,11 +135,6 @@ fn llm(a: LlmArgs) -> Result<()> {
             machine_gbs = medregion::ops::machine_read_bandwidth(256 << 20, s.threads())?;
         }
         if a.batch > 1 {
-            let suffixes: Vec<Vec<u32>> =
-                (0..a.batch).map(|i| vec![((i * 7919 + 3) % vocab) as u32]).collect();
-            let refs: Vec<&[u32]> = suffixes.iter().map(Vec::as_slice).collect();
-            let opts =
-                GenerateOptions { max_new_tokens: a.steps, stop_ids: Some(Vec::new()), ..Default::default() };
             let out = s.generate_batch(Input::Tokens(&prompt), &refs, &opts, None, &mut |_, _, _| {
                 ControlFlow::Continue(())
             })?;
