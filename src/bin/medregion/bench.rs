@@ -146,10 +146,7 @@ fn llm(a: LlmArgs) -> Result<()> {
     }
     let (prefill_tps, decode_tps) = (fastest(&prefill), fastest(&decode));
     let decode_gbs = bytes * decode_tps / 1e9;
-    let batch = (a.batch > 1).then(|| {
-        let tps = fastest(&batched);
-        (tps, tps / decode_tps, bytes * tps / a.batch as f64 / 1e9)
-    });
+    let batch = batch_figures(&batched, a.batch, decode_tps, bytes);
 
     let name = a.model.display().to_string();
     if a.json {
@@ -199,6 +196,16 @@ fn llm(a: LlmArgs) -> Result<()> {
 /// The fastest of a measurement's rounds (tokens/s).
 fn fastest(rounds: &[f64]) -> f64 {
     rounds.iter().copied().fold(0.0, f64::max)
+}
+
+/// Batched decode's figures from its rounds (none when `batch` is 1): the fastest tokens/s,
+/// its ratio to the fastest single-sequence decode, and the weight GB/s (one read of `bytes`
+/// per forward call of the whole batch).
+fn batch_figures(batched: &[f64], batch: usize, decode_tps: f64, bytes: f64) -> Option<(f64, f64, f64)> {
+    (batch > 1).then(|| {
+        let tps = fastest(batched);
+        (tps, tps / decode_tps, bytes * tps / batch as f64 / 1e9)
+    })
 }
 
 /// `bench llm --device cuda:N`: the same measurements on a device session (greedy, the device
@@ -258,10 +265,7 @@ fn llm_cuda(a: &LlmArgs, model: &Model<'_>, ordinal: usize) -> Result<()> {
     let decode_gbs = bytes * decode_tps / 1e9;
     // Read + write of a copy at least as large as the weights (capped at 4 GiB).
     let peak = gpu.copy_bandwidth_gbs(dec.weight_bytes().clamp(256 << 20, 4 << 30))?;
-    let batch = (a.batch > 1).then(|| {
-        let tps = fastest(&batched);
-        (tps, tps / decode_tps, bytes * tps / a.batch as f64 / 1e9)
-    });
+    let batch = batch_figures(&batched, a.batch, decode_tps, bytes);
     let (graphs, replays, why) = s.graph_status();
     let why = why.map(str::to_string);
     let (gemm_rows, gemm_why) = s.gemm_status();
