@@ -708,13 +708,13 @@ unsafe fn dot8x8_pair(
 
 /// The value step of [`attend_x86`] for `H` heads (outputs at `op`, head `h` at `op + h · hd`)
 /// over `len` keys (values at `vp + i · stride`): per key, each head's output is rescaled by its
-/// `shrink` when that is not 1, then gets `fma(weight, value, out)`, 64 or 32 columns at a time
-/// (`W512`: 4 vectors of 16, otherwise of 8), then 8. Every output element sees exactly the
-/// portable loop's operations in the same order.
+/// `shrink` when that is not 1, then gets `weight · value` added (a multiply and an add, no
+/// FMA), 64 or 32 columns at a time (`W512`: 4 vectors of 16, otherwise of 8), then 8. Every
+/// output element sees exactly the portable loop's operations in the same order.
 ///
 /// # Safety
-/// The reads and writes are in bounds (as [`attend_x86`]'s); the caller enables AVX2 and FMA,
-/// and with `W512` AVX512F/VL (always inlined).
+/// The reads and writes are in bounds (as [`attend_x86`]'s); the caller enables AVX2, and with
+/// `W512` AVX512F/VL (always inlined).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn pv_heads<const H: usize, const W512: bool>(
@@ -726,97 +726,172 @@ unsafe fn pv_heads<const H: usize, const W512: bool>(
     shrink: &[[f32; KEY_CHUNK]],
     weight: &[[f32; KEY_CHUNK]],
 ) {
-    use std::arch::x86_64::*;
-    // SAFETY: the caller's contract.
+    use std::arch::x86_64::{__m256, __m512};
+    let at = PvAt { op, hd, vp, stride, len };
+    // SAFETY: the caller's contract; each block covers columns c..c + width ≤ hd.
     unsafe {
         let mut c = 0;
         if W512 {
             while c + 64 <= hd {
-                let mut o = [[_mm512_setzero_ps(); 4]; H];
-                for (h, o) in o.iter_mut().enumerate() {
-                    for (x, o) in o.iter_mut().enumerate() {
-                        *o = _mm512_loadu_ps(op.add(h * hd + c + 16 * x));
-                    }
-                }
-                for i in 0..len {
-                    let val = vp.add(i * stride + c);
-                    let mut vv = [_mm512_setzero_ps(); 4];
-                    for (x, vv) in vv.iter_mut().enumerate() {
-                        *vv = _mm512_loadu_ps(val.add(16 * x));
-                    }
-                    for (h, o) in o.iter_mut().enumerate() {
-                        if shrink[h][i] != 1.0 {
-                            let sv = _mm512_set1_ps(shrink[h][i]);
-                            for o in o.iter_mut() {
-                                *o = _mm512_mul_ps(*o, sv);
-                            }
-                        }
-                        let pv = _mm512_set1_ps(weight[h][i]);
-                        for (o, &vv) in o.iter_mut().zip(&vv) {
-                            *o = _mm512_add_ps(*o, _mm512_mul_ps(pv, vv));
-                        }
-                    }
-                }
-                for (h, o) in o.iter().enumerate() {
-                    for (x, o) in o.iter().enumerate() {
-                        _mm512_storeu_ps(op.add(h * hd + c + 16 * x), *o);
-                    }
-                }
+                pv_block::<__m512, H, 4>(at, c, shrink, weight);
                 c += 64;
             }
         }
         while c + 32 <= hd {
-            let mut o = [[_mm256_setzero_ps(); 4]; H];
-            for (h, o) in o.iter_mut().enumerate() {
-                for (x, o) in o.iter_mut().enumerate() {
-                    *o = _mm256_loadu_ps(op.add(h * hd + c + 8 * x));
-                }
-            }
-            for i in 0..len {
-                let val = vp.add(i * stride + c);
-                let mut vv = [_mm256_setzero_ps(); 4];
-                for (x, vv) in vv.iter_mut().enumerate() {
-                    *vv = _mm256_loadu_ps(val.add(8 * x));
-                }
-                for (h, o) in o.iter_mut().enumerate() {
-                    if shrink[h][i] != 1.0 {
-                        let sv = _mm256_set1_ps(shrink[h][i]);
-                        for o in o.iter_mut() {
-                            *o = _mm256_mul_ps(*o, sv);
-                        }
-                    }
-                    let pv = _mm256_set1_ps(weight[h][i]);
-                    for (o, &vv) in o.iter_mut().zip(&vv) {
-                        *o = _mm256_add_ps(*o, _mm256_mul_ps(pv, vv));
-                    }
-                }
-            }
-            for (h, o) in o.iter().enumerate() {
-                for (x, o) in o.iter().enumerate() {
-                    _mm256_storeu_ps(op.add(h * hd + c + 8 * x), *o);
-                }
-            }
+            pv_block::<__m256, H, 4>(at, c, shrink, weight);
             c += 32;
         }
         while c < hd {
-            let mut o = [_mm256_setzero_ps(); H];
-            for (h, o) in o.iter_mut().enumerate() {
-                *o = _mm256_loadu_ps(op.add(h * hd + c));
-            }
-            for i in 0..len {
-                let vv = _mm256_loadu_ps(vp.add(i * stride + c));
-                for (h, o) in o.iter_mut().enumerate() {
-                    if shrink[h][i] != 1.0 {
-                        *o = _mm256_mul_ps(*o, _mm256_set1_ps(shrink[h][i]));
-                    }
-                    *o = _mm256_add_ps(*o, _mm256_mul_ps(_mm256_set1_ps(weight[h][i]), vv));
-                }
-            }
-            for (h, o) in o.iter().enumerate() {
-                _mm256_storeu_ps(op.add(h * hd + c), *o);
-            }
+            pv_block::<__m256, H, 1>(at, c, shrink, weight);
             c += 8;
         }
+    }
+}
+
+/// Where [`pv_heads`] reads and writes.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct PvAt {
+    op: *mut f32,
+    hd: usize,
+    vp: *const f32,
+    stride: usize,
+    len: usize,
+}
+
+/// [`pv_heads`] for the `X · V::LANES` columns from `c`: the heads' outputs in `H × X`
+/// registers over all the keys, each value vector loaded once for all heads.
+///
+/// # Safety
+/// As [`pv_heads`], with `c + X · V::LANES ≤ hd`; the caller enables `V`'s features (always
+/// inlined).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pv_block<V: F32Lanes, const H: usize, const X: usize>(
+    at: PvAt,
+    c: usize,
+    shrink: &[[f32; KEY_CHUNK]],
+    weight: &[[f32; KEY_CHUNK]],
+) {
+    let PvAt { op, hd, vp, stride, len } = at;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let mut o = [[V::zero(); X]; H];
+        for (h, o) in o.iter_mut().enumerate() {
+            for (x, o) in o.iter_mut().enumerate() {
+                *o = V::load(op.add(h * hd + c + V::LANES * x));
+            }
+        }
+        for i in 0..len {
+            let val = vp.add(i * stride + c);
+            let mut vv = [V::zero(); X];
+            for (x, vv) in vv.iter_mut().enumerate() {
+                *vv = V::load(val.add(V::LANES * x));
+            }
+            for (h, o) in o.iter_mut().enumerate() {
+                if shrink[h][i] != 1.0 {
+                    let sv = V::splat(shrink[h][i]);
+                    for o in o.iter_mut() {
+                        *o = o.mul(sv);
+                    }
+                }
+                let pv = V::splat(weight[h][i]);
+                for (o, &vv) in o.iter_mut().zip(&vv) {
+                    *o = o.add(pv.mul(vv));
+                }
+            }
+        }
+        for (h, o) in o.iter().enumerate() {
+            for (x, o) in o.iter().enumerate() {
+                o.store(op.add(h * hd + c + V::LANES * x));
+            }
+        }
+    }
+}
+
+/// The f32 vector operations [`pv_block`] needs, for 256- and 512-bit vectors.
+///
+/// # Safety (every method)
+/// The pointers are valid for `LANES` floats; the caller enables the vector's features (the
+/// methods are always inlined into it).
+#[cfg(target_arch = "x86_64")]
+trait F32Lanes: Copy {
+    const LANES: usize;
+    unsafe fn zero() -> Self;
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    unsafe fn splat(x: f32) -> Self;
+    unsafe fn mul(self, b: Self) -> Self;
+    unsafe fn add(self, b: Self) -> Self;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl F32Lanes for std::arch::x86_64::__m256 {
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { std::arch::x86_64::_mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the trait's contract.
+        unsafe { std::arch::x86_64::_mm256_storeu_ps(p, self) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { std::arch::x86_64::_mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { std::arch::x86_64::_mm256_mul_ps(self, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { std::arch::x86_64::_mm256_add_ps(self, b) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl F32Lanes for std::arch::x86_64::__m512 {
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { std::arch::x86_64::_mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the trait's contract.
+        unsafe { std::arch::x86_64::_mm512_storeu_ps(p, self) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { std::arch::x86_64::_mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { std::arch::x86_64::_mm512_mul_ps(self, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        // SAFETY: the trait's contract.
+        unsafe { std::arch::x86_64::_mm512_add_ps(self, b) }
     }
 }
 
