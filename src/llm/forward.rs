@@ -825,75 +825,68 @@ trait F32Lanes: Copy {
     unsafe fn add(self, b: Self) -> Self;
 }
 
+/// [`F32Lanes`] for one vector type, from its intrinsics.
 #[cfg(target_arch = "x86_64")]
-impl F32Lanes for std::arch::x86_64::__m256 {
-    const LANES: usize = 8;
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        // SAFETY: the trait's contract.
-        unsafe { std::arch::x86_64::_mm256_setzero_ps() }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        // SAFETY: the trait's contract.
-        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        // SAFETY: the trait's contract.
-        unsafe { std::arch::x86_64::_mm256_storeu_ps(p, self) }
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self {
-        // SAFETY: the trait's contract.
-        unsafe { std::arch::x86_64::_mm256_set1_ps(x) }
-    }
-    #[inline(always)]
-    unsafe fn mul(self, b: Self) -> Self {
-        // SAFETY: the trait's contract.
-        unsafe { std::arch::x86_64::_mm256_mul_ps(self, b) }
-    }
-    #[inline(always)]
-    unsafe fn add(self, b: Self) -> Self {
-        // SAFETY: the trait's contract.
-        unsafe { std::arch::x86_64::_mm256_add_ps(self, b) }
-    }
+macro_rules! f32_lanes {
+    ($ty:ident, $lanes:expr, $zero:ident, $load:ident, $store:ident, $splat:ident, $mul:ident, $add:ident) => {
+        impl F32Lanes for std::arch::x86_64::$ty {
+            const LANES: usize = $lanes;
+            #[inline(always)]
+            unsafe fn zero() -> Self {
+                // SAFETY: the trait's contract.
+                unsafe { std::arch::x86_64::$zero() }
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> Self {
+                // SAFETY: the trait's contract.
+                unsafe { std::arch::x86_64::$load(p) }
+            }
+            #[inline(always)]
+            unsafe fn store(self, p: *mut f32) {
+                // SAFETY: the trait's contract.
+                unsafe { std::arch::x86_64::$store(p, self) }
+            }
+            #[inline(always)]
+            unsafe fn splat(x: f32) -> Self {
+                // SAFETY: the trait's contract.
+                unsafe { std::arch::x86_64::$splat(x) }
+            }
+            #[inline(always)]
+            unsafe fn mul(self, b: Self) -> Self {
+                // SAFETY: the trait's contract.
+                unsafe { std::arch::x86_64::$mul(self, b) }
+            }
+            #[inline(always)]
+            unsafe fn add(self, b: Self) -> Self {
+                // SAFETY: the trait's contract.
+                unsafe { std::arch::x86_64::$add(self, b) }
+            }
+        }
+    };
 }
 
 #[cfg(target_arch = "x86_64")]
-impl F32Lanes for std::arch::x86_64::__m512 {
-    const LANES: usize = 16;
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        // SAFETY: the trait's contract.
-        unsafe { std::arch::x86_64::_mm512_setzero_ps() }
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        // SAFETY: the trait's contract.
-        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        // SAFETY: the trait's contract.
-        unsafe { std::arch::x86_64::_mm512_storeu_ps(p, self) }
-    }
-    #[inline(always)]
-    unsafe fn splat(x: f32) -> Self {
-        // SAFETY: the trait's contract.
-        unsafe { std::arch::x86_64::_mm512_set1_ps(x) }
-    }
-    #[inline(always)]
-    unsafe fn mul(self, b: Self) -> Self {
-        // SAFETY: the trait's contract.
-        unsafe { std::arch::x86_64::_mm512_mul_ps(self, b) }
-    }
-    #[inline(always)]
-    unsafe fn add(self, b: Self) -> Self {
-        // SAFETY: the trait's contract.
-        unsafe { std::arch::x86_64::_mm512_add_ps(self, b) }
-    }
-}
+f32_lanes!(
+    __m256,
+    8,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_set1_ps,
+    _mm256_mul_ps,
+    _mm256_add_ps
+);
+#[cfg(target_arch = "x86_64")]
+f32_lanes!(
+    __m512,
+    16,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_set1_ps,
+    _mm512_mul_ps,
+    _mm512_add_ps
+);
 
 /// [`attend_x86`] with 256-bit exponentials.
 ///
