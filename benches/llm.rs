@@ -3,13 +3,16 @@
 //! `tiny` preset in F32 / Q8_0 / Q4_0 and 1 / 2 threads. Packages are written to the temp folder
 //! once. Set `MEDREGION_BENCH_LLM_MODEL=/path/to/package` to bench a real package instead (for
 //! SmolLM2 / Llama-3.2-1B-shaped models; the `small` preset takes minutes to write).
-//! For bandwidth figures use `medregion bench llm`.
+//! For bandwidth figures use `medregion bench llm`. The `attend` group times the decode
+//! attention kernel alone: 3 query heads of dimension 64 sharing a key/value head (SmolLM2's
+//! GQA group) over 80 and 544 keys, throughput in head-keys.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use criterion::{black_box, BenchmarkId, Criterion, Throughput};
 use medregion::io::package::{LoadOptions, Model, QuantPolicy};
+use medregion::llm::forward::attend_heads;
 use medregion::llm::{argmax, GenerateOptions, Input, Session, SessionOptions};
 use medregion::model::synthetic::{write_synthetic, Preset};
 use medregion::tensor::WeightType;
@@ -76,8 +79,27 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+fn bench_attend(c: &mut Criterion) {
+    let (heads, hd, stride) = (3, 64, 192);
+    let mut g = c.benchmark_group("attend/3x64");
+    for count in [80usize, 544] {
+        // Deterministic values in (−2, 2).
+        let vals = |seed: usize, n: usize| -> Vec<f32> {
+            (0..n).map(|i| ((i * 2_654_435_761 + seed) % 4001) as f32 / 1000.0 - 2.0).collect()
+        };
+        let (q, k, v) = (vals(1, heads * hd), vals(2, count * stride), vals(3, count * stride));
+        let mut out = vec![0.0f32; heads * hd];
+        g.throughput(Throughput::Elements((heads * count) as u64));
+        g.bench_function(BenchmarkId::new("keys", count), |b| {
+            b.iter(|| attend_heads(black_box(&q), hd, &k, &v, stride, count, &mut out).unwrap())
+        });
+    }
+    g.finish();
+}
+
 fn main() {
     let mut c = Criterion::default().sample_size(20).configure_from_args();
+    bench_attend(&mut c);
     bench(&mut c);
     c.final_summary();
 }

@@ -359,6 +359,48 @@ pub(crate) fn forward(
     Ok(())
 }
 
+/// The decode attention of `q.len() / hd` query heads (at most 8, sharing one key/value head)
+/// over `count` keys, key `i` at `k[i · stride..][..hd]` (values alike), normalized, into
+/// `out[..q.len()]`: the kernel [`forward`] runs per task, on this CPU's best path. For the
+/// criterion bench (`cargo bench --bench llm -- attend`); errors name a shape that does not fit.
+#[doc(hidden)]
+pub fn attend_heads(
+    q: &[f32],
+    hd: usize,
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    count: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let heads = q.len().checked_div(hd).unwrap_or(0);
+    let need = if count == 0 { 0 } else { (count - 1) * stride + hd };
+    if heads == 0 || heads > GROUP_MAX || q.len() != heads * hd || out.len() < q.len() || stride < hd {
+        return Err(Error::Internal(format!(
+            "attention of {} query values with head dim {hd} (1 to {GROUP_MAX} heads), key stride {stride}, {} outputs",
+            q.len(),
+            out.len()
+        )));
+    }
+    if k.len() < need || v.len() < need {
+        return Err(Error::Internal(format!(
+            "{count} keys of stride {stride} need {need} values; keys have {}, values {}",
+            k.len(),
+            v.len()
+        )));
+    }
+    let mut st = Softmax { m: [f32::NEG_INFINITY; GROUP_MAX], sum: [0.0; GROUP_MAX] };
+    let out = &mut out[..q.len()];
+    out.fill(0.0);
+    let avx2 = crate::ops::Isa::detect().avx2();
+    attend(q, hd, k, v, stride, count, 1.0 / (hd as f32).sqrt(), &mut st, out, avx2);
+    for (o, &sum) in out.chunks_exact_mut(hd).zip(&st.sum) {
+        let inv = 1.0 / sum;
+        o.iter_mut().for_each(|o| *o *= inv);
+    }
+    Ok(())
+}
+
 /// Keys scored together before their softmax weights are applied.
 const KEY_CHUNK: usize = 32;
 
@@ -1199,6 +1241,37 @@ mod tests {
                 "len {len}"
             );
         }
+    }
+
+    /// The bench entry point is the kernel the decoder runs (normalized as `forward` does) and
+    /// refuses shapes that do not fit with an error instead of reading out of bounds.
+    #[test]
+    fn attend_heads_is_the_kernel_and_checks_shapes() {
+        let (hd, heads, count, kvd) = (64, 3, 45, 200);
+        let q = values(5, heads * hd);
+        let (k, v) = (values(6, count * kvd), values(7, count * kvd));
+        let mut out = vec![0.0f32; heads * hd];
+        attend_heads(&q, hd, &k, &v, kvd, count, &mut out).unwrap();
+        // The portable kernel, normalized as `forward` does (by the reciprocal of the sum).
+        let mut st = Softmax { m: [f32::NEG_INFINITY; GROUP_MAX], sum: [0.0; GROUP_MAX] };
+        let mut want = vec![0.0f32; heads * hd];
+        attend_portable(&q, hd, &k, &v, kvd, count, 1.0 / (hd as f32).sqrt(), &mut st, &mut want);
+        for (o, &sum) in want.chunks_exact_mut(hd).zip(&st.sum) {
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|o| *o *= inv);
+        }
+        assert_eq!(
+            out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        let short = &k[..(count - 1) * kvd + hd - 1];
+        let e = attend_heads(&q, hd, short, &v, kvd, count, &mut out).unwrap_err().to_string();
+        assert!(e.contains("45 keys of stride 200"), "{e}");
+        let e = attend_heads(&q, 0, &k, &v, kvd, count, &mut out).unwrap_err().to_string();
+        assert!(e.contains("head dim 0"), "{e}");
+        let e = attend_heads(&values(1, 9 * hd), hd, &k, &v, kvd, count, &mut vec![0.0; 9 * hd]).unwrap_err();
+        assert!(e.to_string().contains("1 to 8 heads"), "{e}");
+        assert!(attend_heads(&q, hd, &k, &v, kvd, count, &mut out[..hd]).is_err());
     }
 
     /// The AVX2 and AVX-512 kernels give the portable kernel's bits (head dims with and without
