@@ -317,10 +317,7 @@ pub(crate) fn forward(
                         o,
                         avx2,
                     );
-                    for (o, &sum) in o.chunks_exact_mut(hd).zip(&st[i - i0].sum) {
-                        let inv = 1.0 / sum;
-                        o.iter_mut().for_each(|o| *o *= inv);
-                    }
+                    st[i - i0].normalize(o, hd);
                 }
             };
             pool.run(n.div_ceil(rows_per) * head_tasks, &task)?;
@@ -394,10 +391,7 @@ pub fn attend_heads(
     out.fill(0.0);
     let avx2 = crate::ops::Isa::detect().avx2();
     attend(q, hd, k, v, stride, count, 1.0 / (hd as f32).sqrt(), &mut st, out, avx2);
-    for (o, &sum) in out.chunks_exact_mut(hd).zip(&st.sum) {
-        let inv = 1.0 / sum;
-        o.iter_mut().for_each(|o| *o *= inv);
-    }
+    st.normalize(out, hd);
     Ok(())
 }
 
@@ -418,6 +412,17 @@ const PREFIX_CHUNK: usize = 64;
 struct Softmax {
     m: [f32; GROUP_MAX],
     sum: [f32; GROUP_MAX],
+}
+
+impl Softmax {
+    /// Divides each head's unnormalized output (`out`, `[heads, hd]`) by its running sum, as a
+    /// multiply by the sum's reciprocal.
+    fn normalize(&self, out: &mut [f32], hd: usize) {
+        for (o, &sum) in out.chunks_exact_mut(hd).zip(&self.sum) {
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|o| *o *= inv);
+        }
+    }
 }
 
 /// Online-softmax attention of `q.len() / hd ≤ GROUP_MAX` query heads over `count` shared
@@ -1256,10 +1261,7 @@ mod tests {
         let mut st = Softmax { m: [f32::NEG_INFINITY; GROUP_MAX], sum: [0.0; GROUP_MAX] };
         let mut want = vec![0.0f32; heads * hd];
         attend_portable(&q, hd, &k, &v, kvd, count, 1.0 / (hd as f32).sqrt(), &mut st, &mut want);
-        for (o, &sum) in want.chunks_exact_mut(hd).zip(&st.sum) {
-            let inv = 1.0 / sum;
-            o.iter_mut().for_each(|o| *o *= inv);
-        }
+        st.normalize(&mut want, hd);
         assert_eq!(
             out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
             want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
