@@ -60,6 +60,18 @@
 //! alternating runs each): VNNI Q4_0 84–89 → 92–95 GMAC/s, Q8_0 72–75 → 81–84; the AVX2
 //! kernel (`ops::matmul_with_isa(.., Isa::Avx2)`) Q4_0 47–48 → 53–55, Q4_1 47–49 → 55–57,
 //! Q8_0 30–32 → 38.5–39.
+//!
+//! Even so the 2-block tail cost about 90 % of a whole group per row (1.6 ns against 1.75 per
+//! weight row and activation row, timed as 1536 × 576 against 1536 × 512 and × 768): beyond
+//! its `vpdpbusd` it paid, per activation row, the lane folding, the mask of its scales and
+//! sums and the add of the biased sums, as many vector operations as a group's 8 `vpdpbusd`.
+//! So `quantize` now writes each row's [`QActs::tail_lanes`] once per call (that group's
+//! scales, sums and biased sums, zero past the row): the integer sums start at the biased
+//! sums (whose zero lanes add nothing when a block's lanes are folded), the scales need no
+//! mask, and the 512-bit kernel folds two rows' lanes together. The same values in every lane
+//! that counts: the same bits. Hot 6-row 1536 × 576 on one core (3 alternating runs): VNNI
+//! Q4_0 98.6–99.2 → 105.7–106.8 GMAC/s, Q4_1 89 → 94, Q8_0 (49152 × 576, SmolLM2's head) 84 →
+//! 86.5.
 
 use half::f16;
 
@@ -390,6 +402,7 @@ pub(crate) unsafe fn quant_rows<F: QuantFormat>(
                         sum: &acts.sum[i * nb..(i + 1) * nb],
                         bsum: None,
                         tail: None,
+                        tail_lanes: None,
                     };
                     // SAFETY: (i, r) is in bounds of `[n, rows]` and column r is this task's.
                     unsafe { out.write(i * rows + r, row_dot_scalar::<F>(values, scales, mins, x)) };
@@ -438,7 +451,7 @@ mod avx2 {
         nibble_words_512, row_dot_scalar, sums_256, Avx512Vnni, AvxVnni, Dpbusd, QActs, QMatrix, QuantFormat,
         Unpacked, Vnni,
     };
-    use crate::ops::cpu::quantize_act::{interleaved_blocks, tail_width, INTERLEAVE_MIN_ROWS};
+    use crate::ops::cpu::quantize_act::{interleaved_blocks, tail_width, TailLanes, INTERLEAVE_MIN_ROWS};
     use crate::ops::cpu::simd::avx2::{hsum8, hsum8x8, tail_sums_256, tail_sums_halves};
     use crate::ops::cpu::simd::LANES;
     use crate::ops::cpu::OutPtr;
@@ -488,9 +501,13 @@ mod avx2 {
                 d: acts.d[i0 * nb..].as_ptr(),
                 sum: acts.sum[i0 * nb..].as_ptr(),
                 bsum: acts.bsum.map_or(std::ptr::null(), |b| b[i0 * nb..].as_ptr()),
-                // With the interleaved rows only (the kernels that read it).
-                tail: match (acts.tail, tail_width(nb)) {
-                    (Some(t), Some(tw)) if mr >= INTERLEAVE_MIN_ROWS => t[i0 * tw * QK..].as_ptr(),
+                // With the interleaved rows only (the kernels that read it), and with its lanes.
+                tail: match (acts.tail, acts.tail_lanes, tail_width(nb)) {
+                    (Some(t), Some(_), Some(tw)) if mr >= INTERLEAVE_MIN_ROWS => t[i0 * tw * QK..].as_ptr(),
+                    _ => std::ptr::null(),
+                },
+                lanes: match acts.tail_lanes {
+                    Some(l) if acts.tail.is_some() && mr >= INTERLEAVE_MIN_ROWS => l[i0..].as_ptr(),
                     _ => std::ptr::null(),
                 },
                 nb,
@@ -541,6 +558,7 @@ mod avx2 {
                         sum: &acts.sum[i * nb..(i + 1) * nb],
                         bsum: None,
                         tail: None,
+                        tail_lanes: None,
                     };
                     // SAFETY: (i, r) is in bounds of `[n, rows]` and column r is this task's.
                     unsafe { out.write(i * rows + r, row_dot_scalar::<F>(v, sc, mi, xa)) };
@@ -635,13 +653,15 @@ mod avx2 {
         /// [`QActs::tail`]'s rows (null without them: the kernels then take the padded last
         /// group from the interleaved rows).
         tail: *const i8,
+        /// [`QActs::tail_lanes`]' rows, with `tail` (null without it).
+        lanes: *const TailLanes,
         nb: usize,
     }
 
     impl Panel {
         /// The compact tail's width when the panel has one (`quantize_act::tail_width`).
         fn tail_width(&self) -> Option<usize> {
-            tail_width(self.nb).filter(|_| !self.tail.is_null())
+            tail_width(self.nb).filter(|_| !self.tail.is_null() && !self.lanes.is_null())
         }
     }
 
@@ -860,7 +880,8 @@ mod avx2 {
     /// and `madd` (4-bit weights: the nibbles as the unsigned operand, at most 2 · 15 · 127 per
     /// pair; Q8_0: |w| against x with w's sign, as [`QuantFormat::group_sums_il`] does), then the
     /// lane sums of `simd::avx2::tail_sums_256`: the same block sums before the Q4_0 offset as
-    /// [`il_group`]'s masked group, and the same f32 steps.
+    /// [`il_group`]'s masked group, and the same f32 steps, with the row's [`TailLanes`] as its
+    /// masked scales and sums.
     ///
     /// # Safety
     /// As [`il_group`] for the last group; the panel has a compact tail of width `T`.
@@ -898,7 +919,7 @@ mod avx2 {
                     }
                     s = _mm256_add_epi32(s, pairs_to_i32(_mm256_maddubs_epi16(mag[v], xv)));
                 }
-                let (xd, xs) = act_scales(x, j, b0, true, tail);
+                let (xd, xs) = tail_scales(&*x.lanes.add(j));
                 *acc = accumulate::<F>(*acc, tail_sums_256::<T>(s), dw, mw, xd, xs);
             }
         }
@@ -1194,9 +1215,11 @@ mod avx2 {
 
     /// The last, partial group of [`row_pair`] (blocks `b0..b0 + rem`) from the compact tails
     /// (`T` = `quantize_act::tail_width`, 1, 2 or 4 blocks): per activation row `T`
-    /// `vpdpbusd` on both weight rows' [`QuantFormat::tail_vnni`] chunks and the lane sums of
-    /// `simd::avx2::tail_sums_halves`, where the padded group takes 8 `vpdpbusd`; the same
-    /// integers, then the same f32 steps as [`row_pair_group`]'s masked group.
+    /// `vpdpbusd` on both weight rows' [`QuantFormat::tail_vnni`] chunks from the row's biased
+    /// sums ([`tail_dots_512`]), the lanes of each block folded together (two rows at once with
+    /// 1 or 2 blocks, [`fold_tail_pair`]; else `simd::avx2::tail_sums_halves`), where the
+    /// padded group takes 8 `vpdpbusd`; the same integers, then the same f32 steps as
+    /// [`row_pair_group`]'s masked group, with the row's [`TailLanes`] as its masked scales.
     ///
     /// # Safety
     /// As [`row_pair`] for its last group; the panel has a compact tail of width `T`.
@@ -1209,13 +1232,11 @@ mod avx2 {
         rem: usize,
         acc: &mut [__m512; M],
     ) {
-        let (nb, vb) = (x.nb, F::VALUE_BYTES);
+        let vb = F::VALUE_BYTES;
         // SAFETY: the caller's contract covers these reads (T ≤ 8 blocks from b0 of both
-        // rows, T chunks of every row's compact tail, the scales and sums of blocks b0..b0 + 8
-        // of every activation row); prefetches never fault.
+        // rows, T chunks and the lanes of every row's compact tail); prefetches never fault.
         unsafe {
             let tail = tail_lanes(rem);
-            let tail2 = _mm512_broadcast_i64x4(tail);
             let (dw0, mw0) = group_scales::<F, { 2 * PREFETCH_BYTES }>(w[0], b0, true, tail);
             let (dw1, mw1) = group_scales::<F, { 2 * PREFETCH_BYTES }>(w[1], b0, true, tail);
             let (dw, mw) = (join_ps(dw0, dw1), join_ps(mw0, mw1));
@@ -1223,23 +1244,106 @@ mod avx2 {
             let b = F::tail_vnni::<T>(w[1].values.add(b0 * vb));
             let chunks: [__m512i; T] =
                 std::array::from_fn(|v| _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a[v]), b[v]));
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let xr = x.tail.add(j * T * QK);
-                let mut s = _mm512_setzero_si512();
-                for (v, &wc) in chunks.iter().enumerate() {
-                    let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xr.add(32 * v).cast()));
-                    s = _mm512_dpbusd_epi32(s, wc, xv);
+            let mut j = 0;
+            // With 1 or 2 blocks, two rows' lanes are folded together (fewer shuffles per row).
+            if T <= 2 {
+                while j + 2 <= M {
+                    let sa = tail_dots_512::<F, T>(&chunks, x, j);
+                    let sb = tail_dots_512::<F, T>(&chunks, x, j + 1);
+                    let (sa, sb) = fold_tail_pair::<T>(sa, sb);
+                    acc[j] = pair_scale_lanes::<F>(acc[j], sa, dw, mw, x.lanes.add(j));
+                    acc[j + 1] = pair_scale_lanes::<F>(acc[j + 1], sb, dw, mw, x.lanes.add(j + 1));
+                    j += 2;
                 }
-                let at = j * nb + b0;
-                // Lane b < T: block b's biased sum; plus −2^bias · Σ q_x, the exact S_b.
-                let mut s = tail_sums_halves::<T>(s);
-                if F::VNNI_BIAS_LOG2 > 0 {
-                    s = _mm512_add_epi32(
-                        s,
-                        _mm512_broadcast_i64x4(_mm256_loadu_si256(x.bsum.add(at).cast())),
-                    );
-                }
-                *acc = pair_scale::<F, true>(*acc, s, dw, mw, x, at, tail2);
+            }
+            while j < M {
+                let s = tail_sums_halves::<T>(tail_dots_512::<F, T>(&chunks, x, j));
+                acc[j] = pair_scale_lanes::<F>(acc[j], s, dw, mw, x.lanes.add(j));
+                j += 1;
+            }
+        }
+    }
+
+    /// Row `j`'s `T` `vpdpbusd` of [`row_pair_tail`], starting at the row's biased sums
+    /// ([`TailLanes::bsum`], zero in the lanes past the row, when the format has a bias): lane
+    /// `k` of each half then holds part of block `k % T`'s sum, and the lanes of a block add up
+    /// to its exact `S_b` (`tail_sums_halves`, [`fold_tail_pair`]).
+    ///
+    /// # Safety
+    /// As [`row_pair_tail`], for row `j < M`; always inlined into it.
+    #[inline(always)]
+    unsafe fn tail_dots_512<F: QuantFormat, const T: usize>(
+        chunks: &[__m512i; T],
+        x: Panel,
+        j: usize,
+    ) -> __m512i {
+        // SAFETY: the caller's contract: row j's T compact chunks and its lanes are readable.
+        unsafe {
+            let xr = x.tail.add(j * T * QK);
+            let mut s = if F::VNNI_BIAS_LOG2 > 0 {
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((*x.lanes.add(j)).bsum.as_ptr().cast()))
+            } else {
+                _mm512_setzero_si512()
+            };
+            for (v, &wc) in chunks.iter().enumerate() {
+                let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(xr.add(32 * v).cast()));
+                s = _mm512_dpbusd_epi32(s, wc, xv);
+            }
+            s
+        }
+    }
+
+    /// `tail_sums_halves` of two rows' compact-tail sums at once (`T` = 1 or 2): returns each
+    /// row's block sums in lanes `0..T` of both halves (the other lanes hold the other row's,
+    /// which the zero scales past the row ignore). The same integer additions, grouped
+    /// differently: the same exact sums.
+    #[inline(always)]
+    fn fold_tail_pair<const T: usize>(a: __m512i, b: __m512i) -> (__m512i, __m512i) {
+        // SAFETY: the callers enable AVX512F (always inlined into `row_pair_tail`).
+        unsafe {
+            if T == 1 {
+                // Per 128-bit lane: [a0 + a2, b0 + b2, a1 + a3, b1 + b3], then a's four in
+                // lane 0 and b's in lane 1, then both 128-bit lanes of each half.
+                let u = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+                let u = _mm512_add_epi32(u, _mm512_shuffle_epi32::<0x4E>(u));
+                let v = _mm512_add_epi32(u, _mm512_shuffle_i64x2::<0xB1>(u, u));
+                (v, _mm512_shuffle_epi32::<0xB1>(v))
+            } else {
+                // Per 128-bit lane: [a0 + a2, a1 + a3, b0 + b2, b1 + b3] (block k % 2 in lane
+                // k), then both 128-bit lanes of each half: a's two blocks in lanes 0, 1 and
+                // b's in lanes 2, 3.
+                let u = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+                let v = _mm512_add_epi32(u, _mm512_shuffle_i64x2::<0xB1>(u, u));
+                (v, _mm512_shuffle_epi32::<0x4E>(v))
+            }
+        }
+    }
+
+    /// [`pair_scale`]'s masked steps with the row's [`TailLanes`] (scales and sums already
+    /// zero past the row): the same values in every lane, so the same bits.
+    ///
+    /// # Safety
+    /// `lanes` is readable; the CPU has AVX2, FMA, F16C and AVX512F/VL (always inlined into
+    /// [`row_pair_tail`]).
+    #[inline(always)]
+    unsafe fn pair_scale_lanes<F: QuantFormat>(
+        acc: __m512,
+        s: __m512i,
+        dw: __m512,
+        mw: __m512,
+        lanes: *const TailLanes,
+    ) -> __m512 {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let xd = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(
+                (*lanes).d.as_ptr(),
+            ))));
+            let a = _mm512_fmadd_ps(_mm512_mul_ps(dw, xd), _mm512_cvtepi32_ps(s), acc);
+            if F::HAS_MIN {
+                let xs = _mm512_broadcast_i64x4(_mm256_loadu_si256((*lanes).sum.as_ptr().cast()));
+                _mm512_fmadd_ps(_mm512_mul_ps(mw, xd), _mm512_cvtepi32_ps(xs), a)
+            } else {
+                a
             }
         }
     }
@@ -1324,9 +1428,10 @@ mod avx2 {
     }
 
     /// The last, partial group of [`panel_il_vnni`] (blocks `b0..b0 + rem`) from the compact
-    /// tail of width `T` (1, 2 or 4): per row `T` `vpdpbusd` and the lane sums of
-    /// `simd::avx2::tail_sums_256` instead of the padded group's 8 `vpdpbusd`; the same
-    /// integers and f32 steps as [`il_group_vnni`]'s masked group.
+    /// tail of width `T` (1, 2 or 4): per row `T` `vpdpbusd` from the row's biased sums and
+    /// the lane sums of `simd::avx2::tail_sums_256` instead of the padded group's 8
+    /// `vpdpbusd`; the same integers and f32 steps as [`il_group_vnni`]'s masked group, with
+    /// the row's [`TailLanes`] as its masked scales.
     ///
     /// # Safety
     /// As [`il_group_vnni`] for the last group; the panel has a compact tail of width `T`.
@@ -1338,7 +1443,7 @@ mod avx2 {
         rem: usize,
         acc: &mut [__m256; M],
     ) {
-        let (nb, vb) = (x.nb, F::VALUE_BYTES);
+        let vb = F::VALUE_BYTES;
         // SAFETY: as in `row_pair_tail`, for one weight row; the caller enables AVX2 and `D`.
         unsafe {
             let tail = tail_lanes(rem);
@@ -1346,16 +1451,18 @@ mod avx2 {
             let t = F::tail_vnni::<T>(w.values.add(b0 * vb));
             for (j, acc) in acc.iter_mut().enumerate() {
                 let xr = x.tail.add(j * T * QK);
-                let mut s = _mm256_setzero_si256();
+                // From the biased sums (zero past the row), as in `tail_dots_512`.
+                let lanes = &*x.lanes.add(j);
+                let mut s = if F::VNNI_BIAS_LOG2 > 0 {
+                    _mm256_loadu_si256(lanes.bsum.as_ptr().cast())
+                } else {
+                    _mm256_setzero_si256()
+                };
                 for (v, &wc) in t.iter().enumerate() {
                     s = D::dpbusd(s, wc, _mm256_loadu_si256(xr.add(32 * v).cast()));
                 }
-                let mut s = tail_sums_256::<T>(s);
-                if F::VNNI_BIAS_LOG2 > 0 {
-                    s = _mm256_add_epi32(s, _mm256_loadu_si256(x.bsum.add(j * nb + b0).cast()));
-                }
-                let (xd, xs) = act_scales(x, j, b0, true, tail);
-                *acc = scale::<F>(*acc, s, dw, mw, xd, xs);
+                let (xd, xs) = tail_scales(lanes);
+                *acc = scale::<F>(*acc, tail_sums_256::<T>(s), dw, mw, xd, xs);
             }
         }
     }
@@ -1365,6 +1472,15 @@ mod avx2 {
     #[inline]
     fn tail_lanes(rem: usize) -> __m256i {
         _mm256_cmpgt_epi32(_mm256_set1_epi32(rem as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// A row's [`TailLanes`] scales and integer sums (zero past the row: what [`act_scales`]
+    /// gives for the masked last group).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn tail_scales(lanes: &TailLanes) -> (__m256, __m256i) {
+        // SAFETY: two 8-lane loads of 8-element arrays.
+        unsafe { (_mm256_loadu_ps(lanes.d.as_ptr()), _mm256_loadu_si256(lanes.sum.as_ptr().cast())) }
     }
 
     /// The scales and integer sums of blocks `b0..b0 + 8` of activation row `j`, lanes outside

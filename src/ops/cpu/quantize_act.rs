@@ -48,6 +48,23 @@ pub struct MatmulScratch {
     il: Vec<i8>,
     /// The compact copy of each row's partial last group ([`QActs::tail`]).
     tail: Vec<i8>,
+    /// The scales and sums of each row's partial last group, lanes past the row zero
+    /// ([`QActs::tail_lanes`]).
+    tail_lanes: Vec<TailLanes>,
+}
+
+/// The scale, the integer sum and the biased sum (`QActs::bsum`'s value, when the call has a
+/// bias, else 0) of the blocks of a row's partial last group, lane `l` for block `8 · (nb / 8)
+/// + l`, and 0 in the lanes past the row: what the kernels' masked last group computes with,
+/// masked once per call instead of once per weight row. The tail kernels start their integer
+/// sums at `bsum` (its zero lanes add nothing when the compact tail's lanes are folded
+/// together) and scale with `d` and `sum` as loaded.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(32))]
+pub(crate) struct TailLanes {
+    pub d: [f32; 8],
+    pub sum: [i32; 8],
+    pub bsum: [i32; 8],
 }
 
 /// Fewest activation rows for which the AVX2 kernel uses the interleaved layout. One row is
@@ -103,6 +120,8 @@ pub(crate) struct QActs<'a> {
     /// Each row's partial last group in the compact layout (`[n, T · 32]`, `T =`
     /// [`tail_width`]`(nb)`, see the module docs), with [`QActs::il`] when `T` is `Some`.
     pub tail: Option<&'a [i8]>,
+    /// Each row's [`TailLanes`] (`[n]`), exactly when [`QActs::tail`] is there.
+    pub tail_lanes: Option<&'a [TailLanes]>,
 }
 
 impl MatmulScratch {
@@ -116,6 +135,7 @@ impl MatmulScratch {
             bsum: Vec::new(),
             il: Vec::new(),
             tail: Vec::new(),
+            tail_lanes: Vec::new(),
         }
     }
 
@@ -160,6 +180,9 @@ impl MatmulScratch {
         let tail = n.saturating_mul(TAIL_MAX_BYTES);
         if self.tail.len() < tail {
             self.tail.resize(tail, 0);
+        }
+        if self.tail_lanes.len() < n {
+            self.tail_lanes.resize(n, TailLanes::default());
         }
         Ok(())
     }
@@ -247,7 +270,33 @@ impl MatmulScratch {
             }
             None => None,
         };
-        Ok(QActs { qs: &self.qs[..end], il, d: &self.d[..bend], sum: &self.sum[..bend], bsum, tail })
+        let tail_lanes = match tail {
+            Some(_) if self.tail_lanes.len() >= n => {
+                let (first, rem) = (nb / 8 * 8, nb % 8);
+                for (i, t) in self.tail_lanes[..n].iter_mut().enumerate() {
+                    *t = TailLanes::default();
+                    let at = i * nb + first;
+                    t.d[..rem].copy_from_slice(&self.d[at..at + rem]);
+                    t.sum[..rem].copy_from_slice(&self.sum[at..at + rem]);
+                    if vnni_bias.is_some() {
+                        t.bsum[..rem].copy_from_slice(&self.bsum[at..at + rem]);
+                    }
+                }
+                Some(&self.tail_lanes[..n])
+            }
+            _ => None,
+        };
+        // The compact tail goes with its lanes (the kernels take both or neither).
+        let tail = tail.filter(|_| tail_lanes.is_some());
+        Ok(QActs {
+            qs: &self.qs[..end],
+            il,
+            d: &self.d[..bend],
+            sum: &self.sum[..bend],
+            bsum,
+            tail,
+            tail_lanes,
+        })
     }
 }
 
