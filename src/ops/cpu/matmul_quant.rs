@@ -894,7 +894,7 @@ mod avx2 {
         rem: usize,
         acc: &mut [__m256; M],
     ) {
-        use crate::ops::cpu::simd::avx2::{nibble_tail, pairs_to_i32, word_tail};
+        use crate::ops::cpu::simd::avx2::{nibble_tail, word_tail};
         let vb = F::VALUE_BYTES;
         // SAFETY: as in `row_pair_tail`, for one weight row.
         unsafe {
@@ -909,18 +909,87 @@ mod avx2 {
                 let t = word_tail::<T>(p, _mm256_setzero_si256());
                 (t, t.map(|v| _mm256_sign_epi8(v, v)))
             };
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let xr = x.tail.add(j * T * QK);
-                let mut s = _mm256_setzero_si256();
-                for v in 0..T {
-                    let mut xv = _mm256_loadu_si256(xr.add(32 * v).cast());
-                    if !F::NIBBLES {
-                        xv = _mm256_sign_epi8(xv, t[v]);
-                    }
-                    s = _mm256_add_epi32(s, pairs_to_i32(_mm256_maddubs_epi16(mag[v], xv)));
+            let mut j = 0;
+            // With 1 or 2 blocks, two rows' lanes are folded together (fewer shuffles per row).
+            if T <= 2 {
+                while j + 2 <= M {
+                    let sa = tail_dots_256::<F, T>(&t, &mag, x, j);
+                    let sb = tail_dots_256::<F, T>(&t, &mag, x, j + 1);
+                    let (sa, sb) = fold_tail_pair_256::<T>(sa, sb);
+                    let (xd, xs) = tail_scales(&*x.lanes.add(j));
+                    acc[j] = scale::<F>(acc[j], sa, dw, mw, xd, xs);
+                    let (xd, xs) = tail_scales(&*x.lanes.add(j + 1));
+                    acc[j + 1] = scale::<F>(acc[j + 1], sb, dw, mw, xd, xs);
+                    j += 2;
                 }
+            }
+            while j < M {
+                let s = tail_sums_256::<T>(tail_dots_256::<F, T>(&t, &mag, x, j));
                 let (xd, xs) = tail_scales(&*x.lanes.add(j));
-                *acc = accumulate::<F>(*acc, tail_sums_256::<T>(s), dw, mw, xd, xs);
+                acc[j] = scale::<F>(acc[j], s, dw, mw, xd, xs);
+                j += 1;
+            }
+        }
+    }
+
+    /// Row `j`'s `maddubs` of [`il_tail`]: lane `k` then holds part of block `k % T`'s sum, and
+    /// the lanes of a block add up to its exact `S_b`. Q4_0's offset is folded in (the sums
+    /// start at the row's [`TailLanes::bsum`], `−8 · Σ q` and zero past the row), so the f32
+    /// steps follow without [`accumulate`]'s subtraction; 4-bit weights add their `T` `maddubs`
+    /// in 16 bits (at most 4 · 2 · 15 · 127) before one `madd`, Q8_0 (up to 2 · 128 · 127 per
+    /// pair) widens each.
+    ///
+    /// # Safety
+    /// As [`il_tail`], for row `j < M`; always inlined into it.
+    #[inline(always)]
+    unsafe fn tail_dots_256<F: QuantFormat, const T: usize>(
+        t: &[__m256i; T],
+        mag: &[__m256i; T],
+        x: Panel,
+        j: usize,
+    ) -> __m256i {
+        use crate::ops::cpu::simd::avx2::pairs_to_i32;
+        // SAFETY: the caller's contract: row j's T compact chunks and its lanes are readable.
+        unsafe {
+            let xr = x.tail.add(j * T * QK);
+            let init = if F::OFFSET8 {
+                _mm256_loadu_si256((*x.lanes.add(j)).bsum.as_ptr().cast())
+            } else {
+                _mm256_setzero_si256()
+            };
+            if F::NIBBLES {
+                let mut s16 = _mm256_setzero_si256();
+                for (v, &m) in mag.iter().enumerate() {
+                    let xv = _mm256_loadu_si256(xr.add(32 * v).cast());
+                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(m, xv));
+                }
+                _mm256_add_epi32(init, pairs_to_i32(s16))
+            } else {
+                let mut s = init;
+                for (v, (&m, &sign)) in mag.iter().zip(t).enumerate() {
+                    let xv = _mm256_sign_epi8(_mm256_loadu_si256(xr.add(32 * v).cast()), sign);
+                    s = _mm256_add_epi32(s, pairs_to_i32(_mm256_maddubs_epi16(m, xv)));
+                }
+                s
+            }
+        }
+    }
+
+    /// `tail_sums_256` of two rows' compact-tail sums at once (`T` = 1 or 2), as
+    /// [`fold_tail_pair`] does in each 256-bit half: each row's block sums in lanes `0..T`.
+    #[inline(always)]
+    fn fold_tail_pair_256<const T: usize>(a: __m256i, b: __m256i) -> (__m256i, __m256i) {
+        // SAFETY: the callers enable AVX2 (always inlined into `il_tail`).
+        unsafe {
+            if T == 1 {
+                let u = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+                let u = _mm256_add_epi32(u, _mm256_shuffle_epi32::<0x4E>(u));
+                let v = _mm256_add_epi32(u, _mm256_permute4x64_epi64::<0x4E>(u));
+                (v, _mm256_shuffle_epi32::<0xB1>(v))
+            } else {
+                let u = _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+                let v = _mm256_add_epi32(u, _mm256_permute4x64_epi64::<0x4E>(u));
+                (v, _mm256_shuffle_epi32::<0x4E>(v))
             }
         }
     }

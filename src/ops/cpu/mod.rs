@@ -375,7 +375,10 @@ fn run_quant_group<F: QuantFormat>(
     let interleave = isa.avx2() && n >= quantize_act::INTERLEAVE_MIN_ROWS;
     let bias = F::VNNI_BIAS_LOG2;
     let vnni_bias = (interleave && isa.vnni().is_some() && bias > 0).then_some(bias);
-    let acts = scratch.quantize(x, n, k, isa, interleave, vnni_bias)?;
+    // The tail kernels start their sums at the biased sums: the VNNI bias, or without VNNI
+    // Q4_0's offset (the AVX2 kernel's `− 8 · Σ q`, folded in).
+    let tail_bias = vnni_bias.or((interleave && F::OFFSET8).then_some(3));
+    let acts = scratch.quantize(x, n, k, isa, interleave, vnni_bias, tail_bias)?;
     // Rows per task and the first task of each weight.
     let (mut per, mut first) = ([1usize; MAX], [0usize; MAX + 1]);
     for (j, (m, &rows)) in g.ms.iter().zip(g.rows).enumerate().take(MAX) {

@@ -53,12 +53,13 @@ pub struct MatmulScratch {
     tail_lanes: Vec<TailLanes>,
 }
 
-/// The scale, the integer sum and the biased sum (`QActs::bsum`'s value, when the call has a
-/// bias, else 0) of the blocks of a row's partial last group, lane `l` for block `8 · (nb / 8)
-/// + l`, and 0 in the lanes past the row: what the kernels' masked last group computes with,
-/// masked once per call instead of once per weight row. The tail kernels start their integer
-/// sums at `bsum` (its zero lanes add nothing when the compact tail's lanes are folded
-/// together) and scale with `d` and `sum` as loaded.
+/// The scale, the integer sum and the biased sum (`−2^bias · Σ q` for the call's tail bias:
+/// the VNNI kernels' bias, or Q4_0's offset of 8 for the AVX2 kernel; else 0) of the blocks of
+/// a row's partial last group, lane `l` for block `8 · (nb / 8) + l`, and 0 in the lanes past
+/// the row: what the kernels' masked last group computes with, masked once per call instead of
+/// once per weight row. The tail kernels start their integer sums at `bsum` (its zero lanes
+/// add nothing when the compact tail's lanes are folded together) and scale with `d` and `sum`
+/// as loaded.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(32))]
 pub(crate) struct TailLanes {
@@ -194,8 +195,10 @@ impl MatmulScratch {
 
     /// Quantizes `n` rows of `k` values (`k % 32 == 0`) into this scratch; with `interleave`,
     /// also writes the interleaved copy when it fits (else [`QActs::il`] is `None`) and the
-    /// compact tail when the rows have one ([`QActs::tail`]); with a `vnni_bias`, also
+    /// compact tail when the rows have one ([`QActs::tail`]) with its lanes, whose biased sums
+    /// are `−2^tail_bias · Σ q` (0 without a `tail_bias`); with a `vnni_bias`, also
     /// [`QActs::bsum`] for it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn quantize(
         &mut self,
         x: &[f32],
@@ -204,6 +207,7 @@ impl MatmulScratch {
         isa: Isa,
         interleave: bool,
         vnni_bias: Option<u32>,
+        tail_bias: Option<u32>,
     ) -> Result<QActs<'_>> {
         let elements =
             n.checked_mul(k).filter(|&e| e == x.len() && k.is_multiple_of(QK)).ok_or_else(|| {
@@ -278,8 +282,10 @@ impl MatmulScratch {
                     let at = i * nb + first;
                     t.d[..rem].copy_from_slice(&self.d[at..at + rem]);
                     t.sum[..rem].copy_from_slice(&self.sum[at..at + rem]);
-                    if vnni_bias.is_some() {
-                        t.bsum[..rem].copy_from_slice(&self.bsum[at..at + rem]);
+                    if let Some(bias) = tail_bias {
+                        for (b, &s) in t.bsum[..rem].iter_mut().zip(&t.sum[..rem]) {
+                            *b = s.wrapping_shl(bias).wrapping_neg();
+                        }
                     }
                 }
                 Some(&self.tail_lanes[..n])
@@ -583,14 +589,14 @@ mod tests {
         let mut s = MatmulScratch::with_capacity(1, 64).unwrap();
         assert_eq!(s.capacity(), 64);
         assert!(matches!(
-            s.quantize(&[1.0; 96], 1, 96, Isa::Scalar, false, None),
+            s.quantize(&[1.0; 96], 1, 96, Isa::Scalar, false, None, None),
             Err(Error::BufferTooSmall { .. })
         ));
-        assert!(s.quantize(&[1.0; 64], 2, 32, Isa::Scalar, false, None).is_ok());
+        assert!(s.quantize(&[1.0; 64], 2, 32, Isa::Scalar, false, None, None).is_ok());
         // The interleaved copy pads each row to 8 blocks: 2 rows of 1 block do not fit the
         // room reserved for 1 row of 2, so that call takes the row-by-row path.
-        assert!(s.quantize(&[1.0; 64], 2, 32, Isa::Scalar, true, None).unwrap().il.is_none());
-        assert!(s.quantize(&[1.0; 64], 1, 64, Isa::Scalar, true, None).unwrap().il.is_some());
+        assert!(s.quantize(&[1.0; 64], 2, 32, Isa::Scalar, true, None, None).unwrap().il.is_none());
+        assert!(s.quantize(&[1.0; 64], 1, 64, Isa::Scalar, true, None, None).unwrap().il.is_some());
     }
 
     #[test]
@@ -602,7 +608,7 @@ mod tests {
             let qs: Vec<i8> = (0..n * nb * QK).map(|i| (i % 241) as i8 - 120).collect();
             let mut s = MatmulScratch::with_capacity(n, nb * QK).unwrap();
             let x: Vec<f32> = qs.iter().map(|&q| q as f32).collect();
-            let acts = s.quantize(&x, n, nb * QK, Isa::Scalar, true, None).unwrap();
+            let acts = s.quantize(&x, n, nb * QK, Isa::Scalar, true, None, None).unwrap();
             let Some(t) = tail_width(nb) else {
                 assert!(acts.tail.is_none(), "nb {nb}");
                 continue;
