@@ -249,6 +249,27 @@ fn bench_llm_reports_every_figure() {
     let model = Model::load(&pkg, &LoadOptions::default()).unwrap();
     let s = Session::new(&model, &SessionOptions { context: 16, threads: 1, ..Default::default() }).unwrap();
     assert_eq!(doc["weight_bytes_per_step"].as_f64().unwrap() as usize, s.weight_bytes_per_step());
+    // The batched products against the int8 peak: all of this model's products are Q4_0, so
+    // they run on the int8 kernels wherever there is a vector path (the scalar ISA has none).
+    assert!(s.int8_products());
+    let cfg = &model.config().decoder;
+    let (d, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let per_layer = d * cfg.q_dim() + 2 * d * cfg.kv_dim() + cfg.q_dim() * d + 3 * d * f;
+    assert_eq!(s.matmul_macs_per_token(), cfg.n_layers * per_layer + v * d);
+    if medregion::ops::machine_int8_peak(1).unwrap().is_some() {
+        let macs = doc["matmul_macs_per_token"].as_f64().expect("matmul_macs_per_token");
+        assert_eq!(macs as usize, s.matmul_macs_per_token(), "{doc}");
+        let gmacs = doc["batch_matmul_gmacs"].as_f64().unwrap();
+        let want = macs * doc["batch_decode_tokens_per_s"].as_f64().unwrap() / 1e9;
+        assert!((gmacs - want).abs() <= 1e-9 * want, "{doc}");
+        let peak = doc["machine_int8_peak_gmacs"].as_f64().unwrap();
+        assert!(peak > 0.0 && peak.is_finite(), "{doc}");
+        assert!(doc["machine_int8_peak_kernel"].as_str().is_some_and(|k| k.starts_with("vp")), "{doc}");
+        let fraction = doc["batch_fraction_of_int8_peak"].as_f64().unwrap();
+        assert!((fraction - gmacs / peak).abs() <= 1e-9 * fraction && fraction < 1.0, "{doc}");
+    } else {
+        assert!(doc.get("batch_fraction_of_int8_peak").is_none(), "{doc}");
+    }
     let (ok, _, err) = medregion(&["bench", "llm", "--model", pkg.to_str().unwrap(), "--steps", "0"]);
     assert!(!ok && err.contains("--steps"), "{err}");
     let (ok, _, err) = medregion(&["bench", "llm", "--model", pkg.to_str().unwrap(), "--rounds", "0"]);

@@ -166,6 +166,19 @@ impl<'m> Session<'m> {
         self.weights.bytes_per_token()
     }
 
+    /// Multiply-accumulates of the matrix products per token (layers and head; attention
+    /// excluded): with [`Session::int8_products`], what batched decode asks of the int8 dot
+    /// products (`ops::machine_int8_peak`).
+    pub fn matmul_macs_per_token(&self) -> usize {
+        self.weights.macs_per_token()
+    }
+
+    /// Whether every matrix product runs on the int8 kernels: all weights quantized and
+    /// [`Activations::Int8`].
+    pub fn int8_products(&self) -> bool {
+        self.activations() == Activations::Int8 && self.weights.all_quantized()
+    }
+
     /// Forgets every position (keeps the allocations).
     pub fn reset(&mut self) {
         self.cache.len = 0;

@@ -94,4 +94,19 @@ impl<'m> DecoderWeights<'m> {
             .sum();
         layer + self.head.storage_bytes()
     }
+
+    /// The products' weights of one token: every layer's projections, then the head.
+    fn products(&self) -> impl Iterator<Item = &Weight<'m>> {
+        self.layers.iter().flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]).chain([&self.head])
+    }
+
+    /// Multiply-accumulates of the products per token (each weight's rows × columns).
+    pub fn macs_per_token(&self) -> usize {
+        self.products().map(|w| w.shape().iter().product::<usize>()).sum()
+    }
+
+    /// Whether every product's weight is quantized (the int8 kernels run them all).
+    pub fn all_quantized(&self) -> bool {
+        self.products().all(|w| matches!(w, Weight::Quant(_)))
+    }
 }

@@ -350,6 +350,56 @@ fn stream_sum(v: &[f32]) -> f32 {
     acc.iter().sum()
 }
 
+/// This machine's int8 multiply-accumulate peak on some threads: what the quantized products
+/// with int8 activations could at most reach ([`machine_int8_peak`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Int8Peak {
+    /// Multiply-accumulates per second, in billions (all threads together).
+    pub gmacs: f64,
+    /// The instruction measured: the one the quantized products' batched kernels use on this
+    /// CPU (`vpdpbusd zmm`, `vpdpbusd ymm`, or `vpmaddubsw ymm` without VNNI).
+    pub kernel: &'static str,
+}
+
+/// This machine's int8 multiply-accumulate peak in GMAC/s on `threads` threads (0 = one per
+/// core): 12 independent chains of the batched products' dot-product instruction per thread
+/// (`Isa::detect`'s: AVX512-VNNI `vpdpbusd` on 512-bit vectors, 64 products each; AVX-VNNI on
+/// 256-bit, 32; AVX2 `vpmaddubsw`, 32), best of 3. `None` where
+/// the products have no vector path (the scalar ISA). The ceiling against which `bench llm`
+/// reports batched decode, which is bound by these instructions rather than by memory: a
+/// product also spends instructions on unpacking weights and on each block's f32 scaling, so
+/// real kernels reach a fraction of it.
+pub fn machine_int8_peak(threads: usize) -> Result<Option<Int8Peak>> {
+    const ITERS: usize = 4_000_000;
+    #[cfg(target_arch = "x86_64")]
+    {
+        let isa = Isa::detect();
+        let (kernel, macs): (&'static str, f64) = match isa {
+            Isa::Avx512Vnni => ("vpdpbusd zmm", 64.0),
+            Isa::Avx2Vnni => ("vpdpbusd ymm", 32.0),
+            Isa::Avx2 => ("vpmaddubsw ymm", 32.0),
+            Isa::Scalar => return Ok(None),
+        };
+        let pool = ThreadPool::new(threads)?;
+        let mut best = 0.0f64;
+        for _ in 0..3 {
+            let start = Instant::now();
+            pool.run(pool.threads(), &|_| {
+                // SAFETY: `Isa::detect` returned this ISA only where the CPU has its features.
+                black_box(unsafe { avx2::int8_chains(isa, black_box(ITERS)) });
+            })?;
+            let total = pool.threads() as f64 * ITERS as f64 * 12.0 * macs;
+            best = best.max(total / start.elapsed().as_secs_f64() / 1e9);
+        }
+        Ok(Some(Int8Peak { gmacs: best, kernel }))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (threads, ITERS);
+        Ok(None)
+    }
+}
+
 /// GFLOP/s of independent f32 FMA chains on every thread of `pool`, best of 3.
 fn fma_peak(pool: &ThreadPool) -> Result<f64> {
     const ITERS: usize = 20_000_000;
@@ -384,6 +434,7 @@ fn fma_chains(iters: usize) -> f32 {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::{black_box, Isa};
     use crate::ops::cpu::simd::avx2::hsum8;
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -398,6 +449,74 @@ mod avx2 {
             }
         }
         hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) + tail
+    }
+
+    /// 12 independent accumulator chains of `isa`'s int8 dot-product instruction, `iters`
+    /// steps each (see `machine_int8_peak`); returns a sum so nothing is optimized away.
+    ///
+    /// # Safety
+    /// The CPU has `isa`'s features (AVX2 for `Isa::Avx2`, plus VNNI for the others).
+    pub(super) unsafe fn int8_chains(isa: Isa, iters: usize) -> i32 {
+        // SAFETY: the caller's contract selects a function whose features the CPU has.
+        unsafe {
+            match isa {
+                Isa::Avx512Vnni => chains_avx512vnni(iters),
+                Isa::Avx2Vnni => chains_avxvnni(iters),
+                _ => chains_avx2(iters),
+            }
+        }
+    }
+
+    /// Adds the 12 accumulators' 32-bit lanes (wrapping).
+    #[target_feature(enable = "avx2")]
+    fn lanes_sum(acc: &[__m256i; 12]) -> i32 {
+        let mut lanes = [0i32; 8];
+        let s = acc.iter().fold(_mm256_setzero_si256(), |s, v| _mm256_add_epi32(s, *v));
+        // SAFETY: an 8-lane store into an 8-element array.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), s) };
+        lanes.iter().fold(0i32, |a, &b| a.wrapping_add(b))
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+    fn chains_avx512vnni(iters: usize) -> i32 {
+        let (u, s) = (black_box(_mm512_set1_epi8(3)), black_box(_mm512_set1_epi8(-2)));
+        let mut acc = [black_box(_mm512_set1_epi32(1)); 12];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm512_dpbusd_epi32(*a, u, s);
+            }
+        }
+        let halves: [__m256i; 12] = std::array::from_fn(|j| {
+            _mm256_add_epi32(_mm512_castsi512_si256(acc[j]), _mm512_extracti64x4_epi64::<1>(acc[j]))
+        });
+        lanes_sum(&halves)
+    }
+
+    #[target_feature(enable = "avx2,avxvnni")]
+    fn chains_avxvnni(iters: usize) -> i32 {
+        let (u, s) = (black_box(_mm256_set1_epi8(3)), black_box(_mm256_set1_epi8(-2)));
+        let mut acc = [black_box(_mm256_set1_epi32(1)); 12];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm256_dpbusd_avx_epi32(*a, u, s);
+            }
+        }
+        lanes_sum(&acc)
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn chains_avx2(iters: usize) -> i32 {
+        // Each `vpmaddubsw` takes the previous one's result as its signed operand (a
+        // loop-invariant product would be hoisted): 12 chains keep its ports busy. The
+        // kernels' `vpaddw` that sum the products go to another port.
+        let u = black_box(_mm256_set1_epi8(3));
+        let mut acc = [black_box(_mm256_set1_epi16(1)); 12];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = _mm256_maddubs_epi16(u, *a);
+            }
+        }
+        lanes_sum(&acc)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]

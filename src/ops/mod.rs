@@ -35,7 +35,9 @@ pub mod tolerance;
 
 use std::cell::RefCell;
 
-pub use bench::{bench_report, machine_read_bandwidth, BenchOptions, BenchReport};
+pub use bench::{
+    bench_report, machine_int8_peak, machine_read_bandwidth, BenchOptions, BenchReport, Int8Peak,
+};
 pub use cpu::{Isa, MatmulScratch, ThreadPool};
 
 use crate::quant::QK;

@@ -118,6 +118,9 @@ fn llm(a: LlmArgs) -> Result<()> {
     // after the first decode, on the same threads: a 256 MiB streaming sum).
     let (mut prefill, mut decode, mut batched) = (Vec::new(), Vec::new(), Vec::new());
     let mut machine_gbs = 0.0;
+    // Batched decode of a quantized model is bound by the int8 dot products rather than by
+    // memory: its multiply-accumulates per second against this machine's int8 peak.
+    let mut int8_peak = None;
     let suffixes: Vec<Vec<u32>> = (0..a.batch).map(|i| vec![((i * 7919 + 3) % vocab) as u32]).collect();
     let refs: Vec<&[u32]> = suffixes.iter().map(Vec::as_slice).collect();
     let opts = GenerateOptions { max_new_tokens: a.steps, stop_ids: Some(Vec::new()), ..Default::default() };
@@ -133,6 +136,9 @@ fn llm(a: LlmArgs) -> Result<()> {
         decode.push(a.steps as f64 / t.elapsed().as_secs_f64());
         if round == 0 {
             machine_gbs = medregion::ops::machine_read_bandwidth(256 << 20, s.threads())?;
+            if a.batch > 1 && s.int8_products() {
+                int8_peak = medregion::ops::machine_int8_peak(s.threads())?;
+            }
         }
         if a.batch > 1 {
             let out = s.generate_batch(Input::Tokens(&prompt), &refs, &opts, None, &mut |_, _, _| {
@@ -147,6 +153,10 @@ fn llm(a: LlmArgs) -> Result<()> {
     let (prefill_tps, decode_tps) = (fastest(&prefill), fastest(&decode));
     let decode_gbs = bytes * decode_tps / 1e9;
     let batch = batch_figures(&batched, a.batch, decode_tps, bytes);
+    let macs = s.matmul_macs_per_token() as f64;
+    // (GMAC/s of the batched products, their fraction of the peak, the peak).
+    let batch_macs =
+        batch.zip(int8_peak).map(|((tps, _, _), p)| (macs * tps / 1e9, macs * tps / 1e9 / p.gmacs, p));
 
     let name = a.model.display().to_string();
     if a.json {
@@ -165,6 +175,13 @@ fn llm(a: LlmArgs) -> Result<()> {
             doc["batch_gb_per_s"] = gbs.into();
             doc["batch_fraction_of_read_bandwidth"] = (gbs / machine_gbs).into();
             doc["batch_decode_tokens_per_s_rounds"] = batched.clone().into();
+        }
+        if let Some((gmacs, fraction, peak)) = batch_macs {
+            doc["matmul_macs_per_token"] = macs.into();
+            doc["batch_matmul_gmacs"] = gmacs.into();
+            doc["machine_int8_peak_gmacs"] = peak.gmacs.into();
+            doc["machine_int8_peak_kernel"] = peak.kernel.into();
+            doc["batch_fraction_of_int8_peak"] = fraction.into();
         }
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
@@ -187,6 +204,15 @@ fn llm(a: LlmArgs) -> Result<()> {
             println!(
                 "batch {:>2} decode:       {tps:>10.1} tokens/s  {gbs:>7.2} GB/s effective  ({ratio:.2}x decoding them one after another)",
                 a.batch
+            );
+        }
+        if let Some((gmacs, fraction, peak)) = batch_macs {
+            println!(
+                "batch {:>2} products:     {gmacs:>10.1} GMAC/s          ({:.0} % of the int8 peak: {}, same threads, {:.1} GMAC/s)",
+                a.batch,
+                100.0 * fraction,
+                peak.kernel,
+                peak.gmacs
             );
         }
     }
