@@ -1498,7 +1498,8 @@ mod avx2 {
 
     /// The last, partial group of [`panel_il_vnni`] (blocks `b0..b0 + rem`) from the compact
     /// tail of width `T` (1, 2 or 4): per row `T` `vpdpbusd` from the row's biased sums and
-    /// the lane sums of `simd::avx2::tail_sums_256` instead of the padded group's 8
+    /// the lane sums of `simd::avx2::tail_sums_256` (two rows at once with 1 or 2 blocks,
+    /// [`fold_tail_pair_256`]) instead of the padded group's 8
     /// `vpdpbusd`; the same integers and f32 steps as [`il_group_vnni`]'s masked group, with
     /// the row's [`TailLanes`] as its masked scales.
     ///
@@ -1518,21 +1519,52 @@ mod avx2 {
             let tail = tail_lanes(rem);
             let (dw, mw) = group_scales::<F, PREFETCH_BYTES>(w, b0, true, tail);
             let t = F::tail_vnni::<T>(w.values.add(b0 * vb));
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let xr = x.tail.add(j * T * QK);
-                // From the biased sums (zero past the row), as in `tail_dots_512`.
-                let lanes = &*x.lanes.add(j);
-                let mut s = if F::VNNI_BIAS_LOG2 > 0 {
-                    _mm256_loadu_si256(lanes.bsum.as_ptr().cast())
-                } else {
-                    _mm256_setzero_si256()
-                };
-                for (v, &wc) in t.iter().enumerate() {
-                    s = D::dpbusd(s, wc, _mm256_loadu_si256(xr.add(32 * v).cast()));
+            let mut j = 0;
+            // With 1 or 2 blocks, two rows' lanes are folded together, as in `il_tail`.
+            if T <= 2 {
+                while j + 2 <= M {
+                    let sa = tail_dots_vnni::<F, D, T>(&t, x, j);
+                    let sb = tail_dots_vnni::<F, D, T>(&t, x, j + 1);
+                    let (sa, sb) = fold_tail_pair_256::<T>(sa, sb);
+                    let (xd, xs) = tail_scales(&*x.lanes.add(j));
+                    acc[j] = scale::<F>(acc[j], sa, dw, mw, xd, xs);
+                    let (xd, xs) = tail_scales(&*x.lanes.add(j + 1));
+                    acc[j + 1] = scale::<F>(acc[j + 1], sb, dw, mw, xd, xs);
+                    j += 2;
                 }
-                let (xd, xs) = tail_scales(lanes);
-                *acc = scale::<F>(*acc, tail_sums_256::<T>(s), dw, mw, xd, xs);
             }
+            while j < M {
+                let s = tail_sums_256::<T>(tail_dots_vnni::<F, D, T>(&t, x, j));
+                let (xd, xs) = tail_scales(&*x.lanes.add(j));
+                acc[j] = scale::<F>(acc[j], s, dw, mw, xd, xs);
+                j += 1;
+            }
+        }
+    }
+
+    /// Row `j`'s `T` `vpdpbusd` of [`il_tail_vnni`] from its biased sums (zero past the row),
+    /// as [`tail_dots_512`] does in 256 bits.
+    ///
+    /// # Safety
+    /// As [`il_tail_vnni`], for row `j < M`; always inlined into it.
+    #[inline(always)]
+    unsafe fn tail_dots_vnni<F: QuantFormat, D: Dpbusd, const T: usize>(
+        t: &[__m256i; T],
+        x: Panel,
+        j: usize,
+    ) -> __m256i {
+        // SAFETY: the caller's contract: row j's T compact chunks and its lanes are readable.
+        unsafe {
+            let xr = x.tail.add(j * T * QK);
+            let mut s = if F::VNNI_BIAS_LOG2 > 0 {
+                _mm256_loadu_si256((*x.lanes.add(j)).bsum.as_ptr().cast())
+            } else {
+                _mm256_setzero_si256()
+            };
+            for (v, &wc) in t.iter().enumerate() {
+                s = D::dpbusd(s, wc, _mm256_loadu_si256(xr.add(32 * v).cast()));
+            }
+            s
         }
     }
 
