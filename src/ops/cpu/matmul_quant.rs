@@ -909,13 +909,36 @@ mod avx2 {
                 let t = word_tail::<T>(p, _mm256_setzero_si256());
                 (t, t.map(|v| _mm256_sign_epi8(v, v)))
             };
+            let mut sums = [_mm256_setzero_si256(); M];
+            for (j, s) in sums.iter_mut().enumerate() {
+                *s = tail_dots_256::<F, T>(&t, &mag, x, j);
+            }
+            scale_tail_rows::<F, M, T>(&sums, x, dw, mw, acc);
+        }
+    }
+
+    /// The f32 steps of a 256-bit kernel's compact tail ([`il_tail`], [`il_tail_vnni`]) for
+    /// the `M` rows' lane sums `sums` (lane `k` part of block `k % T`): each block's lanes
+    /// folded together (two rows at once with 1 or 2 blocks, [`fold_tail_pair_256`]; else
+    /// `simd::avx2::tail_sums_256`), then [`scale`] with the row's [`TailLanes`].
+    ///
+    /// # Safety
+    /// The `M` rows' lanes are readable; always inlined into a function that enables AVX2 and
+    /// FMA.
+    #[inline(always)]
+    unsafe fn scale_tail_rows<F: QuantFormat, const M: usize, const T: usize>(
+        sums: &[__m256i; M],
+        x: Panel,
+        dw: __m256,
+        mw: __m256,
+        acc: &mut [__m256; M],
+    ) {
+        // SAFETY: the caller's contract (row j's lanes at x.lanes + j).
+        unsafe {
             let mut j = 0;
-            // With 1 or 2 blocks, two rows' lanes are folded together (fewer shuffles per row).
             if T <= 2 {
                 while j + 2 <= M {
-                    let sa = tail_dots_256::<F, T>(&t, &mag, x, j);
-                    let sb = tail_dots_256::<F, T>(&t, &mag, x, j + 1);
-                    let (sa, sb) = fold_tail_pair_256::<T>(sa, sb);
+                    let (sa, sb) = fold_tail_pair_256::<T>(sums[j], sums[j + 1]);
                     let (xd, xs) = tail_scales(&*x.lanes.add(j));
                     acc[j] = scale::<F>(acc[j], sa, dw, mw, xd, xs);
                     let (xd, xs) = tail_scales(&*x.lanes.add(j + 1));
@@ -924,9 +947,8 @@ mod avx2 {
                 }
             }
             while j < M {
-                let s = tail_sums_256::<T>(tail_dots_256::<F, T>(&t, &mag, x, j));
                 let (xd, xs) = tail_scales(&*x.lanes.add(j));
-                acc[j] = scale::<F>(acc[j], s, dw, mw, xd, xs);
+                acc[j] = scale::<F>(acc[j], tail_sums_256::<T>(sums[j]), dw, mw, xd, xs);
                 j += 1;
             }
         }
@@ -1498,8 +1520,7 @@ mod avx2 {
 
     /// The last, partial group of [`panel_il_vnni`] (blocks `b0..b0 + rem`) from the compact
     /// tail of width `T` (1, 2 or 4): per row `T` `vpdpbusd` from the row's biased sums and
-    /// the lane sums of `simd::avx2::tail_sums_256` (two rows at once with 1 or 2 blocks,
-    /// [`fold_tail_pair_256`]) instead of the padded group's 8
+    /// the lane sums folded by [`scale_tail_rows`] instead of the padded group's 8
     /// `vpdpbusd`; the same integers and f32 steps as [`il_group_vnni`]'s masked group, with
     /// the row's [`TailLanes`] as its masked scales.
     ///
@@ -1519,26 +1540,11 @@ mod avx2 {
             let tail = tail_lanes(rem);
             let (dw, mw) = group_scales::<F, PREFETCH_BYTES>(w, b0, true, tail);
             let t = F::tail_vnni::<T>(w.values.add(b0 * vb));
-            let mut j = 0;
-            // With 1 or 2 blocks, two rows' lanes are folded together, as in `il_tail`.
-            if T <= 2 {
-                while j + 2 <= M {
-                    let sa = tail_dots_vnni::<F, D, T>(&t, x, j);
-                    let sb = tail_dots_vnni::<F, D, T>(&t, x, j + 1);
-                    let (sa, sb) = fold_tail_pair_256::<T>(sa, sb);
-                    let (xd, xs) = tail_scales(&*x.lanes.add(j));
-                    acc[j] = scale::<F>(acc[j], sa, dw, mw, xd, xs);
-                    let (xd, xs) = tail_scales(&*x.lanes.add(j + 1));
-                    acc[j + 1] = scale::<F>(acc[j + 1], sb, dw, mw, xd, xs);
-                    j += 2;
-                }
+            let mut sums = [_mm256_setzero_si256(); M];
+            for (j, s) in sums.iter_mut().enumerate() {
+                *s = tail_dots_vnni::<F, D, T>(&t, x, j);
             }
-            while j < M {
-                let s = tail_sums_256::<T>(tail_dots_vnni::<F, D, T>(&t, x, j));
-                let (xd, xs) = tail_scales(&*x.lanes.add(j));
-                acc[j] = scale::<F>(acc[j], s, dw, mw, xd, xs);
-                j += 1;
-            }
+            scale_tail_rows::<F, M, T>(&sums, x, dw, mw, acc);
         }
     }
 
