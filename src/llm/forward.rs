@@ -296,44 +296,52 @@ pub(crate) fn forward(
                 }
                 if let Some(p) = prefix.filter(|_| base > 0) {
                     let at = p.offset(il, 0) + kvh * hd;
+                    // The rows' query heads side by side, in calls of up to GROUP_MAX heads (a
+                    // row's g heads alone leave a lone head or a short value pass): the same
+                    // per-head operations, so the same bits. Else one row at a time.
                     let heads = (i1 - i0) * g;
-                    if i1 - i0 > 1 && heads * hd <= FLAT_MAX {
-                        // The rows' query heads side by side, in calls of up to GROUP_MAX
-                        // heads (a row's g heads alone leave a lone head or a short value
-                        // pass): the same per-head operations, so the same bits.
-                        let mut qbuf = [const { MaybeUninit::<f32>::uninit() }; FLAT_MAX];
-                        let mut obuf = [const { MaybeUninit::<f32>::uninit() }; FLAT_MAX];
-                        for i in i0..i1 {
-                            let f = (i - i0) * g * hd;
-                            for ((qd, &qs), od) in qbuf[f..].iter_mut().zip(qv(i)).zip(&mut obuf[f..]) {
-                                qd.write(qs);
-                                od.write(0.0);
-                            }
+                    let flat = i1 - i0 > 1 && heads * hd <= FLAT_MAX;
+                    let mut qbuf = [const { MaybeUninit::<f32>::uninit() }; FLAT_MAX];
+                    let mut obuf = [const { MaybeUninit::<f32>::uninit() }; FLAT_MAX];
+                    let used = if flat { heads * hd } else { 0 };
+                    for i in (i0..i1).filter(|_| flat) {
+                        let f = (i - i0) * g * hd;
+                        for ((qd, &qs), od) in qbuf[f..used].iter_mut().zip(qv(i)).zip(&mut obuf[f..used]) {
+                            qd.write(qs);
+                            od.write(0.0);
                         }
-                        // SAFETY: the first heads · hd elements of both were written above.
-                        let (qf, of) = unsafe {
-                            (
-                                std::slice::from_raw_parts(qbuf.as_ptr().cast::<f32>(), heads * hd),
-                                std::slice::from_raw_parts_mut(obuf.as_mut_ptr().cast::<f32>(), heads * hd),
-                            )
-                        };
-                        let calls = heads.div_ceil(GROUP_MAX);
-                        let bounds = |b: usize| (b * heads / calls, (b + 1) * heads / calls);
-                        let mut cst: [Softmax; ROW_TILE] = std::array::from_fn(|_| Softmax {
-                            m: [f32::NEG_INFINITY; GROUP_MAX],
-                            sum: [0.0; GROUP_MAX],
-                        });
-                        let mut start = 0;
-                        while start < base {
-                            let len = PREFIX_CHUNK.min(base - start);
-                            let (k, v) = (&p.k[at + start * kvd..], &p.v[at + start * kvd..]);
+                    }
+                    // SAFETY: the first `used` elements of both were written above.
+                    let (qf, of) = unsafe {
+                        (
+                            std::slice::from_raw_parts(qbuf.as_ptr().cast::<f32>(), used),
+                            std::slice::from_raw_parts_mut(obuf.as_mut_ptr().cast::<f32>(), used),
+                        )
+                    };
+                    let calls = heads.div_ceil(GROUP_MAX);
+                    let bounds = |b: usize| (b * heads / calls, (b + 1) * heads / calls);
+                    let mut cst: [Softmax; ROW_TILE] = std::array::from_fn(|_| Softmax {
+                        m: [f32::NEG_INFINITY; GROUP_MAX],
+                        sum: [0.0; GROUP_MAX],
+                    });
+                    let mut start = 0;
+                    while start < base {
+                        let len = PREFIX_CHUNK.min(base - start);
+                        let (k, v) = (&p.k[at + start * kvd..], &p.v[at + start * kvd..]);
+                        if flat {
                             for (b, st) in cst.iter_mut().enumerate().take(calls) {
                                 let (f0, f1) = bounds(b);
                                 let (q, o) = (&qf[f0 * hd..f1 * hd], &mut of[f0 * hd..f1 * hd]);
                                 attend(q, hd, k, v, kvd, len, scale, st, o, avx2);
                             }
-                            start += len;
+                        } else {
+                            for i in i0..i1 {
+                                attend(qv(i), hd, k, v, kvd, len, scale, &mut st[i - i0], out(i), avx2);
+                            }
                         }
+                        start += len;
+                    }
+                    if flat {
                         for (b, c) in cst.iter().enumerate().take(calls) {
                             let (f0, f1) = bounds(b);
                             for f in f0..f1 {
@@ -343,16 +351,6 @@ pub(crate) fn forward(
                         }
                         for i in i0..i1 {
                             out(i).copy_from_slice(&of[(i - i0) * g * hd..(i - i0 + 1) * g * hd]);
-                        }
-                    } else {
-                        let mut start = 0;
-                        while start < base {
-                            let len = PREFIX_CHUNK.min(base - start);
-                            let (k, v) = (&p.k[at + start * kvd..], &p.v[at + start * kvd..]);
-                            for i in i0..i1 {
-                                attend(qv(i), hd, k, v, kvd, len, scale, &mut st[i - i0], out(i), avx2);
-                            }
-                            start += len;
                         }
                     }
                 }

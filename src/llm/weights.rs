@@ -85,14 +85,7 @@ impl<'m> DecoderWeights<'m> {
 
     /// Bytes of weights one forward row reads (all matrices; the embedding row is negligible).
     pub fn bytes_per_token(&self) -> usize {
-        let layer: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].iter().map(Weight::storage_bytes).sum::<usize>()
-            })
-            .sum();
-        layer + self.head.storage_bytes()
+        self.products().map(Weight::storage_bytes).sum()
     }
 
     /// The products' weights of one token: every layer's projections, then the head.

@@ -1284,19 +1284,39 @@ mod avx2 {
         at: usize,
         tail2: __m512i,
     ) -> __m512 {
-        let both_ps = |v: __m256| _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(v)));
         // SAFETY: the caller's contract.
         unsafe {
-            let mut xd = both_ps(_mm256_loadu_ps(x.d.add(at)));
+            let mut xd =
+                _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(x.d.add(at)))));
+            let mut xs = _mm512_setzero_si512();
             if MASKED {
                 xd = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(xd), tail2));
             }
-            let a = _mm512_fmadd_ps(_mm512_mul_ps(dw, xd), _mm512_cvtepi32_ps(s), acc);
             if F::HAS_MIN {
-                let mut xs = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.sum.add(at).cast()));
+                xs = _mm512_broadcast_i64x4(_mm256_loadu_si256(x.sum.add(at).cast()));
                 if MASKED {
                     xs = _mm512_and_si512(xs, tail2);
                 }
+            }
+            pair_steps::<F>(acc, s, dw, mw, xd, xs)
+        }
+    }
+
+    /// The f32 steps of the module docs for both rows of a pair, lane for lane: `fma(d_w · d_x,
+    /// S, acc)`, then (Q4_1) `fma(m_w · d_x, Σ q_x, ·)`; `xs` is read only with mins.
+    #[inline(always)]
+    fn pair_steps<F: QuantFormat>(
+        acc: __m512,
+        s: __m512i,
+        dw: __m512,
+        mw: __m512,
+        xd: __m512,
+        xs: __m512i,
+    ) -> __m512 {
+        // SAFETY: the callers enable AVX512F (always inlined into `pair_scale`, `row_pair_tail`).
+        unsafe {
+            let a = _mm512_fmadd_ps(_mm512_mul_ps(dw, xd), _mm512_cvtepi32_ps(s), acc);
+            if F::HAS_MIN {
                 _mm512_fmadd_ps(_mm512_mul_ps(mw, xd), _mm512_cvtepi32_ps(xs), a)
             } else {
                 a
@@ -1429,13 +1449,8 @@ mod avx2 {
             let xd = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(
                 (*lanes).d.as_ptr(),
             ))));
-            let a = _mm512_fmadd_ps(_mm512_mul_ps(dw, xd), _mm512_cvtepi32_ps(s), acc);
-            if F::HAS_MIN {
-                let xs = _mm512_broadcast_i64x4(_mm256_loadu_si256((*lanes).sum.as_ptr().cast()));
-                _mm512_fmadd_ps(_mm512_mul_ps(mw, xd), _mm512_cvtepi32_ps(xs), a)
-            } else {
-                a
-            }
+            let xs = _mm512_broadcast_i64x4(_mm256_loadu_si256((*lanes).sum.as_ptr().cast()));
+            pair_steps::<F>(acc, s, dw, mw, xd, xs)
         }
     }
 
