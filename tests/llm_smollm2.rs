@@ -77,16 +77,19 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
+/// A committed fixture (path relative to the crate), its end-of-generation ids and its number
+/// of new tokens.
+fn fixture(rel: &str) -> (serde_json::Value, Vec<u32>, usize) {
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap();
+    let f: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (eog, max_new) = (ids(&f["eog_token_ids"]), f["max_new_tokens"].as_u64().unwrap() as usize);
+    (f, eog, max_new)
+}
+
 #[test]
 fn smollm2_matches_llama_cpp_and_transformers() {
-    let path = package();
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
-    let fixture: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(FIXTURE)).unwrap(),
-    )
-    .unwrap();
-    let eog = ids(&fixture["eog_token_ids"]);
-    let max_new = fixture["max_new_tokens"].as_u64().unwrap() as usize;
+    let model = Model::load(&package(), &LoadOptions::default()).unwrap();
+    let (fixture, eog, max_new) = fixture(FIXTURE);
     let base_vocab = 49152;
     let mut session =
         Session::new(&model, &SessionOptions { context: 512, ..SessionOptions::default() }).unwrap();
@@ -205,14 +208,8 @@ fn smollm2_matches_llama_cpp_and_transformers() {
 /// at least `MIN_IDENTICAL_POOL` continuations identical to llama.cpp's for all their tokens.
 #[test]
 fn smollm2_pool_matches_llama_cpp() {
-    let path = package();
-    let model = Model::load(&path, &LoadOptions::default()).unwrap();
-    let fixture: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(POOL)).unwrap(),
-    )
-    .unwrap();
-    let eog = ids(&fixture["eog_token_ids"]);
-    let max_new = fixture["max_new_tokens"].as_u64().unwrap() as usize;
+    let model = Model::load(&package(), &LoadOptions::default()).unwrap();
+    let (fixture, eog, max_new) = fixture(POOL);
     let mut session =
         Session::new(&model, &SessionOptions { context: 512, ..SessionOptions::default() }).unwrap();
     let (mut identical, mut identical_full, mut own_identical) = (0, 0, 0);

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import llama_cpp  # noqa: E402
 from llamacpp_bench import LlamaCpp, llama_cpp_commit  # noqa: E402
 from smollm2_reference import (MAX_NEW, MEMBER, N_CTX, ROOT, dumps, fetch_default, gguf_meta,  # noqa: E402
-                               greedy, render_chat)
+                               greedy, make_cases)
 
 OUT = ROOT / "tests" / "fixtures" / "llm" / "smollm2_pool.json"
 
@@ -64,14 +64,7 @@ POOL: list[tuple[str, str | list[dict]]] = [
 
 def main(argv: list[str]) -> int:
     path = Path(argv[0]) if argv else fetch_default()
-    meta = gguf_meta(path)
-    cases = []
-    for name, p in POOL:
-        if isinstance(p, str):
-            cases.append({"name": name, "kind": "text", "text": p})
-        else:
-            cases.append({"name": name, "kind": "chat", "messages": p,
-                          "text": render_chat(meta["chat_template"], p)})
+    cases = make_cases(POOL, gguf_meta(path)["chat_template"])
     lc = LlamaCpp(path, threads=1, n_ctx=N_CTX, n_batch=N_CTX, flash_attn="auto", kv_type="f16")
     eog = [t for t in range(lc.n_vocab) if lc.is_eog(t)]
     for c in cases:

@@ -139,6 +139,17 @@ def render_chat(template: str, messages: list[dict]) -> str:
     return text
 
 
+def make_cases(prompts: list[tuple[str, str | list[dict]]], chat_template: str) -> list[dict]:
+    """One case per (name, text or chat messages); chats rendered with the GGUF's template."""
+    cases = []
+    for name, p in prompts:
+        if isinstance(p, str):
+            cases.append({"name": name, "kind": "text", "text": p})
+        else:
+            cases.append({"name": name, "kind": "chat", "messages": p, "text": render_chat(chat_template, p)})
+    return cases
+
+
 def greedy(lc: LlamaCpp, prompt: list[int]) -> dict:
     lc.clear()
     lc.decode(prompt, 0)
@@ -284,13 +295,7 @@ def main(argv: list[str]) -> int:
     path = Path(argv[0]) if argv else fetch_default()
     file_sha = hashlib.sha256(path.read_bytes()).hexdigest()
     meta = gguf_meta(path)
-    cases = []
-    for name, p in PROMPTS:
-        if isinstance(p, str):
-            cases.append({"name": name, "kind": "text", "text": p})
-        else:
-            cases.append({"name": name, "kind": "chat", "messages": p,
-                          "text": render_chat(meta["chat_template"], p)})
+    cases = make_cases(PROMPTS, meta["chat_template"])
     run_llama_cpp(path, meta, cases)
     summary = run_transformers(path, cases)
     full = sum(1 for c in cases if len(c["llama_cpp"]["tokens"]) == MAX_NEW and not c["llama_cpp"]["stopped_at_eog"])
