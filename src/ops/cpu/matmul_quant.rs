@@ -26,8 +26,9 @@
 //! half the work of ggml's loop per block, which is what batched decode is bound by; it also
 //! gives the exact per-block integers above.
 //!
-//! With 2 to 8 activation rows (batched decode, prefill) the tree moves from the results to the
-//! weights: each group of 8 weight blocks is transposed once ([`QuantFormat::transpose`]) so
+//! With 1 to 8 activation rows (decode, batched decode, prefill; see
+//! `quantize_act::INTERLEAVE_MIN_ROWS` for why one row too) the tree moves from the results to
+//! the weights: each group of 8 weight blocks is transposed once ([`QuantFormat::transpose`]) so
 //! that 32-bit lane `l` of every vector belongs to block `l`, the activations come in the same
 //! interleaved layout (`quantize_act::interleave_rows`), and a row's 8 block sums are plain
 //! vector adds of `maddubs` results (4-bit weights: 8 `maddubs` + adds + one `madd` per group
@@ -466,7 +467,7 @@ mod avx2 {
     const PREFETCH_BYTES: usize = 2048;
 
     /// See [`super::quant_rows`]; same contract, plus the CPU has AVX2/FMA/F16C and, when
-    /// `vnni` is given, that encoding of `vpdpbusd` (used for 2 to 8 interleaved rows).
+    /// `vnni` is given, that encoding of `vpdpbusd` (used for 1 to 8 interleaved rows).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn quant_rows<F: QuantFormat>(
@@ -590,7 +591,7 @@ mod avx2 {
         // SAFETY: forwarded contract.
         unsafe {
             match (mr, il) {
-                // 2 to 8 rows: interleaved activations, one transposed weight group for all.
+                // 1 to 8 rows: interleaved activations, one transposed weight group for all.
                 (8, Some(il)) => panel_il_any::<F, 8>(vnni, fast, x, il, o, rows),
                 (7, Some(il)) => panel_il_any::<F, 7>(vnni, fast, x, il, o, rows),
                 (6, Some(il)) => panel_il_any::<F, 6>(vnni, fast, x, il, o, rows),
@@ -598,6 +599,7 @@ mod avx2 {
                 (4, Some(il)) => panel_il_any::<F, 4>(vnni, fast, x, il, o, rows),
                 (3, Some(il)) => panel_il_any::<F, 3>(vnni, fast, x, il, o, rows),
                 (2, Some(il)) => panel_il_any::<F, 2>(vnni, fast, x, il, o, rows),
+                (1, Some(il)) => panel_il_any::<F, 1>(vnni, fast, x, il, o, rows),
                 (8, _) => panel::<F, 8, 1>(fast, x, o, rows),
                 (7, _) => panel::<F, 7, 1>(fast, x, o, rows),
                 (6, _) => panel::<F, 6, 1>(fast, x, o, rows),
@@ -605,9 +607,10 @@ mod avx2 {
                 (4, _) => panel::<F, 4, 2>(fast, x, o, rows),
                 (3, _) => panel::<F, 3, 2>(fast, x, o, rows),
                 (2, _) => panel::<F, 2, 4>(fast, x, o, rows),
-                // One weight row at a time: a single sequential stream that the prefetchers
-                // follow (88–108 % of the streaming-read bandwidth on Zen 3 for Q8_0 and
-                // Q4_0 matrices of 4–32 MB, where four interleaved rows reached 47–79 %).
+                // Without the interleaved copy (it did not fit the scratch): one weight row at
+                // a time, a single sequential stream that the prefetchers follow (88–108 % of
+                // the streaming-read bandwidth on Zen 3 for Q8_0 and Q4_0 matrices of 4–32 MB,
+                // where four interleaved rows reached 47–79 %).
                 _ => panel::<F, 1, 1>(fast, x, o, rows),
             }
         }

@@ -56,8 +56,8 @@ pub enum Isa {
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// [`Isa::Avx2`] plus AVX-VNNI's 256-bit `vpdpbusd` (VEX; Alder Lake, Sapphire Rapids,
-    /// Zen 5), which the quantized kernel uses for 2 to 8 activation rows (batched decode,
-    /// prefill); every other kernel runs as with [`Isa::Avx2`].
+    /// Zen 5), which the quantized kernel uses for its interleaved activation rows (1 to 8 per
+    /// panel: decode, batched decode, prefill); every other kernel runs as with [`Isa::Avx2`].
     Avx2Vnni,
     /// [`Isa::Avx2Vnni`] with AVX512-VNNI (EVEX; Ice Lake and later servers, Zen 4): the same
     /// kernel with 32 vector registers instead of 16, and 512-bit vectors for 4-bit weights.

@@ -14,7 +14,7 @@
 //! costs nothing extra here. The AVX2 and scalar versions perform the same f32 operations and
 //! give identical bytes for finite inputs (NaN/inf inputs give unspecified values, no panic).
 //!
-//! For batched calls (`n ≥` [`INTERLEAVE_MIN_ROWS`] on AVX2) the values are also written
+//! On AVX2 (`n ≥` [`INTERLEAVE_MIN_ROWS`], so every call) the values are also written
 //! *interleaved* ([`interleave_rows`]): per row and group of 8 blocks, 8 chunks of 32 bytes in
 //! which the 4-byte lane `l` of chunk `c` holds elements `4c..4c + 4` of block `l`. The batched
 //! kernel transposes each weight group into the same layout once and then sums all 8 blocks of
@@ -68,12 +68,19 @@ pub(crate) struct TailLanes {
     pub bsum: [i32; 8],
 }
 
-/// Fewest activation rows for which the AVX2 kernel uses the interleaved layout. One row is
-/// bound by memory either way and keeps the per-row reduction tree (transposing a weight group
-/// costs about as much as one row's tree); from 2 rows on, the shared transpose wins (Zen 3,
-/// hot 4096-wide rows: 2 rows of Q4_0 0.63–0.81 ns per block and row against 1.19–1.21 with
-/// the tree).
-pub(crate) const INTERLEAVE_MIN_ROWS: usize = 2;
+/// Fewest activation rows for which the AVX2 kernels use the interleaved layout: every call,
+/// single-sequence decode included. One row used to keep the per-row reduction tree, on the
+/// reading that it is bound by memory either way (Zen 3: from 2 rows on the shared transpose
+/// won, 2 rows of hot 4096-wide Q4_0 0.63–0.81 ns per block and row against 1.19–1.21 with the
+/// tree). It is not: the tree kernel has no `vpdpbusd` and reduces every group of every row
+/// with shuffles, and ran at ~24 GMAC/s on a Sapphire Rapids core whatever the ISA, about one
+/// core's DRAM bandwidth for 4-bit weights, so a decode fed partly from the L3 was bound by
+/// it. The interleaved kernels with one row (hot, one core, the same bits): 1536 × 576 Q4_0
+/// 24.1 → 51.2 GMAC/s with AVX512-VNNI (51.1 AVX-VNNI, 32.3 AVX2), 4096 × 576 Q8_0 22.9 → 35.3
+/// (33.7, 24.1), 577 × 1536 Q4_1 31.1 → 52.4 (52.4, 37.6); single-sequence decode (`bench
+/// llm`, AVX512-VNNI) SmolLM2 Q4_0 +49–63 %, Q8_0 +18–26 %, the 1B shape +7–13 % (from 76 to
+/// 85–90 % of the read bandwidth in Q4_0).
+pub(crate) const INTERLEAVE_MIN_ROWS: usize = 1;
 
 /// Blocks per interleaved row: `nb` rounded up to whole groups of 8, the padding zero.
 pub(crate) fn interleaved_blocks(nb: usize) -> usize {
