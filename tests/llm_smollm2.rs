@@ -88,7 +88,7 @@ fn fixture(rel: &str) -> (serde_json::Value, Vec<u32>, usize) {
 
 #[test]
 fn smollm2_matches_llama_cpp_and_transformers() {
-    let model = Model::load(&package(), &LoadOptions::default()).unwrap();
+    let model = Model::load(package(), &LoadOptions::default()).unwrap();
     let (fixture, eog, max_new) = fixture(FIXTURE);
     let base_vocab = 49152;
     let mut session =
@@ -208,7 +208,7 @@ fn smollm2_matches_llama_cpp_and_transformers() {
 /// at least `MIN_IDENTICAL_POOL` continuations identical to llama.cpp's for all their tokens.
 #[test]
 fn smollm2_pool_matches_llama_cpp() {
-    let model = Model::load(&package(), &LoadOptions::default()).unwrap();
+    let model = Model::load(package(), &LoadOptions::default()).unwrap();
     let (fixture, eog, max_new) = fixture(POOL);
     let mut session =
         Session::new(&model, &SessionOptions { context: 512, ..SessionOptions::default() }).unwrap();
