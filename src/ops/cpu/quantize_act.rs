@@ -78,8 +78,8 @@ pub(crate) struct TailLanes {
 /// it. The interleaved kernels with one row (hot, one core, the same bits): 1536 × 576 Q4_0
 /// 24.1 → 51.2 GMAC/s with AVX512-VNNI (51.1 AVX-VNNI, 32.3 AVX2), 4096 × 576 Q8_0 22.9 → 35.3
 /// (33.7, 24.1), 577 × 1536 Q4_1 31.1 → 52.4 (52.4, 37.6); single-sequence decode (`bench
-/// llm`, AVX512-VNNI) SmolLM2 Q4_0 +49–63 %, Q8_0 +18–26 %, the 1B shape +7–13 % (from 76 to
-/// 85–90 % of the read bandwidth in Q4_0).
+/// llm`, AVX512-VNNI, two runs each) SmolLM2 Q4_0 +47–66 %, Q8_0 +18–34 %, the 1B shape +4–13 %
+/// (Q4_0 from 76–77 to 88–100 % of the read bandwidth).
 pub(crate) const INTERLEAVE_MIN_ROWS: usize = 1;
 
 /// Blocks per interleaved row: `nb` rounded up to whole groups of 8, the padding zero.
