@@ -155,8 +155,10 @@ fn llm(a: LlmArgs) -> Result<()> {
     let batch = batch_figures(&batched, a.batch, decode_tps, bytes);
     let macs = s.matmul_macs_per_token() as f64;
     // (GMAC/s of the batched products, their fraction of the peak, the peak).
-    let batch_macs =
-        batch.zip(int8_peak).map(|((tps, _, _), p)| (macs * tps / 1e9, macs * tps / 1e9 / p.gmacs, p));
+    let batch_macs = batch.zip(int8_peak).map(|((tps, _, _), p)| {
+        let gmacs = macs * tps / 1e9;
+        (gmacs, gmacs / p.gmacs, p)
+    });
 
     let name = a.model.display().to_string();
     if a.json {

@@ -82,6 +82,13 @@ pub(crate) struct TailLanes {
 /// (Q4_0 from 76–77 to 88–100 % of the read bandwidth).
 pub(crate) const INTERLEAVE_MIN_ROWS: usize = 1;
 
+/// A block's biased sum `−2^bias · Σ q` ([`QActs::bsum`], [`TailLanes::bsum`]). |Σ q| ≤ 32 ·
+/// 127, so it fits i32 for any bias the formats use (≤ 7); wrapping keeps the slack's
+/// unspecified values from panicking.
+fn biased_sum(sum: i32, bias: u32) -> i32 {
+    sum.wrapping_shl(bias).wrapping_neg()
+}
+
 /// Blocks per interleaved row: `nb` rounded up to whole groups of 8, the padding zero.
 pub(crate) fn interleaved_blocks(nb: usize) -> usize {
     nb.next_multiple_of(8)
@@ -272,10 +279,8 @@ impl MatmulScratch {
         };
         let bsum = match vnni_bias {
             Some(bias) => {
-                // |Σ q| ≤ 32 · 127, so the shifted sums fit i32 for any bias the formats use
-                // (≤ 7); wrapping keeps the slack's unspecified values from panicking.
                 for (b, &s) in self.bsum[..bend].iter_mut().zip(&self.sum[..bend]) {
-                    *b = s.wrapping_shl(bias).wrapping_neg();
+                    *b = biased_sum(s, bias);
                 }
                 Some(&self.bsum[..bend])
             }
@@ -291,7 +296,7 @@ impl MatmulScratch {
                     t.sum[..rem].copy_from_slice(&self.sum[at..at + rem]);
                     if let Some(bias) = tail_bias {
                         for (b, &s) in t.bsum[..rem].iter_mut().zip(&t.sum[..rem]) {
-                            *b = s.wrapping_shl(bias).wrapping_neg();
+                            *b = biased_sum(s, bias);
                         }
                     }
                 }
