@@ -246,6 +246,15 @@ fn bench_llm_reports_every_figure() {
     let ratio = doc["decode_gb_per_s"].as_f64().unwrap() / doc["machine_read_gb_per_s"].as_f64().unwrap();
     assert!((doc["decode_fraction_of_read_bandwidth"].as_f64().unwrap() - ratio).abs() < 1e-9, "{doc}");
     assert_eq!(doc["batch"], 3);
+    // The products alone (1 row, 3 rows) and the ceiling they put on batched decode.
+    let one = doc["products_seconds_one_row"].as_f64().expect("products_seconds_one_row");
+    let many = doc["products_seconds_batch"].as_f64().expect("products_seconds_batch");
+    assert!(one > 0.0 && many > 0.0 && one.is_finite() && many.is_finite(), "{doc}");
+    let gain = doc["batch_products_gain"].as_f64().unwrap();
+    assert!((gain - 3.0 * one / many).abs() <= 1e-9 * gain, "{doc}");
+    let ceiling = doc["batch_vs_sequential_ceiling"].as_f64().unwrap();
+    let want = 3.0 / (doc["decode_tokens_per_s"].as_f64().unwrap() * many);
+    assert!((ceiling - want).abs() <= 1e-9 * want, "{doc}");
     let model = Model::load(&pkg, &LoadOptions::default()).unwrap();
     let s = Session::new(&model, &SessionOptions { context: 16, threads: 1, ..Default::default() }).unwrap();
     assert_eq!(doc["weight_bytes_per_step"].as_f64().unwrap() as usize, s.weight_bytes_per_step());

@@ -573,3 +573,34 @@ fn session_is_send() {
     fn send<T: Send>() {}
     send::<Session<'static>>();
 }
+
+/// `Session::product_seconds` (what `bench llm` sets against single-sequence decode) times the
+/// products on the session's scratch only: the positions held stay, the next step's logits are
+/// those of a session that never ran it, the last logits are forgotten rather than left
+/// overwritten, and a row count beyond the scratch or zero calls are errors that name them.
+#[test]
+fn product_timing_leaves_the_sequence_alone() {
+    let r = reference();
+    let dir = TempDir::new();
+    let model = package(&dir, WeightType::Q4_0);
+    let (mut timed, mut plain) = (session(&model, 2), session(&model, 2));
+    for s in [&mut timed, &mut plain] {
+        s.prefill(Input::Tokens(&r.prompt)).unwrap();
+    }
+    let held = timed.len();
+    for rows in [1, 6] {
+        let secs = timed.product_seconds(rows, 2).unwrap();
+        assert!(secs > 0.0 && secs.is_finite(), "{rows} rows: {secs}");
+    }
+    assert_eq!(timed.len(), held);
+    assert!(timed.logits().is_none());
+    let next = r.tokens[0];
+    assert_eq!(timed.step(next).unwrap(), plain.step(next).unwrap());
+    for (rows, calls, name) in [(0, 1, "rows"), (1000, 1, "rows"), (1, 0, "calls")] {
+        match timed.product_seconds(rows, calls) {
+            Err(Error::InvalidArgument { name: n, .. }) => assert_eq!(n, name),
+            other => panic!("{rows} rows, {calls} calls: {other:?}"),
+        }
+    }
+    assert_eq!(timed.len(), held + 1);
+}

@@ -111,6 +111,16 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
+    /// Fills the inputs [`products`] reads (`h`, `att`) with a fixed pattern in [−1, 1]
+    /// (no zeros, no subnormals).
+    pub fn fill_pattern(&mut self) {
+        for buf in [&mut self.h, &mut self.att] {
+            for (i, v) in buf.iter_mut().enumerate() {
+                *v = ((i * 37 + 11) % 97) as f32 / 48.0 - 1.0 + 1.0 / 96.0;
+            }
+        }
+    }
+
     pub fn new(cfg: &DecoderConfig, rows: usize, activations: Activations) -> Result<Scratch> {
         let (d, f) = (cfg.hidden_size, cfg.intermediate_size);
         let half = cfg.head_dim / 2;
@@ -407,6 +417,30 @@ pub(crate) fn forward(
         }
     }
     Ok(())
+}
+
+/// Only the matrix products of one [`forward`] call of `n` rows (every layer's Q/K/V, output,
+/// gate/up and down projections, then the head for all `n` rows, as a batched decode step
+/// asks), with the same calls, shapes and threads, on whatever the scratch buffers hold: the
+/// part of a step that batching shares. Attention, norms, RoPE and the KV cache are left out,
+/// so the time it takes is a floor under any step of `n` rows with these kernels. Overwrites
+/// the scratch (logits included); touches no cache.
+pub(crate) fn products(w: &DecoderWeights<'_>, s: &mut Scratch, pool: &ThreadPool, n: usize) -> Result<()> {
+    if n == 0 || n > s.rows {
+        return Err(Error::Internal(format!("products of {n} rows with scratch for {}", s.rows)));
+    }
+    let Some(l0) = w.layers.first() else { return Ok(()) };
+    let (d, qd, kvd) = (l0.q.shape()[1], l0.q.shape()[0], l0.k.shape()[0]);
+    let (f, v) = (l0.gate.shape()[0], w.head.shape()[0]);
+    for l in &w.layers {
+        let mut qkv = [&mut s.q[..n * qd], &mut s.k[..n * kvd], &mut s.v[..n * kvd]];
+        matmul_group_into(&s.h[..n * d], n, &[&l.q, &l.k, &l.v], &mut qkv, &mut s.mm, pool)?;
+        matmul_into(&s.att[..n * qd], n, &l.o, &mut s.out[..n * d], &mut s.mm, pool)?;
+        let mut gate_up = [&mut s.gate[..n * f], &mut s.up[..n * f]];
+        matmul_group_into(&s.h[..n * d], n, &[&l.gate, &l.up], &mut gate_up, &mut s.mm, pool)?;
+        matmul_into(&s.up[..n * f], n, &l.down, &mut s.out[..n * d], &mut s.mm, pool)?;
+    }
+    matmul_into(&s.h[..n * d], n, &w.head, &mut s.logits[..n * v], &mut s.mm, pool)
 }
 
 /// The decode attention of `q.len() / hd` query heads (at most 8, sharing one key/value head)

@@ -173,6 +173,37 @@ impl<'m> Session<'m> {
         self.weights.macs_per_token()
     }
 
+    /// Seconds one forward call's matrix products take for `rows` activation rows (the
+    /// fastest of `calls` calls after one warm-up call): every projection of every layer and
+    /// the head, with this session's weights, kernels and threads, on a fixed pattern of
+    /// activations. What a batched decode step of `rows` sequences cannot go below with these
+    /// kernels, whatever its attention and bookkeeping cost; `bench llm` sets it against
+    /// single-sequence decode (the most batch-`rows` decode could gain). Forgets the last
+    /// logits (the scratch is reused); the cache is untouched. `rows` is 1 to
+    /// [`SessionOptions::max_batch`] (or the prefill chunk, whichever is larger).
+    pub fn product_seconds(&mut self, rows: usize, calls: usize) -> Result<f64> {
+        if rows == 0 || rows > self.scratch.rows {
+            return Err(Error::invalid(
+                "rows",
+                format!("{rows} is outside 1..={} (the session's scratch rows)", self.scratch.rows),
+            ));
+        }
+        if calls == 0 {
+            return Err(Error::invalid("calls", "must be at least 1"));
+        }
+        self.has_logits = false;
+        self.scratch.fill_pattern();
+        let mut best = f64::INFINITY;
+        for call in 0..=calls {
+            let t = std::time::Instant::now();
+            super::forward::products(&self.weights, &mut self.scratch, &self.pool, rows)?;
+            if call > 0 {
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+        }
+        Ok(best)
+    }
+
     /// Whether every matrix product runs on the int8 kernels: all weights quantized and
     /// [`Activations::Int8`].
     pub fn int8_products(&self) -> bool {

@@ -150,6 +150,16 @@ fn llm(a: LlmArgs) -> Result<()> {
             batched.push(calls * a.batch as f64 / out[0].decode_secs);
         }
     }
+    // The products alone, 1 row and `batch` rows, on the same weights and threads: how much
+    // more work per second batching buys them, and the most batched decode could gain on this
+    // machine with these kernels (a step of `batch` rows cannot take less than its products).
+    let ceiling = if a.batch > 1 {
+        let one = s.product_seconds(1, a.steps)?;
+        let many = s.product_seconds(a.batch, a.steps)?;
+        Some((one, many))
+    } else {
+        None
+    };
     let (prefill_tps, decode_tps) = (fastest(&prefill), fastest(&decode));
     let decode_gbs = bytes * decode_tps / 1e9;
     let batch = batch_figures(&batched, a.batch, decode_tps, bytes);
@@ -177,6 +187,13 @@ fn llm(a: LlmArgs) -> Result<()> {
             doc["batch_gb_per_s"] = gbs.into();
             doc["batch_fraction_of_read_bandwidth"] = (gbs / machine_gbs).into();
             doc["batch_decode_tokens_per_s_rounds"] = batched.clone().into();
+        }
+        if let Some((one, many)) = ceiling {
+            let (gain, bound) = ceiling_figures(one, many, a.batch, decode_tps);
+            doc["products_seconds_one_row"] = one.into();
+            doc["products_seconds_batch"] = many.into();
+            doc["batch_products_gain"] = gain.into();
+            doc["batch_vs_sequential_ceiling"] = bound.into();
         }
         if let Some((gmacs, fraction, peak)) = batch_macs {
             doc["matmul_macs_per_token"] = macs.into();
@@ -208,6 +225,16 @@ fn llm(a: LlmArgs) -> Result<()> {
                 a.batch
             );
         }
+        if let Some((one, many)) = ceiling {
+            let (gain, bound) = ceiling_figures(one, many, a.batch, decode_tps);
+            println!(
+                "batch {:>2} ceiling:      products alone {:.2} ms for 1 row, {:.2} ms for {} ({gain:.2}x the rows per second); a step of nothing but its products would be {bound:.2}x decoding one after another",
+                a.batch,
+                one * 1e3,
+                many * 1e3,
+                a.batch
+            );
+        }
         if let Some((gmacs, fraction, peak)) = batch_macs {
             println!(
                 "batch {:>2} products:     {gmacs:>10.1} GMAC/s          ({:.0} % of the int8 peak: {}, same threads, {:.1} GMAC/s)",
@@ -234,6 +261,14 @@ fn batch_figures(batched: &[f64], batch: usize, decode_tps: f64, bytes: f64) -> 
         let tps = fastest(batched);
         (tps, tps / decode_tps, bytes * tps / batch as f64 / 1e9)
     })
+}
+
+/// From the products' seconds for one row and for `batch` rows: how many more rows per second
+/// the batched products run (`batch · one / many`), and the ceiling of batched against
+/// sequential decode, `batch / (decode_tps · many)`: batch-`batch` tokens/s if a batched step
+/// cost only its products, over the measured single-sequence tokens/s.
+fn ceiling_figures(one: f64, many: f64, batch: usize, decode_tps: f64) -> (f64, f64) {
+    (batch as f64 * one / many, batch as f64 / (decode_tps * many))
 }
 
 /// `bench llm --device cuda:N`: the same measurements on a device session (greedy, the device
