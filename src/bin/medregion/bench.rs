@@ -4,6 +4,16 @@
 //! the same run (the limit the effective bandwidth is compared with). Synthetic prompt ids;
 //! greedy; no stop token.
 //!
+//! With a batch, it also times the step's matrix products alone (`Session::product_seconds`,
+//! 1 row and B rows, same weights and threads) and prints the ceiling they put on batched
+//! against sequential decode: `B / (decode tokens/s × products of B rows)`, what batch-B decode
+//! would reach if its step cost nothing but its products. Where single-sequence decode waits on
+//! memory (weights streamed from DRAM) the B rows' products hide under the weight reads and
+//! the ceiling is high; where the weights come from cache, both steps are bound by
+//! instructions, and the products of B rows cost the weights' work once plus B times each
+//! row's (`vpdpbusd` and the per-block f32 steps), so the ceiling is about the products'
+//! own gain, `B · t(1 row) / t(B rows)` (README, "the ninth session").
+//!
 //! `medregion bench vision`: the vision encoder on one synthetic study (see `vision.rs`).
 //!
 //! `medregion bench report`: the whole pipeline on the synthetic phantom, regions decoded
@@ -228,7 +238,7 @@ fn llm(a: LlmArgs) -> Result<()> {
         if let Some((one, many)) = ceiling {
             let (gain, bound) = ceiling_figures(one, many, a.batch, decode_tps);
             println!(
-                "batch {:>2} ceiling:      products alone {:.2} ms for 1 row, {:.2} ms for {} ({gain:.2}x the rows per second); a step of nothing but its products would be {bound:.2}x decoding one after another",
+                "batch {:>2} ceiling:      products alone {:.3} ms for 1 row, {:.3} ms for {} ({gain:.2}x the rows per second); a step of nothing but its products would be {bound:.2}x decoding one after another",
                 a.batch,
                 one * 1e3,
                 many * 1e3,
