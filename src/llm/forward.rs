@@ -438,6 +438,8 @@ pub(crate) fn products(w: &DecoderWeights<'_>, s: &mut Scratch, pool: &ThreadPoo
         matmul_into(&s.att[..n * qd], n, &l.o, &mut s.out[..n * d], &mut s.mm, pool)?;
         let mut gate_up = [&mut s.gate[..n * f], &mut s.up[..n * f]];
         matmul_group_into(&s.h[..n * d], n, &[&l.gate, &l.up], &mut gate_up, &mut s.mm, pool)?;
+        // The down projection reads the up projection's output (no SwiGLU here): the shape
+        // `forward`'s `silu(g) · u` has.
         matmul_into(&s.up[..n * f], n, &l.down, &mut s.out[..n * d], &mut s.mm, pool)?;
     }
     matmul_into(&s.h[..n * d], n, &w.head, &mut s.logits[..n * v], &mut s.mm, pool)
