@@ -173,6 +173,11 @@ fn llm(a: LlmArgs) -> Result<()> {
     let (prefill_tps, decode_tps) = (fastest(&prefill), fastest(&decode));
     let decode_gbs = bytes * decode_tps / 1e9;
     let batch = batch_figures(&batched, a.batch, decode_tps, bytes);
+    // (products' seconds for 1 row and for the batch, their gain, the ceiling).
+    let ceiling = ceiling.map(|(one, many)| {
+        let (gain, bound) = ceiling_figures(one, many, a.batch, decode_tps);
+        (one, many, gain, bound)
+    });
     let macs = s.matmul_macs_per_token() as f64;
     // (GMAC/s of the batched products, their fraction of the peak, the peak).
     let batch_macs = batch.zip(int8_peak).map(|((tps, _, _), p)| {
@@ -198,8 +203,7 @@ fn llm(a: LlmArgs) -> Result<()> {
             doc["batch_fraction_of_read_bandwidth"] = (gbs / machine_gbs).into();
             doc["batch_decode_tokens_per_s_rounds"] = batched.clone().into();
         }
-        if let Some((one, many)) = ceiling {
-            let (gain, bound) = ceiling_figures(one, many, a.batch, decode_tps);
+        if let Some((one, many, gain, bound)) = ceiling {
             doc["products_seconds_one_row"] = one.into();
             doc["products_seconds_batch"] = many.into();
             doc["batch_products_gain"] = gain.into();
@@ -235,8 +239,7 @@ fn llm(a: LlmArgs) -> Result<()> {
                 a.batch
             );
         }
-        if let Some((one, many)) = ceiling {
-            let (gain, bound) = ceiling_figures(one, many, a.batch, decode_tps);
+        if let Some((one, many, gain, bound)) = ceiling {
             println!(
                 "batch {:>2} ceiling:      products alone {:.3} ms for 1 row, {:.3} ms for {} ({gain:.2}x the rows per second); a step of nothing but its products would be {bound:.2}x decoding one after another",
                 a.batch,
